@@ -1,0 +1,246 @@
+"""`audit-webhook`: serve · render · files · check · certs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from webhook import __version__
+from webhook.certs import ServiceName, ca_bundle, ensure_certs
+from webhook.manifests import needed_files
+from webhook.metrics import Metrics
+from webhook.mutation import decide_mutation
+from webhook.objects import datacenter_of, kind_of, name_of, namespace_of
+from webhook.options import Options
+from webhook.patch import apply_patch
+from webhook.settings import effective_settings
+from webhook.store import LoadError, MemoryStore, Snapshot
+from webhook.store.files import FileStore, manifest_files, read_manifests
+from webhook.validation.admission import CLUSTER, SEED, check_admission, kind_key, qualified_kind, secret_refs
+from webhook.validation.errors import invalid_message
+
+log = logging.getLogger("audit_webhook")
+
+
+class UsageError(Exception):
+    """A command line or input file problem, printed without a traceback."""
+
+
+def bundled_examples() -> Path:
+    """The examples shipped beside the package (a checkout or the container image)."""
+    beside = Path(__file__).resolve().parent.parent / "examples"
+    return beside if beside.is_dir() else Path("examples")
+
+
+def _options(args: argparse.Namespace) -> Options:
+    base = Options.default()
+    return base.model_copy(update={
+        "sidecar_image": args.sidecar_image or base.sidecar_image,
+        "fluentbit_format": args.fluent_bit_format or base.fluentbit_format,
+        "cluster_id_record": not args.no_cluster_id_record,
+    })
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sidecar-image", help="fluent-bit image of the sidecar (default: webhook/data/defaults.yaml)")
+    p.add_argument("--fluent-bit-format", choices=("classic", "yaml"),
+                   help="fluent-bit configuration format (default: classic)")
+    p.add_argument("--no-cluster-id-record", action="store_true",
+                   help="do not add the cluster_id field to every audit record")
+
+
+def _objects(path: Path) -> list[dict[str, Any]]:
+    try:
+        return read_manifests(path)
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _one(path: Path, kind: str) -> dict[str, Any]:
+    for obj in _objects(path):
+        if kind_key(obj) == kind:
+            return obj
+    raise UsageError(f"{path}: no kubermatic.k8c.io/v1 {kind} in this file")
+
+
+def _cluster_and_seed(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    cluster = _one(Path(args.cluster), CLUSTER)
+    seed = None
+    if args.seed:
+        seeds = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds
+        seed = seeds.get(datacenter_of(cluster))
+        if seed is None:
+            print(f'warning: no Seed in {args.seed} defines datacenter "{datacenter_of(cluster)}"', file=sys.stderr)
+    return cluster, seed
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print the Pod as the webhook would admit it."""
+    cluster, seed = _cluster_and_seed(args)
+    pods = [o for o in _objects(Path(args.pod)) if kind_of(o) == ("v1", "Pod")]
+    if not pods:
+        raise UsageError(f"{args.pod}: no v1 Pod in this file")
+    pod = pods[0]
+    namespace = namespace_of(pod) or effective_settings(cluster, seed).namespace
+    if namespace_of(pod) and namespace != effective_settings(cluster, seed).namespace:
+        print(f"warning: the Pod is in {namespace}, not in the cluster's namespace; rendering it anyway",
+              file=sys.stderr)
+    answer = decide_mutation("CREATE", pod, cluster, seed, _options(args))
+    for warning in answer.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if not answer.allowed:
+        print(f"Error: {answer.message}", file=sys.stderr)
+        return 1
+    if not answer.patch:
+        print(f"note: nothing to inject ({answer.reason})", file=sys.stderr)
+    yaml.safe_dump(apply_patch(pod, answer.patch or []), sys.stdout, sort_keys=False)
+    return 0
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    """Print the ConfigMap and Secret the cluster's apiserver mounts."""
+    cluster, seed = _cluster_and_seed(args)
+    settings = effective_settings(cluster, seed)
+    items = needed_files(settings, _options(args))
+    if not items:
+        print(f'note: cluster "{settings.cluster_id}" has audit logging and the webhook backend off', file=sys.stderr)
+    yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, sort_keys=False,
+                   allow_unicode=True, width=1 << 16)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate manifests offline with the rules and messages of /validate."""
+    snap = Snapshot()
+    targets: list[tuple[Path, dict[str, Any]]] = []
+    try:
+        for root in [Path(s) for s in args.source or []]:
+            for path in manifest_files(root):
+                for obj in read_manifests(path):
+                    snap.add(obj, str(path))
+        for file in args.files:
+            for path in manifest_files(Path(file)):
+                for obj in read_manifests(path):
+                    snap.add(obj, str(path))
+                    targets.append((path, obj))
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
+    store = MemoryStore(snap)
+    rejected = 0
+    checked = 0
+    for path, obj in targets:
+        if not kind_key(obj):
+            continue
+        checked += 1
+        seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
+        secrets = {ref: snap.secrets.get(ref) for ref in secret_refs(obj)}
+        found = check_admission(obj, None, seed=seed, secrets=secrets)
+        label = f"{path}: {qualified_kind(obj)} {name_of(obj) or '<unnamed>'}"
+        for warning in found.warnings:
+            print(f"Warning: {warning}")
+        if found.errors:
+            rejected += 1
+            print(f"{label}: rejected: {invalid_message(qualified_kind(obj), name_of(obj), found.errors)}")
+        else:
+            print(f"{label}: ok")
+    if not checked:
+        raise UsageError("no Cluster, Seed or ConfigMap found in " + ", ".join(args.files))
+    return 1 if rejected else 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Create or renew the certificates and print the caBundle."""
+    cert_dir = Path(args.cert_dir)
+    written = ensure_certs(cert_dir, ServiceName(args.service, args.namespace), renew=args.renew)
+    print(f"{'wrote' if written else 'kept'} certificates in {cert_dir}", file=sys.stderr)
+    print(base64.b64encode(ca_bundle(cert_dir)).decode())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTPS server."""
+    from webhook.server import Webhook, serve
+
+    cert_dir = Path(args.cert_dir)
+    if ensure_certs(cert_dir, ServiceName(args.service, args.namespace)):
+        log.info("created certificates in %s (CA: %s)", cert_dir, cert_dir / "ca.crt")
+    if args.source == "kube":
+        raise UsageError("--source kube is not available in this build yet; use a directory of YAML files")
+    source = Path(args.source) if args.source else bundled_examples()
+    try:
+        store = FileStore(source)
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
+    log.info("serving %d clusters and %d seeds from %s", len(store.snapshot.clusters),
+             len(store.snapshot.seed_objects), source)
+    webhook = Webhook(store=store, options=_options(args), metrics=Metrics())
+    asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="audit-webhook", description=__doc__)
+    p.add_argument("--version", action="version", version=f"audit-webhook {__version__}")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the admission webhook over HTTPS")
+    serve.add_argument("--source", help="directory of YAML manifests, or 'kube' (default: the bundled examples)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
+    serve.add_argument("--service", default="audit-webhook", help="Service name in the certificate")
+    serve.add_argument("--namespace", default="audit-webhook", help="Service namespace in the certificate")
+    serve.add_argument("--decision-log", choices=("on", "off"), default="on", help="one JSON line per admission")
+    _add_render_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    render = sub.add_parser("render", help="print a Pod as the webhook would admit it")
+    render.add_argument("--cluster", required=True, help="file with the Cluster")
+    render.add_argument("--seed", help="file with the Seed of the cluster's datacenter")
+    render.add_argument("pod", help="file with the Pod")
+    _add_render_options(render)
+    render.set_defaults(func=cmd_render)
+
+    files = sub.add_parser("files", help="print the ConfigMap and Secret a cluster's apiserver mounts")
+    files.add_argument("--cluster", required=True)
+    files.add_argument("--seed")
+    _add_render_options(files)
+    files.set_defaults(func=cmd_files)
+
+    check = sub.add_parser("check", help="validate Cluster, Seed and ConfigMap manifests offline")
+    check.add_argument("files", nargs="+", help="files or directories of manifests (Secrets in them are used)")
+    check.add_argument("--source", action="append", help="more manifests to look Secrets and Seeds up in")
+    check.set_defaults(func=cmd_check)
+
+    certs = sub.add_parser("certs", help="create or renew the CA and serving certificate, print the caBundle")
+    certs.add_argument("--cert-dir", default="certs")
+    certs.add_argument("--service", default="audit-webhook")
+    certs.add_argument("--namespace", default="audit-webhook")
+    certs.add_argument("--renew", action="store_true", help="issue a new serving certificate now")
+    certs.set_defaults(func=cmd_certs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `audit-webhook` and `python -m webhook`."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if getattr(args, "decision_log", "on") == "off":
+        logging.getLogger("audit_webhook.decisions").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"audit-webhook: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,35 @@
+"""The decision log: one JSON line per admission, for people who ask "why was this refused?"."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from webhook.review import AdmissionRequest, Answer
+
+log = logging.getLogger("audit_webhook.decisions")
+
+
+def log_decision(handler: str, req: AdmissionRequest, answer: Answer, seconds: float) -> None:
+    """Log what was decided. Never the object, never a message that could quote a value."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    record = {
+        "ts": round(time.time(), 3),
+        "handler": handler,
+        "uid": req.uid,
+        "kind": req.kind.kind,
+        "operation": req.operation,
+        "namespace": req.namespace,
+        "name": req.name,
+        "user": req.userInfo.username,
+        "decision": "allowed" if answer.allowed else "denied",
+        "reason": answer.reason,
+        "rules": answer.rules,
+        "patched": bool(answer.patch),
+        "warnings": len(answer.warnings),
+        "latency_ms": round(seconds * 1000, 3),
+        "dry_run": req.dryRun,
+    }
+    log.info(json.dumps(record, separators=(",", ":")))

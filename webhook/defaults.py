@@ -1,0 +1,25 @@
+"""The data files a platform team reads or changes: defaults, plugin names. Loaded once."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+
+def _load(name: str) -> Any:
+    return yaml.safe_load(resources.files("webhook").joinpath("data", name).read_text(encoding="utf-8"))
+
+
+@cache
+def defaults() -> dict[str, Any]:
+    """The contents of `webhook/data/defaults.yaml`."""
+    return _load("defaults.yaml")
+
+
+@cache
+def fluentbit_plugins() -> dict[str, frozenset[str]]:
+    """Known fluent-bit plugin names by section kind (`filters`, `outputs`)."""
+    return {kind: frozenset(names) for kind, names in _load("fluentbit-plugins.yaml").items()}

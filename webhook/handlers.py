@@ -1,0 +1,39 @@
+"""The two admission handlers: look up what the decision needs, then call the pure core."""
+
+from __future__ import annotations
+
+from webhook.mutation import decide_mutation
+from webhook.objects import datacenter_of, namespace_of
+from webhook.options import Options
+from webhook.review import AdmissionRequest, Answer
+from webhook.store import Store
+from webhook.validation.admission import CLUSTER, check_admission, kind_key, object_label, qualified_kind, secret_refs
+from webhook.validation.errors import invalid_message
+
+
+async def mutate(req: AdmissionRequest, store: Store, options: Options) -> Answer:
+    """Inject audit logging into an apiserver Pod."""
+    if req.kind.kind != "Pod" or req.kind.group != "":
+        return Answer(True, reason="not-pod")
+    namespace = req.namespace or namespace_of(req.object)
+    cluster = store.cluster_for_namespace(namespace)
+    seed = store.seed_for_datacenter(datacenter_of(cluster)) if cluster else None
+    return decide_mutation(req.operation, req.object, cluster, seed, options)
+
+
+async def validate(req: AdmissionRequest, store: Store) -> Answer:
+    """Refuse Clusters, Seeds and ConfigMaps that would break or leak audit logging."""
+    if req.operation not in ("CREATE", "UPDATE") or req.subResource:
+        return Answer(True, reason="not-checked")
+    obj, old = req.object, req.oldObject if req.operation == "UPDATE" else None
+    if not kind_key(obj):
+        return Answer(True, reason="not-checked")
+    seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
+    refs = sorted({*secret_refs(obj), *secret_refs(old)})
+    secrets = {ref: await store.secret(*ref) for ref in refs}
+    found = check_admission(obj, old, seed=seed, secrets=secrets)
+    if found.errors:
+        message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
+        rules = list(dict.fromkeys(str(e.path) for e in found.errors))
+        return Answer(False, message, code=422, warnings=found.warnings, reason="invalid", rules=rules)
+    return Answer(True, warnings=found.warnings, reason="valid")

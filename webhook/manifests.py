@@ -1,0 +1,53 @@
+"""The objects behind the volumes (SPEC §2.1) as Kubernetes manifests. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook import names, presets
+from webhook.fluentbit import render
+from webhook.options import Options
+from webhook.settings import EffectiveSettings
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "audit-webhook"
+
+
+def _metadata(name: str, settings: EffectiveSettings) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, "audit-webhook.kubermatic.k8c.io/cluster": settings.cluster_id},
+    }
+
+
+def audit_config(settings: EffectiveSettings) -> dict[str, Any]:
+    """ConfigMap `audit-config`: the preset's policy, or the default one without a preset."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(names.CONFIGMAP_AUDIT_CONFIG, settings),
+        "data": {names.POLICY_KEY: presets.policy_text(settings.preset)},
+    }
+
+
+def fluentbit_secret(settings: EffectiveSettings, options: Options) -> dict[str, Any]:
+    """Secret `audit-logs-fluentbit` with the rendered sidecar configuration, as stringData."""
+    key, text = render(settings.sidecar.config, options)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(names.SECRET_FLUENTBIT, settings),
+        "stringData": {key: text},
+    }
+
+
+def needed_files(settings: EffectiveSettings, options: Options) -> list[dict[str, Any]]:
+    """Every object the cluster's apiserver Pod mounts that we generate."""
+    items = []
+    if settings.needs_injection:
+        items.append(audit_config(settings))
+    if settings.enabled:
+        items.append(fluentbit_secret(settings, options))
+    return items

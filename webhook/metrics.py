@@ -1,0 +1,42 @@
+"""Prometheus metrics of one server, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Counters and histograms named by Prometheus conventions; labels never carry values."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "audit_webhook_admission_requests_total", "Admission reviews answered.",
+            ["handler", "kind", "operation", "decision"], registry=self.registry)
+        self.duration = Histogram(
+            "audit_webhook_admission_duration_seconds", "Time to answer an admission review.",
+            ["handler"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.injections = Counter(
+            "audit_webhook_injections_total", "apiserver Pods patched with audit logging.", registry=self.registry)
+        self.rejections = Counter(
+            "audit_webhook_rejections_total", "Objects refused, by reason.", ["reason"], registry=self.registry)
+        self.warnings = Counter(
+            "audit_webhook_warnings_total", "Warnings returned to clients.", ["handler"], registry=self.registry)
+        self.bad_requests = Counter(
+            "audit_webhook_bad_requests_total", "Bodies refused before admission (HTTP 4xx).", ["code"],
+            registry=self.registry)
+        self.errors = Counter(
+            "audit_webhook_handler_errors_total", "Unexpected exceptions while answering.", ["handler"],
+            registry=self.registry)
+        self.cert_expiry = Gauge(
+            "audit_webhook_certificate_expiry_timestamp_seconds", "When the serving certificate expires.",
+            registry=self.registry)
+        self.store_objects = Gauge(
+            "audit_webhook_store_objects", "Objects known to the store, by kind.", ["kind"], registry=self.registry)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

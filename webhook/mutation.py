@@ -1,0 +1,63 @@
+"""The mutating decision: which Pods get what, as a JSON patch. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook import names
+from webhook.inject import NoApiserverContainer, desired_pod
+from webhook.objects import dig
+from webhook.options import Options
+from webhook.patch import make_patch
+from webhook.review import Answer
+from webhook.settings import effective_settings
+from webhook.validation.cluster import check_cluster
+from webhook.validation.errors import invalid_message, sanitize_warning
+from webhook.validation.seed import check_seed
+
+
+def is_apiserver_pod(pod: Any) -> bool:
+    """A Pod labelled `app=apiserver`."""
+    key, value = names.APISERVER_LABEL
+    return dig(pod, "metadata", "labels", key) == value
+
+
+def _stored_settings_errors(cluster: dict[str, Any], seed: dict[str, Any] | None) -> str:
+    # Secrets are not re-checked here: a missing one is the reconciler's business, and the
+    # Pod references it by name only. Shapes are re-checked because objects may predate us.
+    cluster_errors = check_cluster(cluster, seed, secrets=None).errors
+    if cluster_errors:
+        return invalid_message("Cluster.kubermatic.k8c.io", dig(cluster, "metadata", "name") or "", cluster_errors)
+    seed_errors = check_seed(seed, secrets=None).errors if seed else []
+    if seed_errors:
+        return invalid_message("Seed.kubermatic.k8c.io", dig(seed, "metadata", "name") or "", seed_errors)
+    return ""
+
+
+def decide_mutation(
+    operation: str,
+    pod: Any,
+    cluster: dict[str, Any] | None,
+    seed: dict[str, Any] | None,
+    options: Options,
+) -> Answer:
+    """The answer for a Pod admission, given the Cluster owning its namespace (if any)."""
+    if operation != "CREATE":
+        return Answer(True, reason="not-create")
+    if not isinstance(pod, dict) or not is_apiserver_pod(pod):
+        return Answer(True, reason="not-apiserver")
+    if cluster is None:
+        return Answer(True, reason="no-cluster")
+    problem = _stored_settings_errors(cluster, seed)
+    if problem:
+        return Answer(False, f"cannot inject audit logging: {problem}", code=422, reason="invalid-settings")
+    settings = effective_settings(cluster, seed)
+    if not settings.needs_injection:
+        return Answer(True, reason="audit-off")
+    try:
+        desired = desired_pod(pod, settings, options)
+    except NoApiserverContainer:
+        text = f'audit-webhook: no container "{names.APISERVER_CONTAINER}", audit logging not injected'
+        warning = sanitize_warning(text)
+        return Answer(True, warnings=[warning], reason="no-apiserver-container")
+    return Answer(True, patch=make_patch(pod, desired), reason="injected")

@@ -1,0 +1,37 @@
+"""Every name the webhook owns in an apiserver Pod, defined once.
+
+The mutation recognises its own work by these names, so changing one is a breaking change.
+"""
+
+APISERVER_LABEL = ("app", "apiserver")
+APISERVER_CONTAINER = "apiserver"
+SIDECAR_CONTAINER = "audit-logs"
+
+VOLUME_AUDIT_LOG = "audit-log"
+VOLUME_AUDIT_CONFIG = "audit-config"
+VOLUME_FLUENTBIT = "audit-logs-fluentbit"
+VOLUME_WEBHOOK_BACKEND = "audit-webhook-backend"
+
+CONFIGMAP_AUDIT_CONFIG = "audit-config"
+SECRET_FLUENTBIT = "audit-logs-fluentbit"
+POLICY_KEY = "policy.yaml"
+WEBHOOK_CONFIG_KEY = "webhook.yaml"
+FLUENTBIT_CLASSIC_KEY = "fluent-bit.conf"
+FLUENTBIT_YAML_KEY = "fluent-bit.yaml"
+
+AUDIT_LOG_DIR = "/var/log/kubernetes/audit"
+AUDIT_LOG_PATH = f"{AUDIT_LOG_DIR}/audit.log"
+AUDIT_CONFIG_DIR = "/etc/kubernetes/audit"
+POLICY_PATH = f"{AUDIT_CONFIG_DIR}/{POLICY_KEY}"
+WEBHOOK_CONFIG_DIR = f"{AUDIT_CONFIG_DIR}/webhook"
+WEBHOOK_CONFIG_PATH = f"{WEBHOOK_CONFIG_DIR}/{WEBHOOK_CONFIG_KEY}"
+FLUENTBIT_DIR = "/etc/fluent-bit/"
+
+CLUSTER_ID_ENV = "CLUSTER_ID"
+
+# Annotations: on the Pod (what was injected) and on the Cluster (opt-out of DC enforcement).
+SETTINGS_HASH_ANNOTATION = "audit-webhook.kubermatic.k8c.io/settings-hash"
+OPT_OUT_ANNOTATION = "kubermatic.k8c.io/skip-audit-logging-enforcement"
+
+KKP_GROUP = "kubermatic.k8c.io"
+KKP_API_VERSION = f"{KKP_GROUP}/v1"

@@ -1,0 +1,33 @@
+"""Audit policy presets, kept as YAML files beside this module.
+
+A preset's policy is the file's text, byte for byte: that is what lands in the `audit-config`
+ConfigMap, comments included, so an operator reading the ConfigMap sees why each rule is there.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+PRESETS: tuple[str, ...] = ("metadata", "minimal", "recommended")
+# What a cluster without a preset starts with (created once, then left to the user).
+DEFAULT_PRESET = "metadata"
+# Accepted values of `auditLogging.policyPreset`; "" means "no preset, a custom policy".
+SUPPORTED_VALUES: tuple[str, ...] = ("", *PRESETS)
+
+
+@cache
+def policy_text(preset: str) -> str:
+    """The policy file of a preset (`""` gives the default policy)."""
+    name = preset or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise KeyError(f"unknown audit policy preset {name!r}")
+    return resources.files(__name__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def policy(preset: str) -> dict[str, Any]:
+    """The parsed policy of a preset."""
+    return yaml.safe_load(policy_text(preset))

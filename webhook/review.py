@@ -1,0 +1,106 @@
+"""AdmissionReview in and out (admission.k8s.io v1 and v1beta1), with no transport in sight."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SUPPORTED_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+_STATUS_REASONS = {403: "Forbidden", 422: "Invalid", 500: "InternalError"}
+
+
+class ReviewError(Exception):
+    """The body is not an AdmissionReview we can answer: HTTP 400."""
+
+
+class GroupVersionKind(BaseModel):
+    """`request.kind`."""
+
+    model_config = ConfigDict(extra="allow")
+    group: str = ""
+    version: str = ""
+    kind: str = ""
+
+
+class UserInfo(BaseModel):
+    """`request.userInfo`."""
+
+    model_config = ConfigDict(extra="allow")
+    username: str = ""
+    groups: list[str] = Field(default_factory=list)
+
+
+class AdmissionRequest(BaseModel):
+    """The parts of `request` we read; `object` and `oldObject` stay raw JSON."""
+
+    model_config = ConfigDict(extra="allow")
+    uid: str = Field(min_length=1)
+    kind: GroupVersionKind = Field(default_factory=GroupVersionKind)
+    subResource: str = ""
+    name: str = ""
+    namespace: str = ""
+    operation: str = ""
+    userInfo: UserInfo = Field(default_factory=UserInfo)
+    object: Any = None
+    oldObject: Any = None
+    dryRun: bool = False
+
+
+@dataclass
+class Answer:
+    """What a handler decided; `to_review` turns it into the wire format."""
+
+    allowed: bool
+    message: str = ""
+    code: int = 200
+    patch: list[dict[str, Any]] | None = None
+    warnings: list[str] = field(default_factory=list)
+    # Why, in one word, for metrics and the decision log ("injected", "invalid", ...).
+    reason: str = ""
+    # The field paths of the rules that refused the object, for the decision log.
+    rules: list[str] = field(default_factory=list)
+
+
+def parse_review(body: bytes) -> tuple[str, AdmissionRequest]:
+    """(apiVersion, request) of a review body, or ReviewError saying what is wrong."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ReviewError(f"request body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ReviewError("request body must be a JSON object (an AdmissionReview)")
+    api_version = doc.get("apiVersion")
+    if api_version not in SUPPORTED_VERSIONS:
+        raise ReviewError(f"apiVersion must be one of {', '.join(SUPPORTED_VERSIONS)}, got {json.dumps(api_version)}")
+    if doc.get("kind") != "AdmissionReview":
+        raise ReviewError(f"kind must be AdmissionReview, got {json.dumps(doc.get('kind'))}")
+    raw = doc.get("request")
+    if not isinstance(raw, dict):
+        raise ReviewError("AdmissionReview has no request")
+    if not isinstance(raw.get("uid"), str) or not raw["uid"]:
+        raise ReviewError("AdmissionReview request has no uid")
+    try:
+        return api_version, AdmissionRequest.model_validate(raw)
+    except ValidationError as exc:
+        where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()[:5])
+        raise ReviewError(f"AdmissionReview request is malformed: {where}") from None
+
+
+def to_review(api_version: str, uid: str, answer: Answer) -> dict[str, Any]:
+    """The AdmissionReview that answers request `uid`."""
+    response: dict[str, Any] = {"uid": uid, "allowed": answer.allowed}
+    if not answer.allowed:
+        response["status"] = {"code": answer.code, "message": answer.message,
+                              "reason": _STATUS_REASONS.get(answer.code, "Forbidden")}
+    elif answer.message:
+        response["status"] = {"code": 200, "message": answer.message}
+    if answer.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(answer.patch, separators=(",", ":")).encode()).decode()
+    if answer.warnings:
+        response["warnings"] = answer.warnings
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}

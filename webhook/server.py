@@ -1,0 +1,161 @@
+"""The HTTPS edge: routes, body limits, error containment, metrics, certificate and store reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from webhook import handlers
+from webhook.certs import CertWatcher, expiry_timestamp
+from webhook.decisions import log_decision
+from webhook.metrics import CONTENT_TYPE, Metrics
+from webhook.options import Options
+from webhook.review import AdmissionRequest, Answer, ReviewError, parse_review, to_review
+from webhook.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 7 * 1024 * 1024  # kube-apiserver sends at most ~3 MiB objects; twice that plus envelope
+Handler = Callable[[AdmissionRequest], Awaitable[Answer]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "code": status}, status=status)
+
+
+@dataclass
+class Webhook:
+    """Everything a running server needs; `app()` builds the aiohttp application."""
+
+    store: Store
+    options: Options
+    metrics: Metrics
+
+    async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.bad_requests.labels("413").inc()
+            return _error(413, f"request body is larger than {MAX_BODY} bytes")
+        try:
+            api_version, req = parse_review(body)
+        except ReviewError as exc:
+            self.metrics.bad_requests.labels("400").inc()
+            return _error(400, str(exc))
+        start = time.perf_counter()
+        try:
+            answer = await handler(req)
+        except Exception:
+            # One broken request must not take the others down: answer it, log it, go on.
+            log.exception("%s handler failed on request %s", name, req.uid)
+            self.metrics.errors.labels(name).inc()
+            answer = Answer(False, f"audit-webhook: internal error while handling request {req.uid}; "
+                                   "see the webhook's log", code=500, reason="error")
+        elapsed = time.perf_counter() - start
+        self._observe(name, req, answer, elapsed)
+        return web.Response(body=json.dumps(to_review(api_version, req.uid, answer), separators=(",", ":")),
+                            content_type="application/json")
+
+    def _observe(self, name: str, req: AdmissionRequest, answer: Answer, elapsed: float) -> None:
+        m = self.metrics
+        decision = "allowed" if answer.allowed else "denied"
+        m.requests.labels(name, req.kind.kind or "unknown", req.operation or "unknown", decision).inc()
+        m.duration.labels(name).observe(elapsed)
+        if answer.patch:
+            m.injections.inc()
+        if not answer.allowed:
+            m.rejections.labels(answer.reason or "unknown").inc()
+        if answer.warnings:
+            m.warnings.labels(name).inc(len(answer.warnings))
+        log_decision(name, req, answer, elapsed)
+
+    async def mutate(self, request: web.Request) -> web.Response:
+        """POST /mutate."""
+        return await self._review(request, "mutate", lambda r: handlers.mutate(r, self.store, self.options))
+
+    async def validate(self, request: web.Request) -> web.Response:
+        """POST /validate."""
+        return await self._review(request, "validate", lambda r: handlers.validate(r, self.store))
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """GET /healthz: the process answers."""
+        return web.Response(text="ok")
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        """GET /readyz: the store can answer admissions."""
+        if self.store.ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="store not ready")
+
+    async def metrics_page(self, _request: web.Request) -> web.Response:
+        """GET /metrics in the Prometheus text format."""
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    def app(self) -> web.Application:
+        """The aiohttp application with every route."""
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/mutate", self.mutate)
+        app.router.add_post("/validate", self.validate)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_page)
+        return app
+
+
+async def _poll_forever(interval: float, *pollers: Callable[[], object]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        for poll in pollers:
+            try:
+                poll()
+            except Exception:
+                log.exception("background refresh failed")
+
+
+async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_interval: float = 2.0,
+                shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None) -> None:
+    """Serve HTTPS until SIGTERM or SIGINT, then finish requests in flight and stop."""
+    watcher = CertWatcher(cert_dir)
+
+    webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
+
+    def refresh_cert() -> None:
+        if watcher.poll():
+            webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
+
+    pollers: list[Callable[[], object]] = [refresh_cert]
+    store_refresh = getattr(webhook.store, "refresh", None)
+    if callable(store_refresh):
+        pollers.append(store_refresh)
+
+    runner = web.AppRunner(webhook.app(), handle_signals=False, shutdown_timeout=shutdown_timeout,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=watcher.listening, backlog=512)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    log.info("audit-webhook listening on https://%s:%d", host, bound)
+    if started:
+        started(bound)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    poller = asyncio.create_task(_poll_forever(poll_interval, *pollers))
+    try:
+        await stop.wait()
+        log.info("shutting down: no new connections, finishing requests in flight")
+    finally:
+        poller.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

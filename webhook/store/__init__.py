@@ -1,0 +1,109 @@
+"""Where Clusters, Seeds, Secrets and ConfigMaps come from: one interface, several homes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from webhook.objects import cluster_namespace, dig, kind_of, name_of, namespace_of
+from webhook.validation.admission import CLUSTER, CONFIGMAP, SEED, kind_key
+
+SecretData = dict[str, bytes]
+
+
+class LoadError(Exception):
+    """An object could not be read; the message names where, never a Secret's content."""
+
+
+class Store(Protocol):
+    """What the handlers ask of a source of objects."""
+
+    def cluster_for_namespace(self, namespace: str) -> dict[str, Any] | None:
+        """The Cluster whose control plane runs in `namespace`."""
+
+    def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
+        """The Seed that defines `datacenter`."""
+
+    async def secret(self, namespace: str, name: str) -> SecretData | None:
+        """A Secret's data, decoded, or None when it does not exist."""
+
+    def ready(self) -> bool:
+        """Whether the store has everything it needs to answer."""
+
+
+def decode_secret(obj: dict[str, Any], where: str) -> SecretData:
+    """A Secret's keys and bytes from `data` (base64) and `stringData` (text, which wins)."""
+    out: SecretData = {}
+    data = obj.get("data") or {}
+    string_data = obj.get("stringData") or {}
+    if not isinstance(data, dict) or not isinstance(string_data, dict):
+        raise LoadError(f"{where}: Secret data and stringData must be maps")
+    for key, value in data.items():
+        try:
+            out[str(key)] = base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            raise LoadError(f"{where}: Secret key {key!r} is not valid base64") from None
+    for key, value in string_data.items():
+        out[str(key)] = str(value).encode()
+    return out
+
+
+@dataclass
+class Snapshot:
+    """Objects indexed for the lookups admission needs: O(1) per request at any fleet size."""
+
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)  # by control-plane namespace
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # by datacenter name
+    secrets: dict[tuple[str, str], SecretData] = field(default_factory=dict)
+    configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    seed_objects: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, obj: dict[str, Any], where: str = "") -> None:
+        """Index one object; objects of other kinds are ignored."""
+        kind = kind_key(obj)
+        if kind == CLUSTER:
+            self.clusters[cluster_namespace(obj)] = obj
+        elif kind == SEED:
+            self.seed_objects.append(obj)
+            datacenters = dig(obj, "spec", "datacenters")
+            if isinstance(datacenters, dict):
+                for dc in datacenters:
+                    self.seeds[str(dc)] = obj
+        elif kind == CONFIGMAP:
+            self.configmaps[(namespace_of(obj), name_of(obj))] = obj
+        elif kind_of(obj) == ("v1", "Secret"):
+            self.secrets[(namespace_of(obj), name_of(obj))] = decode_secret(obj, where or name_of(obj))
+
+    @classmethod
+    def of(cls, objects: Iterable[dict[str, Any]]) -> Snapshot:
+        """A snapshot of the given objects."""
+        snap = cls()
+        for obj in objects:
+            snap.add(obj)
+        return snap
+
+
+class MemoryStore:
+    """A store over a snapshot held in memory; the file store and the CLI build on it."""
+
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
+        self.snapshot = snapshot or Snapshot()
+
+    def cluster_for_namespace(self, namespace: str) -> dict[str, Any] | None:
+        """The Cluster whose control plane runs in `namespace`."""
+        return self.snapshot.clusters.get(namespace)
+
+    def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
+        """The Seed that defines `datacenter`."""
+        return self.snapshot.seeds.get(datacenter)
+
+    async def secret(self, namespace: str, name: str) -> SecretData | None:
+        """A Secret's data, or None."""
+        return self.snapshot.secrets.get((namespace, name))
+
+    def ready(self) -> bool:
+        """Always ready: everything is in memory."""
+        return True

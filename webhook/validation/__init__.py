@@ -1,0 +1,1 @@
+"""Validation rules: pure functions from objects (and the Secrets they name) to field errors."""

@@ -1,0 +1,59 @@
+"""Rules for a `Cluster`: its own `spec.auditLogging` and how its datacenter overrides it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook import names
+from webhook.objects import cluster_namespace, datacenter_of, datacenter_spec, dig, name_of
+from webhook.validation.audit_logging import check_audit_logging
+from webhook.validation.errors import Findings, Path, invalid, required
+from webhook.validation.webhook_backend import Secrets
+
+_SPEC = Path("spec")
+_AUDIT = _SPEC.child("auditLogging")
+
+
+def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | None) -> Findings:
+    """Every rule for a Cluster, given the Seed of its datacenter (or None)."""
+    found = Findings()
+    if not isinstance(cluster, dict) or not isinstance(cluster.get("metadata"), dict):
+        found.error(required(Path("metadata"), "a Cluster needs metadata.name"))
+        return found
+    if not name_of(cluster):
+        found.error(required(Path("metadata").child("name")))
+        return found
+    spec = cluster.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        found.error(invalid(_SPEC, spec, "must be a map"))
+        return found
+    namespace = cluster_namespace(cluster)
+    raw = dig(cluster, "spec", "auditLogging")
+    found.merge(check_audit_logging(raw, _AUDIT, default_namespace=namespace, own_namespace=namespace,
+                                    secrets=secrets))
+    _warn_overrides(cluster, raw if isinstance(raw, dict) else {}, seed, found)
+    return found
+
+
+def _warn_overrides(cluster: dict[str, Any], raw: dict[str, Any], seed: dict[str, Any] | None, found: Findings) -> None:
+    dc = datacenter_of(cluster)
+    dc_spec = datacenter_spec(seed, dc)
+    annotation_path = Path("metadata").child("annotations").key(names.OPT_OUT_ANNOTATION)
+    annotation = dig(cluster, "metadata", "annotations", names.OPT_OUT_ANNOTATION)
+    out = annotation == "true"
+    if annotation is not None and not out:
+        found.warn(annotation_path, f'only "true" opts out of enforcement; {annotation!r} is ignored')
+    enforced = dc_spec.get("enforceAuditLogging") is True
+    if enforced and out:
+        found.warn(annotation_path, f'opts out of the audit logging datacenter "{dc}" enforces')
+    elif enforced and isinstance(dig(seed, "spec", "auditLogging"), dict) and raw:
+        found.warn(_AUDIT, f'ignored: datacenter "{dc}" enforces audit logging with the Seed\'s settings')
+    elif enforced and raw.get("enabled") is False:
+        found.warn(_AUDIT.child("enabled"), f'ignored: datacenter "{dc}" enforces audit logging')
+    if dc_spec.get("enforcedAuditWebhookSettings") and not out and raw.get("webhookBackend"):
+        found.warn(_AUDIT.child("webhookBackend"), f'ignored: datacenter "{dc}" enforces its own webhook backend')
+    effectively_on = raw.get("enabled") is True or (enforced and not out)
+    if not effectively_on and raw.get("sidecar"):
+        found.warn(_AUDIT.child("sidecar"), "has no effect while audit logging is off")
+    if not effectively_on and raw.get("policyPreset") and not raw.get("webhookBackend"):
+        found.warn(_AUDIT.child("policyPreset"), "has no effect while audit logging and the webhook backend are off")

@@ -1,0 +1,100 @@
+"""Would kube-apiserver accept this audit webhook kubeconfig (`--audit-webhook-config-file`)?
+
+Mirrors what client-go's loader and ConfirmUsable refuse. The file comes from a Secret, so
+no problem description ever quotes its content: only which part is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+
+@dataclass
+class KubeconfigReport:
+    """Problems make kube-apiserver refuse to start; notes are risky but accepted."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _named(items: Any, name: str, body: str) -> tuple[bool, Any]:
+    if not isinstance(items, list):
+        return False, None
+    for item in items:
+        if isinstance(item, dict) and item.get("name") == name:
+            return True, item.get(body)
+    return False, None
+
+
+def check_kubeconfig(data: bytes) -> KubeconfigReport:
+    """Check the bytes of a `webhook.yaml`."""
+    report = KubeconfigReport()
+    problems = report.problems
+    try:
+        doc = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        problems.append("is not UTF-8 text")
+        return report
+    except yaml.YAMLError:
+        problems.append("is not valid YAML")
+        return report
+    if not isinstance(doc, dict):
+        problems.append("is not a kubeconfig (apiVersion: v1, kind: Config)")
+        return report
+    if doc.get("kind") not in (None, "", "Config") or doc.get("apiVersion") not in (None, "", "v1"):
+        problems.append("must have apiVersion v1 and kind Config")
+    current = doc.get("current-context")
+    if not isinstance(current, str) or not current:
+        problems.append("has no current-context")
+        return report
+    found, context = _named(doc.get("contexts"), current, "context")
+    if not found:
+        problems.append("current-context names a context that is not in contexts")
+        return report
+    cluster_name = context.get("cluster") if isinstance(context, dict) else None
+    if not isinstance(cluster_name, str) or not cluster_name:
+        problems.append("the current context names no cluster")
+        return report
+    user_name = context.get("user") if isinstance(context, dict) else None
+    if isinstance(user_name, str) and user_name and not _named(doc.get("users"), user_name, "user")[0]:
+        problems.append("the current context names a user that is not in users")
+    found, cluster = _named(doc.get("clusters"), cluster_name, "cluster")
+    if not found or not isinstance(cluster, dict):
+        problems.append("the current context names a cluster that is not in clusters")
+        return report
+    _check_cluster(cluster, report)
+    return report
+
+
+def _check_cluster(cluster: dict[str, Any], report: KubeconfigReport) -> None:
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server:
+        report.problems.append("the current cluster has no server URL")
+        return
+    try:
+        url = urlsplit(server)
+        has_host = bool(url.hostname)
+    except ValueError:
+        url, has_host = None, False
+    if url is None or url.scheme not in ("http", "https") or not has_host:
+        report.problems.append("the current cluster's server is not an http:// or https:// URL with a host")
+        return
+    if url.scheme == "http":
+        report.notes.append("sends audit events unencrypted (http:// server)")
+    has_ca_file = bool(cluster.get("certificate-authority"))
+    has_ca_data = bool(cluster.get("certificate-authority-data"))
+    if has_ca_file and has_ca_data:
+        report.problems.append("the current cluster sets both certificate-authority and certificate-authority-data")
+    if cluster.get("insecure-skip-tls-verify") is True:
+        if has_ca_file or has_ca_data:
+            report.problems.append("the current cluster sets a certificate authority together with "
+                                   "insecure-skip-tls-verify")
+        else:
+            report.notes.append("does not verify the server's certificate (insecure-skip-tls-verify)")
+    if has_ca_file:
+        report.notes.append("names a certificate-authority file: only files of the mounted Secret exist "
+                            "(/etc/kubernetes/audit/webhook/)")

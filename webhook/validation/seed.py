@@ -1,0 +1,50 @@
+"""Rules for a `Seed`: its audit defaults and every datacenter's enforcement settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.objects import dig, namespace_of
+from webhook.validation.audit_logging import check_audit_logging
+from webhook.validation.errors import Findings, Path, invalid
+from webhook.validation.webhook_backend import Secrets, check_webhook_backend
+
+_DATACENTERS = Path("spec").child("datacenters")
+
+
+def check_seed(seed: Any, secrets: Secrets | None) -> Findings:
+    """Every rule for a Seed. Secrets without a namespace are looked up in the Seed's namespace."""
+    found = Findings()
+    if not isinstance(seed, dict):
+        found.error(invalid(Path(""), seed, "must be a Seed object"))
+        return found
+    namespace = namespace_of(seed) or "kubermatic"
+    audit = dig(seed, "spec", "auditLogging")
+    audit_path = Path("spec").child("auditLogging")
+    found.merge(check_audit_logging(audit, audit_path, default_namespace=namespace, own_namespace=None,
+                                    secrets=secrets))
+    datacenters = dig(seed, "spec", "datacenters")
+    if datacenters is None:
+        return found
+    if not isinstance(datacenters, dict):
+        found.error(invalid(_DATACENTERS, datacenters, "must be a map of datacenter names to datacenters"))
+        return found
+    any_enforced = False
+    for dc, body in datacenters.items():
+        spec_path = _DATACENTERS.key(str(dc)).child("spec")
+        spec = dig(body, "spec")
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            found.error(invalid(spec_path, spec, "must be a map"))
+            continue
+        enforce = spec.get("enforceAuditLogging")
+        if enforce is not None and not isinstance(enforce, bool):
+            found.error(invalid(spec_path.child("enforceAuditLogging"), enforce, "must be true or false"))
+        any_enforced = any_enforced or enforce is True
+        found.merge(check_webhook_backend(spec.get("enforcedAuditWebhookSettings"),
+                                          spec_path.child("enforcedAuditWebhookSettings"),
+                                          default_namespace=namespace, own_namespace=None, secrets=secrets))
+    if any_enforced and isinstance(audit, dict) and audit.get("enabled") is False:
+        found.warn(audit_path.child("enabled"), "forced to true in the datacenters that enforce audit logging")
+    return found

@@ -1,0 +1,92 @@
+"""Rules for a webhook backend: the Secret reference, its kubeconfig, the initial backoff."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from webhook import names
+from webhook.duration import parse_duration
+from webhook.validation.errors import Findings, Path, forbidden, invalid, not_found, required
+from webhook.validation.kubeconfig import check_kubeconfig
+
+SecretRef = tuple[str, str]  # (namespace, name)
+# What the shell fetched for the pure rules: the Secret's data by key, or None when it is missing.
+# Rules given no Secrets at all (None) check the reference's shape only.
+Secrets = Mapping[SecretRef, Mapping[str, bytes] | None]
+
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def secret_ref(raw: Any, default_namespace: str) -> SecretRef | None:
+    """The (namespace, name) a webhook backend map refers to, if it names one."""
+    ref = raw.get("auditWebhookConfig") if isinstance(raw, dict) else None
+    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str) or not ref["name"]:
+        return None
+    namespace = ref.get("namespace")
+    return (namespace if isinstance(namespace, str) and namespace else default_namespace, ref["name"])
+
+
+def _check_secret(ref: SecretRef, path: Path, secrets: Secrets, found: Findings) -> None:
+    shown = f"{ref[0]}/{ref[1]}"
+    data = secrets.get(ref)
+    if data is None:
+        found.error(not_found(path, shown, f'create the Secret with key "{names.WEBHOOK_CONFIG_KEY}" holding '
+                                           "the audit webhook kubeconfig first"))
+        return
+    if names.WEBHOOK_CONFIG_KEY not in data:
+        found.error(invalid(path, shown, f'the Secret has no key "{names.WEBHOOK_CONFIG_KEY}" (the audit webhook '
+                                         "kubeconfig that kube-apiserver reads)"))
+        return
+    report = check_kubeconfig(data[names.WEBHOOK_CONFIG_KEY])
+    for problem in report.problems:
+        found.error(invalid(path, shown, f"{names.WEBHOOK_CONFIG_KEY} {problem}: kube-apiserver would not start"))
+    for note in report.notes:
+        found.warn(path, f"{shown} {note}")
+
+
+def check_webhook_backend(
+    raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None
+) -> Findings:
+    """Every rule for a webhook backend map at `path`.
+
+    `own_namespace` is set for a Cluster, which may only name Secrets of its own namespace:
+    anything else would let a cluster owner copy another tenant's Secret into their Pod.
+    """
+    found = Findings()
+    if raw is None:
+        return found
+    if not isinstance(raw, dict):
+        found.error(invalid(path, raw, "must be a map with `auditWebhookConfig` and `auditWebhookInitialBackoff`"))
+        return found
+    ref_path = path.child("auditWebhookConfig")
+    ref = raw.get("auditWebhookConfig")
+    if ref is None:
+        found.error(required(ref_path, f'the Secret (name, namespace) with key "{names.WEBHOOK_CONFIG_KEY}"'))
+    elif not isinstance(ref, dict):
+        found.error(invalid(ref_path, ref, "must be a Secret reference with `name` and `namespace`"))
+    else:
+        name, namespace = ref.get("name"), ref.get("namespace")
+        if name in (None, ""):
+            found.error(required(ref_path.child("name")))
+        elif not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+            found.error(invalid(ref_path.child("name"), name, "must be a lowercase DNS-1123 subdomain (a Secret name)"))
+        if namespace is not None and not isinstance(namespace, str):
+            found.error(invalid(ref_path.child("namespace"), namespace, "must be a string"))
+        elif own_namespace and namespace and namespace != own_namespace:
+            found.error(forbidden(ref_path.child("namespace"), f'a cluster may only use Secrets of its own namespace '
+                                                               f'"{own_namespace}"'))
+        elif not found.errors:
+            resolved = secret_ref(raw, default_namespace)
+            if resolved is not None and secrets is not None:
+                _check_secret(resolved, ref_path, secrets, found)
+    backoff_path = path.child("auditWebhookInitialBackoff")
+    backoff = raw.get("auditWebhookInitialBackoff")
+    if backoff not in (None, ""):
+        seconds = parse_duration(backoff) if isinstance(backoff, str) else None
+        if seconds is None:
+            found.error(invalid(backoff_path, backoff, 'must be a Go duration such as "10s", "500ms" or "1m30s"'))
+        elif seconds <= 0:
+            found.error(invalid(backoff_path, backoff, "must be greater than zero"))
+    return found
