@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from webhook import __version__
+from webhook import __version__, yamlout
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
@@ -100,7 +98,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 1
     if not answer.patch:
         print(f"note: nothing to inject ({answer.reason})", file=sys.stderr)
-    yaml.safe_dump(apply_patch(pod, answer.patch or []), sys.stdout, sort_keys=False)
+    yamlout.dump(apply_patch(pod, answer.patch or []), sys.stdout)
     return 0
 
 
@@ -111,8 +109,7 @@ def cmd_files(args: argparse.Namespace) -> int:
     items = needed_files(settings, _options(args))
     if not items:
         print(f'note: cluster "{settings.cluster_id}" has audit logging and the webhook backend off', file=sys.stderr)
-    yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, sort_keys=False,
-                   allow_unicode=True, width=1 << 16)
+    yamlout.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout)
     return 0
 
 

@@ -38,14 +38,14 @@ def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | 
 def _warn_overrides(cluster: dict[str, Any], raw: dict[str, Any], seed: dict[str, Any] | None, found: Findings) -> None:
     dc = datacenter_of(cluster)
     dc_spec = datacenter_spec(seed, dc)
-    annotation_path = Path("metadata").child("annotations").key(names.OPT_OUT_ANNOTATION)
+    annotation_path = Path("metadata").child("annotations")
     annotation = dig(cluster, "metadata", "annotations", names.OPT_OUT_ANNOTATION)
     out = annotation == "true"
     if annotation is not None and not out:
-        found.warn(annotation_path, f'only "true" opts out of enforcement; {annotation!r} is ignored')
+        found.warn(annotation_path, f'{names.OPT_OUT_ANNOTATION}: only "true" opts out')
     enforced = dc_spec.get("enforceAuditLogging") is True
     if enforced and out:
-        found.warn(annotation_path, f'opts out of the audit logging datacenter "{dc}" enforces')
+        found.warn(annotation_path, f'the cluster opts out of audit logging enforced by datacenter "{dc}"')
     elif enforced and isinstance(dig(seed, "spec", "auditLogging"), dict) and raw:
         found.warn(_AUDIT, f'ignored: datacenter "{dc}" enforces audit logging with the Seed\'s settings')
     elif enforced and raw.get("enabled") is False:

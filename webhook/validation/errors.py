@@ -152,7 +152,8 @@ class Findings:
         update Clusters all the time, and a Secret deleted yesterday must not wedge them.
         """
         kept = [e for e in self.errors if e not in old.errors]
-        carried = [sanitize_warning(f"not changed by this update, fix it: {e}") for e in self.errors if e in old.errors]
+        carried = [sanitize_warning(f"{e.path}: {e.type.value} (wrong before this update too; please fix)")
+                   for e in self.errors if e in old.errors]
         return Findings(kept, [*self.warnings, *carried])
 
 

@@ -84,7 +84,7 @@ def _check_cluster(cluster: dict[str, Any], report: KubeconfigReport) -> None:
         report.problems.append("the current cluster's server is not an http:// or https:// URL with a host")
         return
     if url.scheme == "http":
-        report.notes.append("sends audit events unencrypted (http:// server)")
+        report.notes.append("sends events over plain http://")
     has_ca_file = bool(cluster.get("certificate-authority"))
     has_ca_data = bool(cluster.get("certificate-authority-data"))
     if has_ca_file and has_ca_data:
@@ -94,7 +94,6 @@ def _check_cluster(cluster: dict[str, Any], report: KubeconfigReport) -> None:
             report.problems.append("the current cluster sets a certificate authority together with "
                                    "insecure-skip-tls-verify")
         else:
-            report.notes.append("does not verify the server's certificate (insecure-skip-tls-verify)")
+            report.notes.append("skips server certificate checks")
     if has_ca_file:
-        report.notes.append("names a certificate-authority file: only files of the mounted Secret exist "
-                            "(/etc/kubernetes/audit/webhook/)")
+        report.notes.append("names a CA file; only the Secret's own files are mounted")

@@ -43,7 +43,7 @@ def _check_secret(ref: SecretRef, path: Path, secrets: Secrets, found: Findings)
     for problem in report.problems:
         found.error(invalid(path, shown, f"{names.WEBHOOK_CONFIG_KEY} {problem}: kube-apiserver would not start"))
     for note in report.notes:
-        found.warn(path, f"{shown} {note}")
+        found.warn(path, f"the Secret's {names.WEBHOOK_CONFIG_KEY} {note}")
 
 
 def check_webhook_backend(
