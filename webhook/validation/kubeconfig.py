@@ -63,10 +63,10 @@ def check_kubeconfig(data: bytes) -> KubeconfigReport:
     if isinstance(user_name, str) and user_name and not _named(doc.get("users"), user_name, "user")[0]:
         problems.append("the current context names a user that is not in users")
     found, cluster = _named(doc.get("clusters"), cluster_name, "cluster")
-    if not found or not isinstance(cluster, dict):
+    if not found:
         problems.append("the current context names a cluster that is not in clusters")
         return report
-    _check_cluster(cluster, report)
+    _check_cluster(cluster if isinstance(cluster, dict) else {}, report)
     return report
 
 

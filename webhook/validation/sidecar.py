@@ -38,7 +38,7 @@ def _check_value(value: Any, path: Path, env_names: set[str], found: Findings) -
             found.warn(path, "leading and trailing spaces are dropped by fluent-bit")
         for var in _VAR_RE.findall(value):
             if var not in env_names:
-                found.warn(path, f"${{{var}}} is not set in the sidecar (set it in extraEnvs); it expands to ''")
+                found.warn(path, f"${{{var}}} is not in the sidecar env; add it to extraEnvs")
 
 
 def check_entry_map(raw: Any, path: Path, env_names: set[str]) -> tuple[Findings, dict[str, str]]:

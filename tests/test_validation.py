@@ -1,0 +1,276 @@
+"""Validation of Clusters, Seeds and ConfigMaps: every rule, its exact kubectl-style message."""
+
+import pytest
+
+from tests.helpers import KUBECONFIG, cluster, seed, webhook_backend
+from webhook.names import OPT_OUT_ANNOTATION
+from webhook.validation.admission import check_admission, secret_refs
+from webhook.validation.errors import invalid_message
+
+GOOD_SECRET = {"webhook.yaml": KUBECONFIG.encode()}
+SECRETS = {("cluster-abc", "wh"): GOOD_SECRET, ("kubermatic", "dc-wh"): GOOD_SECRET}
+P = "spec.auditLogging"
+SC = f"{P}.sidecar"
+CFG = f"{SC}.config"
+
+
+def errors_of(obj, seed_obj=None, secrets=SECRETS, old=None):
+    return [str(e) for e in check_admission(obj, old, seed=seed_obj, secrets=secrets).errors]
+
+
+def warnings_of(obj, seed_obj=None, secrets=SECRETS):
+    return check_admission(obj, None, seed=seed_obj, secrets=secrets).warnings
+
+
+def sidecar_cluster(**config):
+    return cluster(audit={"enabled": True, "sidecar": {"config": config}})
+
+
+CLUSTER_ERRORS = [
+    ("preset", cluster(audit={"enabled": True, "policyPreset": "verbose"}),
+     [f'{P}.policyPreset: Unsupported value: "verbose": supported values: "", "metadata", "minimal", "recommended"']),
+    ("enabled-not-bool", cluster(audit={"enabled": "yes"}), [f'{P}.enabled: Invalid value: "yes": must be true or false']),
+    ("audit-not-map", cluster(audit=["x"]),
+     [f'{P}: Invalid value: ["x"]: must be a map with `enabled`, `policyPreset`, `sidecar`, `webhookBackend`']),
+    ("service-not-map", sidecar_cluster(service=["Flush 1"]),
+     [f'{CFG}.service: Invalid value: ["Flush 1"]: must be a map of string keys to string values']),
+    ("service-int-value", sidecar_cluster(service={"Flush": 10}),
+     [f'{CFG}.service[Flush]: Invalid value: 10: must be a string (quote it: "10")']),
+    ("newline-value", sidecar_cluster(service={"Flush": "1\n[OUTPUT]\n    Name http"}),
+     [f'{CFG}.service[Flush]: Invalid value: "1\\n[OUTPUT]\\n    Name http": must not contain line breaks or other '
+      "control characters: they would start a new line in the fluent-bit configuration"]),
+    ("carriage-return", sidecar_cluster(outputs=[{"Name": "stdout", "Match": "*\r@INCLUDE x"}]),
+     [f'{CFG}.outputs[0][Match]: Invalid value: "*\\r@INCLUDE x": must not contain line breaks or other control '
+      "characters: they would start a new line in the fluent-bit configuration"]),
+    ("nul", sidecar_cluster(filters=[{"Name": "grep", "Match": "*", "Regex": "a\x00b"}]),
+     [f'{CFG}.filters[0][Regex]: Invalid value: "a\\u0000b": must not contain line breaks or other control '
+      "characters: they would start a new line in the fluent-bit configuration"]),
+    ("include-key", sidecar_cluster(service={"@INCLUDE": "/etc/passwd"}),
+     [f'{CFG}.service: Invalid value: "@INCLUDE": a fluent-bit key must consist of letters, digits, \'_\', \'.\' or '
+      "'-' and start with a letter or digit (no spaces, brackets, '@', '#' or line breaks)"]),
+    ("bracket-key", sidecar_cluster(filters=[{"Name": "grep", "Match": "*", "[OUTPUT]": "x"}]), 1),
+    ("space-key", sidecar_cluster(filters=[{"Name": "grep", "Match": "*", "Re gex": "x"}]), 1),
+    ("tab-key", sidecar_cluster(filters=[{"Name": "grep", "Match": "*", "Re\tgex": "x"}]), 1),
+    ("set-key", sidecar_cluster(service={"@SET": "a=b"}), 1),
+    ("comment-key", sidecar_cluster(service={"#x": "a"}), 1),
+    ("empty-value", sidecar_cluster(service={"Flush": "  "}),
+     [f'{CFG}.service[Flush]: Invalid value: "  ": must not be empty: fluent-bit refuses a key without a value']),
+    ("daemon", sidecar_cluster(service={"daemon": "On"}),
+     [f"{CFG}.service[daemon]: Forbidden: fluent-bit would fork into the background and the sidecar container "
+      "would exit and restart forever"]),
+    ("filter-without-name", sidecar_cluster(filters=[{"Match": "*", "Regex": "x"}]),
+     [f'{CFG}.filters[0][Name]: Required value: every filter names its fluent-bit plugin, e.g. "alter_size"']),
+    ("output-without-name", sidecar_cluster(outputs=[{"Match": "*"}]),
+     [f'{CFG}.outputs[0][Name]: Required value: every output names its fluent-bit plugin, e.g. "azure"']),
+    ("output-without-match", sidecar_cluster(outputs=[{"Name": "stdout"}]),
+     [f'{CFG}.outputs[0][Match]: Required value: every output needs "Match" or "Match_Regex"; "*" matches the '
+      "audit log"]),
+    ("unknown-plugin", sidecar_cluster(outputs=[{"Name": "carrier-pigeon", "Match": "*"}]), 1),
+    ("duplicate-name", sidecar_cluster(outputs=[{"Name": "stdout", "name": "http", "Match": "*"}]),
+     [f'{CFG}.outputs[0][name]: Duplicate value: "name"']),
+    ("filters-not-list", sidecar_cluster(filters={"Name": "grep"}), 1),
+    ("filter-not-map", sidecar_cluster(filters=["Name grep"]), 1),
+    ("env-valuefrom", cluster(audit={"enabled": True, "sidecar": {"extraEnvs": [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}),
+     [f"{SC}.extraEnvs[0].valueFrom: Forbidden: only `value` is supported"]),
+    ("env-bad-name", cluster(audit={"enabled": True, "sidecar": {"extraEnvs": [{"name": "1A", "value": "x"}]}}),
+     [f'{SC}.extraEnvs[0].name: Invalid value: "1A": a valid environment variable name must consist of alphabetic '
+      "characters, digits, '_', '-', or '.', and must not start with a digit"]),
+    ("env-duplicate", cluster(audit={"enabled": True, "sidecar": {"extraEnvs": [
+        {"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}),
+     [f'{SC}.extraEnvs[1].name: Duplicate value: "A"']),
+    ("env-cluster-id", cluster(audit={"enabled": True, "sidecar": {"extraEnvs": [{"name": "CLUSTER_ID", "value": "x"}]}}),
+     [f"{SC}.extraEnvs[0].name: Forbidden: CLUSTER_ID is set by the webhook to the cluster ID and cannot be overridden"]),
+    ("env-no-name", cluster(audit={"enabled": True, "sidecar": {"extraEnvs": [{"value": "x"}]}}),
+     [f"{SC}.extraEnvs[0].name: Required value"]),
+    ("bad-quantity", cluster(audit={"enabled": True, "sidecar": {"resources": {"limits": {"memory": "lots"}}}}),
+     [f"{SC}.resources.limits[memory]: Invalid value: \"lots\": must match the regular expression "
+      "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"]),
+    ("negative-quantity", cluster(audit={"enabled": True, "sidecar": {"resources": {"requests": {"cpu": "-1"}}}}),
+     [f'{SC}.resources.requests[cpu]: Invalid value: "-1": must be greater than or equal to 0']),
+    ("request-above-limit", cluster(audit={"enabled": True, "sidecar": {"resources": {
+        "requests": {"memory": "100Mi"}, "limits": {"memory": "60Mi"}}}}),
+     [f'{SC}.resources.requests[memory]: Invalid value: "100Mi": must be less than or equal to memory limit of 60Mi']),
+    ("webhook-missing-secret", cluster(audit={"webhookBackend": webhook_backend("nope")}),
+     [f'{P}.webhookBackend.auditWebhookConfig: Not found: "cluster-abc/nope": create the Secret with key '
+      '"webhook.yaml" holding the audit webhook kubeconfig first']),
+    ("webhook-missing-key", cluster(audit={"webhookBackend": webhook_backend("nokey")}),
+     [f'{P}.webhookBackend.auditWebhookConfig: Invalid value: "cluster-abc/nokey": the Secret has no key '
+      '"webhook.yaml" (the audit webhook kubeconfig that kube-apiserver reads)']),
+    ("webhook-broken-kubeconfig", cluster(audit={"webhookBackend": webhook_backend("broken")}),
+     [f'{P}.webhookBackend.auditWebhookConfig: Invalid value: "cluster-abc/broken": webhook.yaml has no '
+      "current-context: kube-apiserver would not start"]),
+    ("webhook-no-ref", cluster(audit={"webhookBackend": {"auditWebhookInitialBackoff": "5s"}}),
+     [f'{P}.webhookBackend.auditWebhookConfig: Required value: the Secret (name, namespace) with key "webhook.yaml"']),
+    ("webhook-no-name", cluster(audit={"webhookBackend": {"auditWebhookConfig": {"namespace": "cluster-abc"}}}),
+     [f"{P}.webhookBackend.auditWebhookConfig.name: Required value"]),
+    ("webhook-other-namespace", cluster(audit={"webhookBackend": webhook_backend("dc-wh", namespace="kubermatic")}),
+     [f'{P}.webhookBackend.auditWebhookConfig.namespace: Forbidden: a cluster may only use Secrets of its own '
+      'namespace "cluster-abc"']),
+    ("backoff-not-duration", cluster(audit={"webhookBackend": webhook_backend(backoff="10")}),
+     [f'{P}.webhookBackend.auditWebhookInitialBackoff: Invalid value: "10": must be a Go duration such as "10s", '
+      '"500ms" or "1m30s"']),
+    ("backoff-zero", cluster(audit={"webhookBackend": webhook_backend(backoff="0s")}),
+     [f'{P}.webhookBackend.auditWebhookInitialBackoff: Invalid value: "0s": must be greater than zero']),
+    ("backoff-negative", cluster(audit={"webhookBackend": webhook_backend(backoff="-5s")}), 1),
+]
+
+MORE_SECRETS = {**SECRETS, ("cluster-abc", "nokey"): {"other": b"x"},
+                ("cluster-abc", "broken"): {"webhook.yaml": b"apiVersion: v1\nkind: Config\n"}}
+
+
+@pytest.mark.parametrize(("obj", "expected"), [c[1:] for c in CLUSTER_ERRORS], ids=[c[0] for c in CLUSTER_ERRORS])
+def test_cluster_rules(obj, expected):
+    errors = errors_of(obj, secrets=MORE_SECRETS)
+    if isinstance(expected, int):
+        assert len(errors) == expected, errors
+    else:
+        assert errors == expected
+
+
+def test_every_problem_is_reported_at_once():
+    obj = cluster(audit={"enabled": True, "policyPreset": "x", "sidecar": {
+        "extraEnvs": [{"name": "CLUSTER_ID", "value": "y"}],
+        "config": {"outputs": [{"Match": "*"}], "service": {"Flush": 1}}},
+        "webhookBackend": webhook_backend("missing", backoff="forever")})
+    errors = errors_of(obj)
+    assert len(errors) == 6
+    message = invalid_message("Cluster.kubermatic.k8c.io", "abc", check_admission(obj, None, seed=None,
+                                                                                  secrets=SECRETS).errors)
+    assert message.startswith('Cluster.kubermatic.k8c.io "abc" is invalid: [spec.auditLogging.policyPreset: ')
+    assert message.endswith("]")
+
+
+def test_a_valid_cluster_passes():
+    obj = cluster(audit={
+        "enabled": True, "policyPreset": "recommended",
+        "sidecar": {"resources": {"requests": {"cpu": "5m", "memory": "10Mi"}, "limits": {"cpu": 1, "memory": "60Mi"}},
+                    "extraEnvs": [{"name": "TEAM", "value": "payments"}],
+                    "config": {"service": {"Flush": "10"},
+                               "filters": [{"Name": "grep", "Match": "*", "Regex": "log user@example.com"},
+                                           {"name": "record_modifier", "match": "*", "Record": "team ${TEAM}"}],
+                               "outputs": [{"Name": "forward", "Match_Regex": ".*", "Host": "fluentd.svc"}]}},
+        "webhookBackend": webhook_backend("wh", backoff="1m30s")})
+    found = check_admission(obj, None, seed=None, secrets=SECRETS)
+    assert found.errors == []
+    assert found.warnings == []
+
+
+def test_no_audit_logging_at_all_is_valid():
+    assert errors_of(cluster()) == []
+
+
+SEED_WITH = seed({"dc1": {"enforceAuditLogging": True}}, audit={"enabled": True, "policyPreset": "minimal"})
+
+
+@pytest.mark.parametrize(("obj", "seed_obj", "warning"), [
+    (cluster(audit={"enabled": False}), seed({"dc1": {"enforceAuditLogging": True}}),
+     'spec.auditLogging.enabled: ignored: datacenter "dc1" enforces audit logging'),
+    (cluster(audit={"enabled": False, "policyPreset": "metadata"}), SEED_WITH,
+     "spec.auditLogging: ignored: datacenter \"dc1\" enforces audit logging with the Seed's settings"),
+    (cluster(annotations={OPT_OUT_ANNOTATION: "true"}), SEED_WITH,
+     'metadata.annotations: the cluster opts out of audit logging enforced by datacenter "dc1"'),
+    (cluster(annotations={OPT_OUT_ANNOTATION: "True"}), None,
+     f'metadata.annotations: {OPT_OUT_ANNOTATION}: only "true" opts out'),
+    (cluster(audit={"webhookBackend": webhook_backend()}),
+     seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dc-wh"}}}}),
+     'spec.auditLogging.webhookBackend: ignored: datacenter "dc1" enforces its own webhook backend'),
+    (cluster(audit={"sidecar": {"config": {"service": {"Flush": "1"}}}}), None,
+     "spec.auditLogging.sidecar: has no effect while audit logging is off"),
+    (cluster(audit={"policyPreset": "minimal"}), None,
+     "spec.auditLogging.policyPreset: has no effect while audit logging and the webhook backend are off"),
+    (sidecar_cluster(filters=[{"Name": "record_modifier", "Match": "*", "Record": "team ${TEAM}"}]), None,
+     "spec.auditLogging.sidecar.config.filters[0][Record]: ${TEAM} is not in the sidecar env; add it to extraEnvs"),
+])
+def test_risky_but_valid_settings_warn(obj, seed_obj, warning):
+    found = check_admission(obj, None, seed=seed_obj, secrets=SECRETS)
+    assert found.errors == []
+    assert warning in found.warnings
+    assert all(len(w) <= 120 and w.isprintable() for w in found.warnings)
+
+
+def test_plain_http_webhook_server_warns_without_quoting_the_secret():
+    http = KUBECONFIG.replace("https://audit-sink.example:8443/events", "http://10.1.2.3:30001")
+    found = check_admission(cluster(audit={"webhookBackend": webhook_backend()}), None, seed=None,
+                            secrets={("cluster-abc", "wh"): {"webhook.yaml": http.encode()}})
+    assert found.errors == []
+    assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: the Secret's webhook.yaml sends "
+                              "events over plain http://"]
+    assert "10.1.2.3" not in str(found)
+
+
+def test_update_is_not_refused_for_what_the_old_object_already_had():
+    bad = cluster(audit={"webhookBackend": webhook_backend("gone")})
+    newer = cluster(audit={"webhookBackend": webhook_backend("gone")}, humanReadableName="renamed")
+    found = check_admission(newer, bad, seed=None, secrets=SECRETS)
+    assert found.errors == []
+    assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: Not found (wrong before this "
+                              "update too; please fix)"]
+    # A new problem in the same update is still refused.
+    worse = cluster(audit={"webhookBackend": webhook_backend("gone"), "policyPreset": "x"})
+    assert errors_of(worse, old=bad) == [
+        'spec.auditLogging.policyPreset: Unsupported value: "x": supported values: "", "metadata", "minimal", "recommended"']
+
+
+DC = "spec.datacenters[dc1].spec"
+
+
+@pytest.mark.parametrize(("obj", "expected"), [
+    (seed({"dc1": {"enforceAuditLogging": "yes"}}), [f'{DC}.enforceAuditLogging: Invalid value: "yes": must be true or false']),
+    (seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "missing"}}}}),
+     [f'{DC}.enforcedAuditWebhookSettings.auditWebhookConfig: Not found: "kubermatic/missing": create the Secret with '
+      'key "webhook.yaml" holding the audit webhook kubeconfig first']),
+    (seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dc-wh"},
+                                                    "auditWebhookInitialBackoff": "soon"}}}),
+     [f'{DC}.enforcedAuditWebhookSettings.auditWebhookInitialBackoff: Invalid value: "soon": must be a Go duration '
+      'such as "10s", "500ms" or "1m30s"']),
+    (seed({"dc1": {}}, audit={"enabled": True, "policyPreset": "everything"}),
+     ['spec.auditLogging.policyPreset: Unsupported value: "everything": supported values: "", "metadata", "minimal", '
+      '"recommended"']),
+    (seed({"dc1": {}}, audit={"sidecar": {"config": {"outputs": [{"Name": "http", "Match": "*", "Host": "a\nb"}]}}}), 1),
+    (seed({"dc1": {"enforceAuditLogging": True,
+                   "enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dc-wh", "namespace": "kubermatic"},
+                                                    "auditWebhookInitialBackoff": "15s"}}},
+          audit={"enabled": True, "policyPreset": "recommended"}), []),
+    (seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dc-wh", "namespace": "other"}}}}),
+     [f'{DC}.enforcedAuditWebhookSettings.auditWebhookConfig: Not found: "other/dc-wh": create the Secret with key '
+      '"webhook.yaml" holding the audit webhook kubeconfig first']),
+])
+def test_seed_rules(obj, expected):
+    errors = errors_of(obj)
+    if isinstance(expected, int):
+        assert len(errors) == expected, errors
+    else:
+        assert errors == expected
+
+
+def test_seed_warns_when_enforcement_overrides_its_own_enabled_false():
+    obj = seed({"dc1": {"enforceAuditLogging": True}}, audit={"enabled": False})
+    assert check_admission(obj, None, seed=None, secrets=SECRETS).warnings == [
+        "spec.auditLogging.enabled: forced to true in the datacenters that enforce audit logging"]
+
+
+def test_secret_refs_name_what_the_rules_will_read():
+    obj = seed({"a": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "x"}}},
+                "b": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "y", "namespace": "n"}}}},
+               audit={"webhookBackend": webhook_backend("z")})
+    assert secret_refs(obj) == [("kubermatic", "x"), ("kubermatic", "z"), ("n", "y")]
+    assert secret_refs(cluster(audit={"webhookBackend": webhook_backend()})) == [("cluster-abc", "wh")]
+    assert secret_refs({"kind": "Pod"}) == []
+
+
+def configmap(policy, name="audit-config"):
+    data = {} if policy is None else {"policy.yaml": policy}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "cluster-abc"}, "data": data}
+
+
+@pytest.mark.parametrize(("obj", "expected"), [
+    (configmap("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n"), []),
+    (configmap(None), ["data[policy.yaml]: Required value: the audit policy that kube-apiserver loads"]),
+    (configmap("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n"),
+     ["data[policy.yaml].rules: Required value: a policy needs at least one rule, e.g. `- level: Metadata`"]),
+    (configmap("rules: [\n"), ['data[policy.yaml]: Invalid value: "<policy.yaml>": is not valid YAML at line 2, column 1']),
+    (configmap("not a policy", name="other"), []),
+])
+def test_audit_config_configmap_rules(obj, expected):
+    assert errors_of(obj) == expected
