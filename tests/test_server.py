@@ -1,0 +1,260 @@
+"""The HTTPS edge, end to end: real TLS, real HTTP, real YAML store (SPEC §4.1)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+
+import jsonpatch
+import pytest
+import yaml
+
+from tests.conftest import write_store
+from tests.helpers import EXAMPLES, KUBECONFIG, cluster, container, kkp_pod, review, secret, webhook_backend
+from webhook import handlers
+from webhook.certs import server_context
+
+
+def decoded_patch(body):
+    response = body["response"]
+    if "patch" not in response:
+        return None
+    assert response["patchType"] == "JSONPatch"
+    return json.loads(base64.b64decode(response["patch"]))
+
+
+# Every example namespace, with what its apiserver Pod must come back with.
+MUTATE_EXAMPLES = [
+    # namespace, sidecar injected, webhook Secret mounted, backoff
+    ("cluster-auditon01", True, None, None),
+    ("cluster-webhookonly", False, "audit-webhook-backend", "5s"),
+    ("cluster-both01", True, "audit-webhook-backend", "10s"),
+    ("cluster-enforced01", True, None, None),
+    ("cluster-edge01", True, None, None),
+    ("cluster-dcwebhook01", False, "audit-webhook-backend-secret", "15s"),
+    ("cluster-optout01", False, None, None),
+    ("cluster-plain01", False, None, None),
+    ("kube-system", False, None, None),
+]
+
+
+@pytest.mark.parametrize(("namespace", "sidecar", "webhook_secret", "backoff"), MUTATE_EXAMPLES)
+async def test_mutate_bundled_examples(start_server, namespace, sidecar, webhook_secret, backoff):
+    server = await start_server(EXAMPLES)
+    pod = kkp_pod()
+    status, body = await server.post("/mutate", review(pod, namespace=namespace, uid=f"uid-{namespace}"))
+    assert status == 200
+    assert body["apiVersion"] == "admission.k8s.io/v1"
+    assert body["kind"] == "AdmissionReview"
+    assert body["response"]["uid"] == f"uid-{namespace}"
+    assert body["response"]["allowed"] is True
+    ops = decoded_patch(body)
+    if not sidecar and webhook_secret is None:
+        assert ops is None
+        return
+    out = jsonpatch.apply_patch(pod, ops)
+    names = [c["name"] for c in out["spec"]["containers"]]
+    assert ("audit-logs" in names) is sidecar
+    args = container(out, "apiserver")["args"]
+    volumes = {v["name"]: v for v in out["spec"]["volumes"]}
+    if webhook_secret:
+        assert volumes["audit-webhook-backend"]["secret"]["secretName"] == webhook_secret
+        assert f"--audit-webhook-initial-backoff={backoff}" in args
+    else:
+        assert "audit-webhook-backend" not in volumes
+    # Re-invocation on our own output: no patch at all.
+    status, again = await server.post("/mutate", review(out, namespace=namespace))
+    assert status == 200
+    assert decoded_patch(again) is None
+
+
+async def test_v1beta1_is_answered_in_v1beta1(start_server):
+    server = await start_server(EXAMPLES)
+    status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-auditon01",
+                                                       version="admission.k8s.io/v1beta1"))
+    assert status == 200
+    assert body["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert decoded_patch(body)
+
+
+async def test_validate_rejects_with_every_field_error(start_server):
+    server = await start_server(EXAMPLES)
+    bad = yaml.safe_load((EXAMPLES / "rejected" / "cluster-bad.yaml").read_text())
+    status, body = await server.post("/validate", review(bad, kind="Cluster", group="kubermatic.k8c.io", uid="bad-1"))
+    assert status == 200
+    response = body["response"]
+    assert response["uid"] == "bad-1"
+    assert response["allowed"] is False
+    assert "patch" not in response and "patchType" not in response
+    assert response["status"]["code"] == 422
+    message = response["status"]["message"]
+    assert message.startswith('Cluster.kubermatic.k8c.io "rejected01" is invalid: [')
+    for fragment in ['spec.auditLogging.policyPreset: Unsupported value: "verbose"',
+                     "spec.auditLogging.sidecar.extraEnvs[0].name: Forbidden",
+                     'spec.auditLogging.sidecar.config.outputs[0][Host]: Invalid value: "fluentd\\n@INCLUDE /etc/passwd"',
+                     'spec.auditLogging.webhookBackend.auditWebhookConfig: Not found: "cluster-rejected01/does-not-exist"']:
+        assert fragment in message
+
+
+async def test_validate_reads_secrets_from_the_store(start_server):
+    objects = [secret("cluster-abc", "wh", {"webhook.yaml": KUBECONFIG}),
+               secret("cluster-abc", "empty", {"other": "x"})]
+    server = await start_server(objects)
+    ok = cluster(audit={"webhookBackend": webhook_backend("wh")})
+    status, body = await server.post("/validate", review(ok, kind="Cluster", group="kubermatic.k8c.io"))
+    assert status == 200
+    assert body["response"]["allowed"] is True
+    no_key = cluster(audit={"webhookBackend": webhook_backend("empty")})
+    status, body = await server.post("/validate", review(no_key, kind="Cluster", group="kubermatic.k8c.io"))
+    assert status == 200
+    assert body["response"]["allowed"] is False
+    assert 'the Secret has no key "webhook.yaml"' in body["response"]["status"]["message"]
+
+
+async def test_validate_returns_warnings(start_server):
+    server = await start_server(EXAMPLES)
+    obj = cluster(audit={"enabled": False, "sidecar": {"config": {"service": {"Flush": "1"}}}})
+    status, body = await server.post("/validate", review(obj, kind="Cluster", group="kubermatic.k8c.io"))
+    assert status == 200
+    assert body["response"]["allowed"] is True
+    assert body["response"]["warnings"] == ["spec.auditLogging.sidecar: has no effect while audit logging is off"]
+
+
+async def test_validate_ignores_deletes_status_and_other_kinds(start_server):
+    server = await start_server([])
+    bad = cluster(audit={"policyPreset": "nope"})
+    for req in (review(bad, kind="Cluster", group="kubermatic.k8c.io", operation="DELETE"),
+                review({"kind": "Deployment", "apiVersion": "apps/v1"}, kind="Deployment", group="apps")):
+        status, body = await server.post("/validate", req)
+        assert status == 200
+        assert body["response"]["allowed"] is True
+    status_update = review(bad, kind="Cluster", group="kubermatic.k8c.io", operation="UPDATE", old=bad)
+    status_update["request"]["subResource"] = "status"
+    status, body = await server.post("/validate", status_update)
+    assert status == 200
+    assert body["response"]["allowed"] is True
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    (b"{not json", "request body is not JSON"),
+    (b"\xff\xfe", "request body is not JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b'{"apiVersion": "admission.k8s.io/v2", "kind": "AdmissionReview", "request": {"uid": "x"}}',
+     "apiVersion must be one of admission.k8s.io/v1, admission.k8s.io/v1beta1"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "Review", "request": {"uid": "x"}}', "kind must be AdmissionReview"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "AdmissionReview has no request"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"kind": {}}}',
+     "AdmissionReview request has no uid"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "x", "kind": "Pod"}}',
+     "AdmissionReview request is malformed: kind"),
+])
+@pytest.mark.parametrize("path", ["/mutate", "/validate"])
+async def test_bad_bodies_get_400_with_a_reason(start_server, path, body, fragment):
+    server = await start_server([])
+    status, answer = await server.post(path, body)
+    assert status == 400
+    assert fragment in answer["error"]
+
+
+async def test_body_over_7_mib_gets_413(start_server):
+    server = await start_server([])
+    big = review({"metadata": {"annotations": {"x": "a" * (7 * 1024 * 1024)}}})
+    status, answer = await server.post("/mutate", big)
+    assert status == 413
+    assert "larger than" in answer["error"]
+    # A large body under the limit is fine.
+    status, _ = await server.post("/mutate", review({"metadata": {"annotations": {"x": "a" * (3 * 1024 * 1024)}}}))
+    assert status == 200
+
+
+async def test_an_exception_answers_that_request_and_the_server_goes_on(start_server, monkeypatch):
+    server = await start_server(EXAMPLES)
+
+    async def boom(*_args):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(handlers, "mutate", boom)
+    status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-auditon01", uid="boom-1"))
+    assert status == 200
+    assert body["response"]["uid"] == "boom-1"
+    assert body["response"]["allowed"] is False
+    assert body["response"]["status"]["code"] == 500
+    assert "internal error while handling request boom-1" in body["response"]["status"]["message"]
+    monkeypatch.undo()
+    status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-auditon01"))
+    assert status == 200 and decoded_patch(body)
+    status, text = await server.get("/metrics")
+    assert 'audit_webhook_handler_errors_total{handler="mutate"} 1.0' in text
+
+
+async def test_health_readiness_and_metrics(start_server):
+    server = await start_server(EXAMPLES)
+    assert await server.get("/healthz") == (200, "ok")
+    assert await server.get("/readyz") == (200, "ok")
+    await server.post("/mutate", review(kkp_pod(), namespace="cluster-auditon01"))
+    await server.post("/mutate", review(kkp_pod(), namespace="cluster-plain01"))
+    await server.post("/validate", review(cluster(audit={"policyPreset": "x"}), kind="Cluster", group="kubermatic.k8c.io"))
+    await server.post("/mutate", b"nope")
+    status, text = await server.get("/metrics")
+    assert status == 200
+    expected = [
+        'audit_webhook_admission_requests_total{decision="allowed",handler="mutate",kind="Pod",operation="CREATE"} 2.0',
+        'audit_webhook_admission_requests_total{decision="denied",handler="validate",kind="Cluster",operation="CREATE"} 1.0',
+        "audit_webhook_injections_total 1.0",
+        'audit_webhook_rejections_total{reason="invalid"} 1.0',
+        'audit_webhook_bad_requests_total{code="400"} 1.0',
+        'audit_webhook_admission_duration_seconds_count{handler="mutate"} 2.0',
+    ]
+    for line in expected:
+        assert line in text
+
+
+async def test_store_directory_changes_are_picked_up(start_server, tmp_path):
+    root = write_store(tmp_path / "live", [cluster(name="late")])
+    server = await start_server(root)
+    status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-late"))
+    assert status == 200
+    assert decoded_patch(body) is None
+    write_store(root, [cluster(name="late", audit={"enabled": True})])
+    assert server.webhook.store.refresh() is True
+    status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-late"))
+    assert status == 200
+    assert decoded_patch(body)
+
+
+def _handshake(port, minimum, maximum, ciphers, ca):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    ctx.minimum_version, ctx.maximum_version = minimum, maximum
+    ctx.set_ciphers(ciphers)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        return tls.version()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_tls_below_1_2_and_non_aead_ciphers_are_refused(start_server, cert_dir, aiohttp_server):
+    """A client that offers only TLS 1.1, or only CBC suites, fails; the same client works against a
+    permissive server, so the refusal is the webhook's, not the client's."""
+    import asyncio
+
+    server = await start_server([])
+    port = int(server.url.rsplit(":", 1)[1])
+    ca = str(cert_dir / "ca.crt")
+    legacy = (ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_1, "ALL:@SECLEVEL=0")
+    cbc = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA")
+    aead = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256")
+    for offer in (legacy, cbc):
+        with pytest.raises(ssl.SSLError):
+            await asyncio.to_thread(_handshake, port, *offer, ca)
+    assert await asyncio.to_thread(_handshake, port, *aead, ca) == "TLSv1.2"
+
+    permissive = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    permissive.minimum_version = ssl.TLSVersion.TLSv1
+    permissive.set_ciphers("ALL:@SECLEVEL=0")
+    permissive.load_cert_chain(cert_dir / "tls.crt", cert_dir / "tls.key")
+    control = await aiohttp_server(server.webhook.app(), ssl=permissive)
+    assert await asyncio.to_thread(_handshake, control.port, *legacy, ca) == "TLSv1.1"
+    assert server_context(cert_dir).minimum_version == ssl.TLSVersion.TLSv1_2
