@@ -178,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("serving %d clusters and %d seeds from %s", len(store.snapshot.clusters),
              len(store.snapshot.seed_objects), source)
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics())
-    asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir))
+    asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval))
     return 0
 
 
@@ -197,6 +197,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--service", default="audit-webhook", help="Service name in the certificate")
     serve.add_argument("--namespace", default="audit-webhook", help="Service namespace in the certificate")
     serve.add_argument("--decision-log", choices=("on", "off"), default="on", help="one JSON line per admission")
+    serve.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
+                       help="how often to look for replaced certificates and changed source files")
     _add_render_options(serve)
     serve.set_defaults(func=cmd_serve)
 

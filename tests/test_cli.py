@@ -1,0 +1,153 @@
+"""The offline commands: render, files, check, certs (SPEC §4.2)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.helpers import EXAMPLES, ROOT, kkp_pod
+from webhook.cli import main
+from webhook.presets import policy_text
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_python_m_webhook_is_the_cli():
+    result = subprocess.run([sys.executable, "-m", "webhook", "--help"], cwd=ROOT, capture_output=True, text=True,
+                            check=True)
+    for command in ("serve", "render", "files", "check", "certs"):
+        assert command in result.stdout
+
+
+def test_render_prints_the_admitted_pod(capsys):
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"),
+                         str(EXAMPLES / "pods/apiserver.yaml"))
+    assert code == 0, err
+    pod = yaml.safe_load(out)
+    original = kkp_pod()
+    assert [c["name"] for c in pod["spec"]["containers"]] == [
+        *(c["name"] for c in original["spec"]["containers"]), "audit-logs"]
+    assert pod["spec"]["containers"][3]["env"][0] == {"name": "CLUSTER_ID", "value": "auditon01"}
+    assert pod["spec"]["initContainers"] == original["spec"]["initContainers"]
+
+
+def test_render_with_seed_applies_datacenter_enforcement(capsys):
+    code, out, _ = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed",
+                       str(EXAMPLES / "seeds/kubermatic.yaml"), str(EXAMPLES / "pods/apiserver.yaml"))
+    assert code == 0
+    assert "audit-logs" in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"),
+                         str(EXAMPLES / "pods/apiserver.yaml"))
+    assert "audit-logs" not in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
+    assert "nothing to inject (audit-off)" in err
+
+
+def test_render_refuses_an_invalid_cluster(capsys):
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "rejected/cluster-bad.yaml"),
+                         str(EXAMPLES / "pods/apiserver.yaml"))
+    assert code == 1
+    assert out == ""
+    assert 'spec.auditLogging.policyPreset: Unsupported value: "verbose"' in err
+
+
+def test_files_prints_the_configmap_and_secret(capsys):
+    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"))
+    assert code == 0
+    doc = yaml.safe_load(out)
+    assert doc["kind"] == "List"
+    configmap, secret = doc["items"]
+    assert (configmap["kind"], configmap["metadata"]["name"], configmap["metadata"]["namespace"]) == (
+        "ConfigMap", "audit-config", "cluster-auditon01")
+    assert configmap["data"]["policy.yaml"] == policy_text("minimal")
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "audit-logs-fluentbit")
+    conf = secret["stringData"]["fluent-bit.conf"]
+    assert "    Host fluentd.audit-forward.svc.cluster.local\n" in conf
+    assert "    Record team ${TEAM}\n" in conf
+
+
+def test_files_for_webhook_only_is_just_the_policy(capsys):
+    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"))
+    assert code == 0
+    assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap"]
+
+
+def test_files_in_yaml_format(capsys):
+    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed",
+                       str(EXAMPLES / "seeds/kubermatic.yaml"))
+    assert yaml.safe_load(out)["items"] == []
+    code, out, _ = run(capsys, "files", "--fluent-bit-format", "yaml", "--no-cluster-id-record", "--cluster",
+                       str(EXAMPLES / "clusters/enforced.yaml"), "--seed", str(EXAMPLES / "seeds/kubermatic.yaml"))
+    assert code == 0
+    secret = yaml.safe_load(out)["items"][1]
+    conf = yaml.safe_load(secret["stringData"]["fluent-bit.yaml"])
+    assert [f["name"] for f in conf["pipeline"].get("filters", [])] == []
+    assert conf["pipeline"]["outputs"][0]["name"] == "forward"
+
+
+def test_check_accepts_good_manifests(capsys):
+    code, out, _ = run(capsys, "check", str(EXAMPLES / "clusters"), str(EXAMPLES / "seeds"))
+    assert code == 0
+    assert out.count(": ok") == 10
+    assert "Warning: spec.auditLogging.webhookBackend.auditWebhookConfig" in out
+
+
+def test_check_rejects_with_the_webhook_messages_and_exit_1(capsys):
+    code, out, _ = run(capsys, "check", str(EXAMPLES / "rejected/cluster-bad.yaml"))
+    assert code == 1
+    assert 'rejected: Cluster.kubermatic.k8c.io "rejected01" is invalid: [' in out
+
+
+def test_check_finds_secrets_in_source(capsys, tmp_path):
+    cluster_file = tmp_path / "c.yaml"
+    cluster_file.write_text(yaml.safe_dump({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "both01"},
+        "spec": {"cloud": {"dc": "hamburg"}, "auditLogging": {"webhookBackend": {
+            "auditWebhookConfig": {"name": "audit-webhook-backend"}}}}}))
+    code, out, _ = run(capsys, "check", str(cluster_file))
+    assert code == 1 and "Not found" in out
+    code, out, _ = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES))
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("content", ["kind: [", "apiVersion: v1\nkind: Pod\n"])
+def test_check_without_checkable_objects_is_a_usage_error(capsys, tmp_path, content):
+    f = tmp_path / "x.yaml"
+    f.write_text(content)
+    code, _, err = run(capsys, "check", str(f))
+    assert code == 2
+    assert str(f) in err or "no Cluster, Seed or ConfigMap" in err
+
+
+def test_check_a_configmap(capsys, tmp_path):
+    f = tmp_path / "cm.yaml"
+    f.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config"},
+                                 "data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- {}\n"}}))
+    code, out, _ = run(capsys, "check", str(f))
+    assert code == 1
+    assert "data[policy.yaml].rules[0].level: Required value" in out
+
+
+def test_certs_prints_the_ca_bundle_and_renews(capsys, tmp_path):
+    code, out, err = run(capsys, "certs", "--cert-dir", str(tmp_path), "--service", "hook", "--namespace", "ops")
+    assert code == 0 and "wrote" in err
+    assert base64.b64decode(out.strip()) == (tmp_path / "ca.crt").read_bytes()
+    first = (tmp_path / "tls.crt").read_bytes()
+    code, out2, err = run(capsys, "certs", "--cert-dir", str(tmp_path), "--service", "hook", "--namespace", "ops")
+    assert out2 == out
+    assert "kept" in err and (tmp_path / "tls.crt").read_bytes() == first
+    code, out3, err = run(capsys, "certs", "--cert-dir", str(tmp_path), "--service", "hook", "--namespace", "ops",
+                          "--renew")
+    assert (tmp_path / "tls.crt").read_bytes() != first
+    assert out3 == out  # same CA, same bundle
+    # A new Service name needs a new certificate.
+    code, _, err = run(capsys, "certs", "--cert-dir", str(tmp_path), "--service", "other", "--namespace", "ops")
+    assert "wrote" in err
+
