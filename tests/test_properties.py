@@ -1,0 +1,201 @@
+"""Property-based tests (hypothesis): the mutation is idempotent and keeps what it does not own;
+accepted sidecar maps never add fluent-bit sections or lines."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonpatch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.test_fluentbit import parse_classic
+from webhook import names
+from webhook.fluentbit import render_classic
+from webhook.inject import audit_flags, desired_pod
+from webhook.model import SidecarConfig
+from webhook.options import Options
+from webhook.patch import make_patch
+from webhook.settings import effective_settings
+from webhook.validation.errors import Path
+from webhook.validation.sidecar import check_sidecar
+
+OPTS = Options.default()
+OWNED_VOLUMES = {names.VOLUME_AUDIT_LOG, names.VOLUME_AUDIT_CONFIG, names.VOLUME_FLUENTBIT, names.VOLUME_WEBHOOK_BACKEND}
+OUR_FLAGS = ["--audit-log-path", "--audit-log-maxage", "--audit-log-maxbackup", "--audit-log-maxsize",
+             "--audit-policy-file", "--audit-webhook-config-file", "--audit-webhook-initial-backoff"]
+OUR_PATHS = [names.AUDIT_CONFIG_DIR, names.AUDIT_LOG_DIR, names.WEBHOOK_CONFIG_DIR]
+
+names_st = st.text("abcdefghij-", min_size=1, max_size=8).filter(lambda n: n[0] != "-")
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=6))
+unknown = st.dictionaries(st.sampled_from(["x-extra", "zz", "future"]), scalars, max_size=2)
+foreign_flag = st.builds(lambda n, v: f"--{n}={v}", names_st, names_st)
+our_flag = st.sampled_from(OUR_FLAGS).flatmap(
+    lambda f: st.sampled_from([[f"{f}=old"], [f, "old"]]))
+args_st = st.lists(st.one_of(foreign_flag.map(lambda a: [a]), our_flag), max_size=8).map(
+    lambda chunks: [t for c in chunks for t in c])
+mount_st = st.builds(lambda n, p, ro: {"name": n, "mountPath": p, **({"readOnly": ro} if ro is not None else {})},
+                     names_st, st.one_of(st.sampled_from(OUR_PATHS), names_st.map(lambda n: f"/srv/{n}")),
+                     st.one_of(st.none(), st.booleans()))
+env_st = st.lists(st.builds(lambda n, v: {"name": n, "value": v}, st.sampled_from(["A", "B", "CLUSTER_ID"]), names_st),
+                  max_size=3)
+
+
+@st.composite
+def pods(draw):
+    n_before = draw(st.integers(0, 3))
+    foreign = [{"name": f"c{i}", "image": draw(names_st), **draw(unknown)} for i in range(draw(st.integers(0, 4)))]
+    apiserver = {"name": "apiserver", "image": "kube-apiserver", "args": draw(args_st),
+                 "volumeMounts": draw(st.lists(mount_st, max_size=4, unique_by=lambda m: m["mountPath"])),
+                 **draw(unknown)}
+    if draw(st.booleans()):
+        apiserver["command"] = ["kube-apiserver", *draw(args_st)]
+    containers = [*foreign[:n_before], apiserver, *foreign[n_before:]]
+    if draw(st.booleans()):
+        containers.insert(draw(st.integers(0, len(containers))),
+                          {"name": "audit-logs", "image": "old", "env": draw(env_st), "terminationMessagePath": "/x"})
+    volume_names = draw(st.lists(st.one_of(st.sampled_from(sorted(OWNED_VOLUMES)), names_st), max_size=6, unique=True))
+    volumes = [{"name": n, **draw(st.sampled_from([{"emptyDir": {}}, {"configMap": {"name": "x"}},
+                                                   {"secret": {"secretName": "y", "defaultMode": 420}}]))}
+               for n in volume_names]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "labels": {"app": "apiserver"},
+                        "annotations": draw(st.dictionaries(names_st, names_st, max_size=2))},
+           "spec": {"containers": containers, **({"volumes": volumes} if volumes or draw(st.booleans()) else {}),
+                    **draw(unknown)},
+           **draw(unknown)}
+    return pod
+
+
+@st.composite
+def clusters(draw):
+    audit = {"enabled": draw(st.booleans())}
+    if draw(st.booleans()):
+        audit["webhookBackend"] = {"auditWebhookConfig": {"name": "wh"},
+                                   "auditWebhookInitialBackoff": draw(st.sampled_from(["", "5s", "1m"]))}
+    if draw(st.booleans()):
+        audit["sidecar"] = {"extraEnvs": [{"name": n, "value": "v"} for n in draw(
+            st.lists(st.sampled_from(["A", "B", "TEAM"]), unique=True, max_size=3))]}
+    if not audit["enabled"] and "webhookBackend" not in audit:
+        audit["enabled"] = True
+    return {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "prop"},
+            "spec": {"cloud": {"dc": "dc"}, "auditLogging": audit}}
+
+
+def foreign_tokens(tokens):
+    """Tokens that are not our flags or their values, in order."""
+    out, skip = [], False
+    for i, t in enumerate(tokens):
+        if skip:
+            skip = False
+            continue
+        flag = t.partition("=")[0]
+        if flag in OUR_FLAGS:
+            skip = "=" not in t and i + 1 < len(tokens)
+            continue
+        out.append(t)
+    return out
+
+
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(pod=pods(), cluster=clusters())
+def test_mutation_is_idempotent_and_the_patch_applies(pod, cluster):
+    s = effective_settings(cluster, None)
+    once = desired_pod(pod, s, OPTS)
+    assert desired_pod(once, s, OPTS) == once
+    assert make_patch(once, desired_pod(once, s, OPTS)) == []
+    assert jsonpatch.apply_patch(pod, make_patch(pod, once)) == once
+
+
+@PROPERTY
+@given(pod=pods(), cluster=clusters())
+def test_mutation_never_loses_or_reorders_foreign_data(pod, cluster):
+    original = copy.deepcopy(pod)
+    out = desired_pod(pod, effective_settings(cluster, None), OPTS)
+    assert pod == original  # the input is never modified in place
+    # Everything outside metadata.annotations and spec stays byte for byte.
+    assert {k: v for k, v in out.items() if k not in ("metadata", "spec")} == {
+        k: v for k, v in original.items() if k not in ("metadata", "spec")}
+    assert out["metadata"]["labels"] == original["metadata"]["labels"]
+    assert {k: v for k, v in out["metadata"]["annotations"].items() if k != names.SETTINGS_HASH_ANNOTATION} == \
+        original["metadata"]["annotations"]
+    assert {k: v for k, v in out["spec"].items() if k not in ("containers", "volumes")} == {
+        k: v for k, v in original["spec"].items() if k not in ("containers", "volumes")}
+    # Foreign containers: unchanged, same order; ours only appended or updated in place.
+    foreign = [c for c in original["spec"]["containers"] if c["name"] not in ("apiserver", "audit-logs")]
+    assert [c for c in out["spec"]["containers"] if c["name"] not in ("apiserver", "audit-logs")] == foreign
+    before = [c["name"] for c in original["spec"]["containers"]]
+    assert [c["name"] for c in out["spec"]["containers"]][: len(before)] == before
+    # Foreign volumes: unchanged, same order; no name twice.
+    vols = out["spec"]["volumes"]
+    assert [v for v in vols if v["name"] not in OWNED_VOLUMES] == [
+        v for v in original["spec"].get("volumes", []) if v["name"] not in OWNED_VOLUMES]
+    assert len({v["name"] for v in vols}) == len(vols)
+    # apiserver: foreign tokens in order, each of our flags given a value, no new mount path twice.
+    api_in = next(c for c in original["spec"]["containers"] if c["name"] == "apiserver")
+    api_out = next(c for c in out["spec"]["containers"] if c["name"] == "apiserver")
+    for field in ("command", "args"):
+        assert foreign_tokens(api_out.get(field, [])) == foreign_tokens(api_in.get(field, []))
+    all_tokens = api_out.get("command", []) + api_out.get("args", [])
+    for flag, value in audit_flags(effective_settings(cluster, None)).items():
+        assert any(t == f"{flag}={value}" or (t == flag and all_tokens[i + 1] == value)
+                   for i, t in enumerate(all_tokens)), flag
+    paths = [m["mountPath"].rstrip("/") for m in api_out["volumeMounts"]]
+    assert len(paths) == len(set(paths))
+    assert [m for m in api_out["volumeMounts"] if m["mountPath"].rstrip("/") not in OUR_PATHS] == [
+        m for m in api_in["volumeMounts"] if m["mountPath"].rstrip("/") not in OUR_PATHS]
+
+
+hostile = st.text(alphabet=st.sampled_from(list("aZ09 _.-@[]#${}\t\n\r\x00\x0b=*/:'\"&<>ü")), max_size=12)
+safe_key = st.from_regex(r"[A-Za-z][A-Za-z0-9_.]{0,8}", fullmatch=True).filter(
+    lambda k: k.lower() not in ("name", "match", "match_regex", "daemon"))
+# Printable text: brackets, '@', '#' and '${...}' are fine inside a value, and must stay inside it.
+safe_value = st.text(alphabet=st.sampled_from(list("aZ09 _.-@[]#${}=*/:'\"&<>ü")), min_size=1, max_size=12).filter(
+    lambda v: v.strip() == v and v)
+# Mostly clean, sometimes one hostile entry: both refusals and acceptances need examples.
+entries = st.tuples(
+    st.dictionaries(safe_key, safe_value, max_size=3),
+    st.one_of(st.none(), st.tuples(st.one_of(safe_key, hostile), st.one_of(safe_value, hostile))),
+).map(lambda t: {**t[0], **({t[1][0]: t[1][1]} if t[1] else {})})
+
+
+def plugin_entries(plugins):
+    return st.tuples(st.sampled_from([True] * 5 + [False]), st.sampled_from(plugins), entries).map(
+        lambda t: {**({"Name": t[1], "Match": "*"} if t[0] else {}), **t[2]})
+
+
+def _accepted_rate_is_meaningful(accepted: list[bool]) -> None:
+    # The property says nothing if every generated map is refused.
+    assert sum(accepted) >= 50, f"only {sum(accepted)} of {len(accepted)} generated configs were accepted"
+
+
+ACCEPTED: list[bool] = []
+
+
+@settings(max_examples=500, deadline=None)
+@given(service=entries, filters=st.lists(plugin_entries(["grep", "record_modifier"]), max_size=3),
+       outputs=st.lists(plugin_entries(["stdout", "forward", "http"]), max_size=3))
+def test_accepted_sidecar_maps_render_exactly_the_sections_they_ask_for(service, filters, outputs):
+    raw = {"config": {"service": service, "filters": filters, "outputs": outputs}}
+    ACCEPTED.append(not check_sidecar(raw, Path("sidecar")).errors)
+    if not ACCEPTED[-1]:
+        return
+    config = SidecarConfig(service=service, filters=filters, outputs=outputs)
+    sections = parse_classic(render_classic(config, OPTS))
+    head = ["SERVICE"] if service else []
+    assert [s[0] for s in sections] == head + ["INPUT", "FILTER"] + ["FILTER"] * len(filters) + \
+        ["OUTPUT"] * max(1, len(outputs))
+    # Drop our INPUT and cluster-id FILTER: what is left is the user's maps, entry for entry.
+    user_sections = sections[: len(head)] + sections[len(head) + 2:]
+    user_maps = ([service] if service else []) + filters + (outputs or [{"Name": "stdout", "Match": "*"}])
+    for (_, entries), given_map in zip(user_sections, user_maps, strict=True):
+        assert entries == [(k, v.strip()) for k, v in given_map.items()]
+
+
+def test_the_hostile_generator_also_produced_accepted_configs():
+    if len(ACCEPTED) < 500:
+        test_accepted_sidecar_maps_render_exactly_the_sections_they_ask_for()
+    _accepted_rate_is_meaningful(ACCEPTED)
