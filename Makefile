@@ -22,7 +22,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

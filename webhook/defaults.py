@@ -6,11 +6,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
+from webhook import yamlio
 
 
 def _load(name: str) -> Any:
-    return yaml.safe_load(resources.files("webhook").joinpath("data", name).read_text(encoding="utf-8"))
+    return yamlio.load(resources.files("webhook").joinpath("data", name).read_text(encoding="utf-8"))
 
 
 @cache

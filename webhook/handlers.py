@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from webhook.mutation import decide_mutation
+from collections import OrderedDict
+from typing import Any
+
+from webhook.mutation import Prepared, decide_mutation, prepare
 from webhook.objects import datacenter_of, namespace_of
 from webhook.options import Options
 from webhook.review import AdmissionRequest, Answer
@@ -11,14 +14,40 @@ from webhook.validation.admission import CLUSTER, check_admission, kind_key, obj
 from webhook.validation.errors import invalid_message
 
 
-async def mutate(req: AdmissionRequest, store: Store, options: Options) -> Answer:
+class PreparedCache:
+    """`prepare()` results by the identity of the stored Cluster and Seed objects.
+
+    A store replaces an object when it changes, so identity is a version: a changed Cluster
+    misses the cache and is prepared again. Bounded, least recently used out first.
+    """
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[int, int], tuple[Any, Any, Prepared]] = OrderedDict()
+
+    def get(self, cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
+        """The prepared decision inputs for this version of the cluster and seed."""
+        key = (id(cluster), id(seed))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is cluster and hit[1] is seed:
+            self._entries.move_to_end(key)
+            return hit[2]
+        prepared = prepare(cluster, seed, options)
+        self._entries[key] = (cluster, seed, prepared)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return prepared
+
+
+async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
     """Inject audit logging into an apiserver Pod."""
     if req.kind.kind != "Pod" or req.kind.group != "":
         return Answer(True, reason="not-pod")
     namespace = req.namespace or namespace_of(req.object)
     cluster = store.cluster_for_namespace(namespace)
     seed = store.seed_for_datacenter(datacenter_of(cluster)) if cluster else None
-    return decide_mutation(req.operation, req.object, cluster, seed, options)
+    prepared = cache.get(cluster, seed, options) if cluster else None
+    return decide_mutation(req.operation, req.object, cluster, seed, options, prepared=prepared)
 
 
 async def validate(req: AdmissionRequest, store: Store) -> Answer:

@@ -2,18 +2,19 @@
 
 Everything is upserted by the names in webhook/names.py: a second pass over our own output
 finds its work and changes nothing, and whatever we do not own keeps its value and position.
+The result shares every part it does not change with the input (copy on write), so the input
+is never modified and the patch diff can skip shared parts by identity.
 """
 
 from __future__ import annotations
 
-import copy
 import posixpath
 from typing import Any
 
 from webhook import names
 from webhook.defaults import defaults
 from webhook.fluentbit import config_key
-from webhook.objects import find_named
+from webhook.objects import clone, find_named
 from webhook.options import Options
 from webhook.quantity import same_quantity
 from webhook.settings import EffectiveSettings
@@ -25,39 +26,57 @@ class NoApiserverContainer(Exception):
     """The Pod has no container named `apiserver`, so there is nothing to configure."""
 
 
+def _index(items: list[Any], name: str) -> int | None:
+    return next((i for i, item in enumerate(items) if isinstance(item, dict) and item.get("name") == name), None)
+
+
 def _upsert_volume(volumes: list[Any], wanted: Obj) -> None:
-    existing = find_named(volumes, wanted["name"])
-    if existing is None:
+    at = _index(volumes, wanted["name"])
+    if at is None:
         volumes.append(wanted)
         return
     (source_kind, source), = ((k, v) for k, v in wanted.items() if k != "name")
-    current = existing.get(source_kind)
+    current = volumes[at].get(source_kind)
     ref_key = {"configMap": "name", "secret": "secretName"}.get(source_kind)
     if isinstance(current, dict) and (ref_key is None or current.get(ref_key) == source[ref_key]):
         return  # the right source already; keep its extras (defaultMode, sizeLimit, ...)
-    for key in [k for k in existing if k != "name"]:
-        del existing[key]
-    existing[source_kind] = source
+    volumes[at] = wanted
 
 
 def _same_path(a: Any, b: str) -> bool:
-    return isinstance(a, str) and posixpath.normpath(a) == posixpath.normpath(b)
+    if not isinstance(a, str):
+        return False
+    if a == b:
+        return True
+    if "//" in a or "/." in a:
+        return posixpath.normpath(a) == posixpath.normpath(b)
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def _taken_over(mount: Obj, volume: str, read_only: bool) -> Obj:
+    out = {k: v for k, v in mount.items() if k not in ("subPath", "subPathExpr")}
+    out["name"] = volume
+    if read_only and out.get("readOnly") is not True:
+        out["readOnly"] = True
+    elif not read_only and out.get("readOnly"):
+        out["readOnly"] = False
+    return out
 
 
 def _ensure_mount(container: Obj, volume: str, path: str, read_only: bool) -> None:
-    """One mount of `volume` at `path`; an existing mount at that path is taken over."""
+    """One mount of `volume` at `path`; an existing mount at that path is taken over.
+
+    The container's `volumeMounts` list must be the caller's own; mounts that change are
+    replaced, not edited, since they may be shared with the input Pod.
+    """
     mounts = container.setdefault("volumeMounts", [])
     found = False
-    for mount in mounts:
+    for i, mount in enumerate(mounts):
         if isinstance(mount, dict) and _same_path(mount.get("mountPath"), path):
             found = True
-            mount["name"] = volume
-            for key in ("subPath", "subPathExpr"):
-                mount.pop(key, None)
-            if read_only and mount.get("readOnly") is not True:
-                mount["readOnly"] = True
-            elif not read_only and mount.get("readOnly"):
-                mount["readOnly"] = False
+            wanted = _taken_over(mount, volume, read_only)
+            if wanted != mount:
+                mounts[i] = wanted
     if not found:
         mounts.append({"name": volume, "mountPath": path, **({"readOnly": True} if read_only else {})})
 
@@ -115,7 +134,7 @@ def sidecar_resources(settings: EffectiveSettings) -> Obj:
     given = settings.sidecar.resources
     if given is not None:
         return given.model_dump(exclude_defaults=True)
-    return copy.deepcopy(defaults()["sidecar"]["resources"])
+    return clone(defaults()["sidecar"]["resources"])
 
 
 def _sidecar_env(settings: EffectiveSettings) -> list[Obj]:
@@ -126,10 +145,12 @@ def _sidecar_env(settings: EffectiveSettings) -> list[Obj]:
 
 
 def _upsert_sidecar(containers: list[Any], settings: EffectiveSettings, options: Options) -> None:
-    sidecar = find_named(containers, names.SIDECAR_CONTAINER)
-    if sidecar is None:
-        sidecar = {"name": names.SIDECAR_CONTAINER}
+    at = _index(containers, names.SIDECAR_CONTAINER)
+    if at is None:
+        sidecar: Obj = {"name": names.SIDECAR_CONTAINER}
         containers.append(sidecar)
+    else:
+        sidecar = containers[at] = clone(containers[at])
     sidecar["image"] = options.sidecar_image
     sidecar["command"] = ["/fluent-bit/bin/fluent-bit"]
     sidecar["args"] = ["-c", names.FLUENTBIT_DIR + config_key(options.fluentbit_format)]
@@ -153,17 +174,31 @@ def audit_flags(settings: EffectiveSettings) -> dict[str, str]:
     return flags
 
 
-def desired_pod(pod: Obj, settings: EffectiveSettings, options: Options) -> Obj:
-    """A copy of `pod` with the sidecar, volumes, mounts, flags and settings hash in place."""
-    pod = copy.deepcopy(pod)
-    spec = pod.setdefault("spec", {})
+def _own_apiserver(container: Obj) -> Obj:
+    """A copy of the apiserver container deep enough for the parts we change (flags, mounts)."""
+    container = dict(container)
+    for field in ("command", "args"):
+        if isinstance(container.get(field), list):
+            container[field] = list(container[field])
+    if isinstance(container.get("volumeMounts"), list):
+        container["volumeMounts"] = list(container["volumeMounts"])
+    return container
+
+
+def desired_pod(pod: Obj, settings: EffectiveSettings, options: Options, *, settings_hash: str = "") -> Obj:
+    """`pod` with the sidecar, volumes, mounts, flags and settings hash in place; `pod` is not modified.
+
+    `settings_hash` saves recomputing `settings.settings_hash(options)` when the caller has it.
+    """
+    pod = dict(pod)
+    spec = pod["spec"] = dict(pod["spec"]) if isinstance(pod.get("spec"), dict) else {}
     containers = spec.get("containers")
-    apiserver = find_named(containers, names.APISERVER_CONTAINER)
-    if apiserver is None or not isinstance(containers, list):
+    at = _index(containers, names.APISERVER_CONTAINER) if isinstance(containers, list) else None
+    if at is None or not isinstance(containers, list):
         raise NoApiserverContainer
-    volumes = spec.get("volumes")
-    if not isinstance(volumes, list):
-        volumes = spec["volumes"] = []
+    containers = spec["containers"] = list(containers)
+    apiserver = containers[at] = _own_apiserver(containers[at])
+    volumes = spec["volumes"] = list(spec["volumes"]) if isinstance(spec.get("volumes"), list) else []
 
     config_volume = {"name": names.VOLUME_AUDIT_CONFIG, "configMap": {"name": names.CONFIGMAP_AUDIT_CONFIG}}
     if settings.enabled:
@@ -181,9 +216,8 @@ def desired_pod(pod: Obj, settings: EffectiveSettings, options: Options) -> Obj:
         _ensure_mount(apiserver, names.VOLUME_WEBHOOK_BACKEND, names.WEBHOOK_CONFIG_DIR, read_only=True)
     set_flags(apiserver, audit_flags(settings))
 
-    metadata = pod.setdefault("metadata", {})
+    metadata = pod["metadata"] = dict(pod["metadata"]) if isinstance(pod.get("metadata"), dict) else {}
     annotations = metadata.get("annotations")
-    if not isinstance(annotations, dict):
-        annotations = metadata["annotations"] = {}
-    annotations[names.SETTINGS_HASH_ANNOTATION] = settings.settings_hash(options)
+    annotations = metadata["annotations"] = dict(annotations) if isinstance(annotations, dict) else {}
+    annotations[names.SETTINGS_HASH_ANNOTATION] = settings_hash or settings.settings_hash(options)
     return pod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from webhook import names
@@ -10,7 +11,7 @@ from webhook.objects import dig
 from webhook.options import Options
 from webhook.patch import make_patch
 from webhook.review import Answer
-from webhook.settings import effective_settings
+from webhook.settings import EffectiveSettings, effective_settings
 from webhook.validation.cluster import check_cluster
 from webhook.validation.errors import invalid_message, sanitize_warning
 from webhook.validation.seed import check_seed
@@ -34,28 +35,50 @@ def _stored_settings_errors(cluster: dict[str, Any], seed: dict[str, Any] | None
     return ""
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a Cluster (with its Seed) means for its Pods; depends on those objects only."""
+
+    problem: str
+    settings: EffectiveSettings | None
+    settings_hash: str
+
+
+def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
+    """Validate the stored objects and work out the settings once, for every Pod of the cluster."""
+    problem = _stored_settings_errors(cluster, seed)
+    if problem:
+        return Prepared(problem, None, "")
+    settings = effective_settings(cluster, seed)
+    return Prepared("", settings, settings.settings_hash(options))
+
+
 def decide_mutation(
     operation: str,
     pod: Any,
     cluster: dict[str, Any] | None,
     seed: dict[str, Any] | None,
     options: Options,
+    *,
+    prepared: Prepared | None = None,
 ) -> Answer:
-    """The answer for a Pod admission, given the Cluster owning its namespace (if any)."""
+    """The answer for a Pod admission, given the Cluster owning its namespace (if any).
+
+    `prepared` is `prepare(cluster, seed, options)` when the caller keeps it between requests.
+    """
     if operation != "CREATE":
         return Answer(True, reason="not-create")
     if not isinstance(pod, dict) or not is_apiserver_pod(pod):
         return Answer(True, reason="not-apiserver")
     if cluster is None:
         return Answer(True, reason="no-cluster")
-    problem = _stored_settings_errors(cluster, seed)
-    if problem:
-        return Answer(False, f"cannot inject audit logging: {problem}", code=422, reason="invalid-settings")
-    settings = effective_settings(cluster, seed)
-    if not settings.needs_injection:
+    prepared = prepared or prepare(cluster, seed, options)
+    if prepared.settings is None:
+        return Answer(False, f"cannot inject audit logging: {prepared.problem}", code=422, reason="invalid-settings")
+    if not prepared.settings.needs_injection:
         return Answer(True, reason="audit-off")
     try:
-        desired = desired_pod(pod, settings, options)
+        desired = desired_pod(pod, prepared.settings, options, settings_hash=prepared.settings_hash)
     except NoApiserverContainer:
         text = f'audit-webhook: no container "{names.APISERVER_CONTAINER}", audit logging not injected'
         warning = sanitize_warning(text)

@@ -56,3 +56,12 @@ def find_named(items: Any, name: str) -> dict[str, Any] | None:
     if not isinstance(items, list):
         return None
     return next((i for i in items if isinstance(i, dict) and i.get("name") == name), None)
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars), several times faster than deepcopy."""
+    if isinstance(obj, dict):
+        return {k: clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clone(v) for v in obj]
+    return obj

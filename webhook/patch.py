@@ -24,6 +24,8 @@ def _same_scalar(a: Any, b: Any) -> bool:
 
 def make_patch(src: Any, dst: Any, path: str = "") -> list[Op]:
     """The operations that turn `src` into `dst`."""
+    if src is dst:
+        return []  # shared, unchanged part of a copy-on-write result
     if isinstance(src, dict) and isinstance(dst, dict):
         ops: list[Op] = [{"op": "remove", "path": f"{path}/{escape(k)}"} for k in src if k not in dst]
         for key, value in dst.items():

@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -38,6 +38,7 @@ class Webhook:
     store: Store
     options: Options
     metrics: Metrics
+    cache: handlers.PreparedCache = field(default_factory=handlers.PreparedCache)
 
     async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
@@ -79,7 +80,7 @@ class Webhook:
 
     async def mutate(self, request: web.Request) -> web.Response:
         """POST /mutate."""
-        return await self._review(request, "mutate", lambda r: handlers.mutate(r, self.store, self.options))
+        return await self._review(request, "mutate", lambda r: handlers.mutate(r, self.store, self.options, self.cache))
 
     async def validate(self, request: web.Request) -> web.Response:
         """POST /validate."""

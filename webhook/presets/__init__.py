@@ -10,7 +10,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
+from webhook import yamlio
 
 PRESETS: tuple[str, ...] = ("metadata", "minimal", "recommended")
 # What a cluster without a preset starts with (created once, then left to the user).
@@ -30,4 +30,4 @@ def policy_text(preset: str) -> str:
 
 def policy(preset: str) -> dict[str, Any]:
     """The parsed policy of a preset."""
-    return yaml.safe_load(policy_text(preset))
+    return yamlio.load(policy_text(preset))

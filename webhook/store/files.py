@@ -6,8 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from webhook import yamlio
 from webhook.store import LoadError, MemoryStore, Snapshot
 
 log = logging.getLogger(__name__)
@@ -24,10 +23,10 @@ def manifest_files(root: Path) -> list[Path]:
 def read_manifests(path: Path) -> list[dict[str, Any]]:
     """The objects of one (multi-document) YAML file; `List` kinds are flattened."""
     try:
-        docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        docs = list(yamlio.load_all(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError) as exc:
         raise LoadError(f"{path}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
+    except yamlio.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise LoadError(f"{path}: not valid YAML{where}") from None

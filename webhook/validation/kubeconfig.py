@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+from webhook import yamlio
 
 
 @dataclass
@@ -35,11 +35,11 @@ def check_kubeconfig(data: bytes) -> KubeconfigReport:
     report = KubeconfigReport()
     problems = report.problems
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))
+        doc = yamlio.load(data.decode("utf-8"))
     except UnicodeDecodeError:
         problems.append("is not UTF-8 text")
         return report
-    except yaml.YAMLError:
+    except yamlio.YAMLError:
         problems.append("is not valid YAML")
         return report
     if not isinstance(doc, dict):

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
+from webhook import yamlio
 from webhook.validation.errors import Findings, Path, invalid, required, unsupported
 
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
@@ -127,8 +126,8 @@ def check_policy_text(text: Any, path: Path) -> Findings:
         found.error(invalid(path, text, "must be the text of an audit policy"))
         return found
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        doc = yamlio.load(text)
+    except yamlio.YAMLError as exc:
         found = Findings()
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
