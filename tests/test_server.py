@@ -258,3 +258,19 @@ async def test_tls_below_1_2_and_non_aead_ciphers_are_refused(start_server, cert
     control = await aiohttp_server(server.webhook.app(), ssl=permissive)
     assert await asyncio.to_thread(_handshake, control.port, *legacy, ca) == "TLSv1.1"
     assert server_context(cert_dir).minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+@pytest.mark.parametrize(("name", "allowed", "patched"), [
+    ("mutate-apiserver.json", True, True),
+    ("validate-rejected.json", False, False),
+])
+async def test_the_readme_review_examples(start_server, name, allowed, patched):
+    """The review files the README sends with curl give the answers it describes."""
+    server = await start_server(EXAMPLES)
+    body = (EXAMPLES / "reviews" / name).read_bytes()
+    path = "/" + name.split("-")[0]
+    status, answer = await server.post(path, body)
+    assert status == 200
+    assert answer["response"]["uid"] == json.loads(body)["request"]["uid"]
+    assert answer["response"]["allowed"] is allowed
+    assert bool(decoded_patch(answer)) is patched

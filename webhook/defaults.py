@@ -20,6 +20,6 @@ def defaults() -> dict[str, Any]:
 
 
 @cache
-def fluentbit_plugins() -> dict[str, frozenset[str]]:
-    """Known fluent-bit plugin names by section kind (`filters`, `outputs`)."""
-    return {kind: frozenset(names) for kind, names in _load("fluentbit-plugins.yaml").items()}
+def fluentbit_plugins() -> dict[str, tuple[str, ...]]:
+    """Known fluent-bit plugin names by section kind (`filters`, `outputs`), sorted."""
+    return {kind: tuple(sorted(names)) for kind, names in _load("fluentbit-plugins.yaml").items()}

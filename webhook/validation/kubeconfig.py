@@ -7,6 +7,7 @@ no problem description ever quotes its content: only which part is wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,14 @@ class KubeconfigReport:
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=1024)
+def kubeconfig_findings(data: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(problems, notes) of a `webhook.yaml`, remembered: the same Secret is checked on every
+    Cluster update, and its content changes far less often."""
+    report = check_kubeconfig(data)
+    return tuple(report.problems), tuple(report.notes)
 
 
 def _named(items: Any, name: str, body: str) -> tuple[bool, Any]:

@@ -67,7 +67,7 @@ def _check_plugin_list(raw: Any, path: Path, kind: str, env_names: set[str]) -> 
     if not isinstance(raw, list):
         found.error(invalid(path, raw, f"must be a list of maps, one per [{kind.upper()[:-1]}] section"))
         return found
-    known = sorted(fluentbit_plugins()[kind])
+    known = fluentbit_plugins()[kind]
     singular = kind[:-1]
     for i, entry in enumerate(raw):
         entry_path = path.index(i)

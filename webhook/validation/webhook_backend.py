@@ -9,7 +9,7 @@ from typing import Any
 from webhook import names
 from webhook.duration import parse_duration
 from webhook.validation.errors import Findings, Path, forbidden, invalid, not_found, required
-from webhook.validation.kubeconfig import check_kubeconfig
+from webhook.validation.kubeconfig import kubeconfig_findings
 
 SecretRef = tuple[str, str]  # (namespace, name)
 # What the shell fetched for the pure rules: the Secret's data by key, or None when it is missing.
@@ -39,10 +39,10 @@ def _check_secret(ref: SecretRef, path: Path, secrets: Secrets, found: Findings)
         found.error(invalid(path, shown, f'the Secret has no key "{names.WEBHOOK_CONFIG_KEY}" (the audit webhook '
                                          "kubeconfig that kube-apiserver reads)"))
         return
-    report = check_kubeconfig(data[names.WEBHOOK_CONFIG_KEY])
-    for problem in report.problems:
+    problems, notes = kubeconfig_findings(bytes(data[names.WEBHOOK_CONFIG_KEY]))
+    for problem in problems:
         found.error(invalid(path, shown, f"{names.WEBHOOK_CONFIG_KEY} {problem}: kube-apiserver would not start"))
-    for note in report.notes:
+    for note in notes:
         found.warn(path, f"the Secret's {names.WEBHOOK_CONFIG_KEY} {note}")
 
 
