@@ -274,3 +274,26 @@ async def test_the_readme_review_examples(start_server, name, allowed, patched):
     assert answer["response"]["uid"] == json.loads(body)["request"]["uid"]
     assert answer["response"]["allowed"] is allowed
     assert bool(decoded_patch(answer)) is patched
+
+
+def _store_for_validation_tables():
+    from tests.test_validation import MORE_SECRETS
+
+    return [secret(ns, name, {k: v.decode() for k, v in data.items()}) for (ns, name), data in MORE_SECRETS.items()]
+
+
+def _validation_cases():
+    from tests.test_validation import CLUSTER_ERRORS
+
+    return [(case_id, obj, expected) for case_id, obj, expected in CLUSTER_ERRORS if not isinstance(expected, int)]
+
+
+@pytest.mark.parametrize(("obj", "expected"), [c[1:] for c in _validation_cases()], ids=[c[0] for c in _validation_cases()])
+async def test_cluster_rules_through_https(start_server, obj, expected):
+    """Every cluster rule of tests/test_validation.py, end to end: the same message reaches the client."""
+    server = await start_server(_store_for_validation_tables())
+    status, body = await server.post("/validate", review(obj, kind="Cluster", group="kubermatic.k8c.io"))
+    assert status == 200
+    response = body["response"]
+    assert response["allowed"] is False
+    assert response["status"]["message"] == f'Cluster.kubermatic.k8c.io "abc" is invalid: {expected[0]}'
