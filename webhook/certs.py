@@ -43,7 +43,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     # A reader (the server's reload loop, a kubelet) sees the old file or the new one, never half.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -79,8 +79,8 @@ def create_ca(cert_dir: Path) -> None:
         .sign(key, hashes.SHA256())
     )
     cert_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(cert_dir / CA_KEY, _key_pem(key), 0o600)
-    _write_atomic(cert_dir / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_dir / CA_KEY, _key_pem(key), 0o600)
+    write_atomic(cert_dir / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def create_serving(cert_dir: Path, name: ServiceName, extra_names: list[str] | None = None) -> None:
@@ -107,8 +107,8 @@ def create_serving(cert_dir: Path, name: ServiceName, extra_names: list[str] | N
         .sign(ca_key, hashes.SHA256())
     )
     # Key first: a reload that sees the new key with the old certificate fails and retries.
-    _write_atomic(cert_dir / TLS_KEY, _key_pem(key), 0o600)
-    _write_atomic(cert_dir / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_dir / TLS_KEY, _key_pem(key), 0o600)
+    write_atomic(cert_dir / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _serving_is_usable(cert_dir: Path, name: ServiceName) -> bool:

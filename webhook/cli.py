@@ -7,6 +7,7 @@ import asyncio
 import base64
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from webhook.objects import datacenter_of, kind_of, name_of, namespace_of
 from webhook.options import Options
 from webhook.patch import apply_patch
 from webhook.settings import effective_settings
-from webhook.store import LoadError, MemoryStore, Snapshot
+from webhook.store import LoadError, MemoryStore, Snapshot, Store
 from webhook.store.files import FileStore, manifest_files, read_manifests
 from webhook.validation.admission import CLUSTER, SEED, check_admission, kind_key, qualified_kind, secret_refs
 from webhook.validation.errors import invalid_message
@@ -167,22 +168,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from webhook.server import Webhook, serve
 
     cert_dir = Path(args.cert_dir)
-    if ensure_certs(cert_dir, ServiceName(args.service, args.namespace)):
+    service = ServiceName(args.service, args.namespace)
+    names = args.webhook_config_name or ["audit-webhook"]
+    args.webhook_config_name = [] if names == ["none"] else names
+    pollers = []
+    api = None
+    if args.source == "kube" or args.tls_secret:
+        from webhook.store.kube import load_api_client
+
+        try:
+            api = load_api_client(args.kubeconfig)
+        except Exception as exc:
+            raise UsageError(f"cannot load a Kubernetes configuration: {exc}") from None
+    if args.tls_secret and api is not None:
+        from webhook.tls_secret import TLSSecret
+
+        shared = TLSSecret(api, os.environ.get("POD_NAMESPACE") or args.namespace, args.tls_secret, cert_dir, service)
+        shared.sync()
+
+        async def sync_tls_secret() -> None:
+            if shared.due():
+                await asyncio.to_thread(shared.sync)
+
+        pollers.append(sync_tls_secret)
+    elif ensure_certs(cert_dir, service):
         log.info("created certificates in %s (CA: %s)", cert_dir, cert_dir / "ca.crt")
-    if args.source == "kube":
-        raise UsageError("--source kube is not available in this build yet; use a directory of YAML files")
-    source = Path(args.source) if args.source else bundled_examples()
-    try:
-        store = FileStore(source)
-    except LoadError as exc:
-        raise UsageError(str(exc)) from None
-    log.info("serving %d clusters and %d seeds from %s", len(store.snapshot.clusters),
-             len(store.snapshot.seed_objects), source)
-    # The loaded objects live as long as the process: keep the collector from rescanning them,
-    # which would otherwise show up as latency spikes with a large fleet.
-    gc.freeze()
+    if args.source == "kube" and api is not None:
+        from webhook.cabundle import CABundleSync
+        from webhook.store.kube import KubeStore
+
+        kube_store = KubeStore(api)
+        kube_store.start()
+        store: Store = kube_store
+        if args.webhook_config_name:
+            sync = CABundleSync(api, args.webhook_config_name, cert_dir)
+
+            async def sync_cabundle() -> None:
+                if sync.due():
+                    await asyncio.to_thread(sync.sync)
+
+            pollers.append(sync_cabundle)
+        log.info("watching Clusters and Seeds through the Kubernetes API")
+    else:
+        source = Path(args.source) if args.source else bundled_examples()
+        try:
+            file_store = FileStore(source)
+        except LoadError as exc:
+            raise UsageError(str(exc)) from None
+        log.info("serving %d clusters and %d seeds from %s", len(file_store.snapshot.clusters),
+                 len(file_store.snapshot.seed_objects), source)
+        # The loaded objects live as long as the process: keep the collector from rescanning them,
+        # which would otherwise show up as latency spikes with a large fleet.
+        gc.freeze()
+        store = file_store
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics())
-    asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval))
+    asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
+                      pollers=pollers))
     return 0
 
 
@@ -195,6 +236,12 @@ def parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the admission webhook over HTTPS")
     serve.add_argument("--source", help="directory of YAML manifests, or 'kube' (default: the bundled examples)")
+    serve.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    serve.add_argument("--tls-secret", help="keep the CA and serving certificate in this Secret of the webhook's "
+                                            "namespace ($POD_NAMESPACE or --namespace), shared by all replicas")
+    serve.add_argument("--webhook-config-name", action="append",
+                       help="with --source kube: webhook configurations whose caBundle to keep in step with the CA "
+                            "(repeatable; default: audit-webhook; 'none' to disable)")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")

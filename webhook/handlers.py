@@ -9,7 +9,7 @@ from webhook.mutation import Prepared, decide_mutation, prepare
 from webhook.objects import datacenter_of, namespace_of
 from webhook.options import Options
 from webhook.review import AdmissionRequest, Answer
-from webhook.store import Store
+from webhook.store import Store, StoreUnavailable
 from webhook.validation.admission import CLUSTER, check_admission, kind_key, object_label, qualified_kind, secret_refs
 from webhook.validation.errors import invalid_message
 
@@ -59,7 +59,11 @@ async def validate(req: AdmissionRequest, store: Store) -> Answer:
         return Answer(True, reason="not-checked")
     seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
     refs = sorted({*secret_refs(obj), *secret_refs(old)})
-    secrets = {ref: await store.secret(*ref) for ref in refs}
+    try:
+        secrets = {ref: await store.secret(*ref) for ref in refs}
+    except StoreUnavailable as exc:
+        # Fail closed, and say so: a Secret we cannot read is not a Secret we have checked.
+        return Answer(False, f"audit-webhook: {exc}; try again", code=503, reason="store-unavailable")
     found = check_admission(obj, old, seed=seed, secrets=secrets)
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)

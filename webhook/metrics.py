@@ -40,6 +40,22 @@ class Metrics:
         self.store_objects = Gauge(
             "audit_webhook_store_objects", "Objects known to the store, by kind.", ["kind"], registry=self.registry)
 
+        self.cache_synced = Gauge(
+            "audit_webhook_cache_synced", "1 when the object cache has synced and its watches are connected.",
+            registry=self.registry)
+        self.cache_age = Gauge(
+            "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
+            registry=self.registry)
+
+    def watch_store(self, store: object) -> None:
+        """Report a store's sync state and age, read at scrape time."""
+        ready = getattr(store, "ready", None)
+        stale = getattr(store, "stale", None)
+        age = getattr(store, "cache_age", None)
+        if callable(ready):
+            self.cache_synced.set_function(lambda: float(ready() and not (callable(stale) and stale())))
+        self.cache_age.set_function(age if callable(age) else (lambda: 0.0))
+
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SUPPORTED_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-_STATUS_REASONS = {403: "Forbidden", 422: "Invalid", 500: "InternalError"}
+_STATUS_REASONS = {403: "Forbidden", 422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
 class ReviewError(Exception):

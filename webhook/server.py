@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import signal
@@ -111,20 +112,31 @@ class Webhook:
         return app
 
 
-async def _poll_forever(interval: float, *pollers: Callable[[], object]) -> None:
+Poller = Callable[[], object]
+
+
+async def _poll_forever(interval: float, pollers: list[Poller]) -> None:
     while True:
         await asyncio.sleep(interval)
         for poll in pollers:
             try:
-                poll()
+                result = poll()
+                if inspect.isawaitable(result):
+                    await result
             except Exception:
                 log.exception("background refresh failed")
 
 
 async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_interval: float = 2.0,
-                shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None) -> None:
-    """Serve HTTPS until SIGTERM or SIGINT, then finish requests in flight and stop."""
+                shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None,
+                pollers: list[Poller] | None = None) -> None:
+    """Serve HTTPS until SIGTERM or SIGINT, then finish requests in flight and stop.
+
+    `pollers` run every `poll_interval` seconds beside the certificate and source reloads;
+    they may be coroutine functions.
+    """
     watcher = CertWatcher(cert_dir)
+    webhook.metrics.watch_store(webhook.store)
 
     webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
 
@@ -132,11 +144,16 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
         if watcher.poll():
             webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
 
-    pollers: list[Callable[[], object]] = [refresh_cert]
+    all_pollers: list[Poller] = [refresh_cert, *(pollers or [])]
     store_refresh = getattr(webhook.store, "refresh", None)
     if callable(store_refresh):
-        pollers.append(store_refresh)
+        all_pollers.append(store_refresh)
 
+    # Signal handlers first: a SIGTERM that arrives while we start up must still stop us cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(webhook.app(), handle_signals=False, shutdown_timeout=shutdown_timeout,
                            access_log=None)
     await runner.setup()
@@ -147,11 +164,7 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     if started:
         started(bound)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    poller = asyncio.create_task(_poll_forever(poll_interval, *pollers))
+    poller = asyncio.create_task(_poll_forever(poll_interval, all_pollers))
     try:
         await stop.wait()
         log.info("shutting down: no new connections, finishing requests in flight")

@@ -18,6 +18,10 @@ class LoadError(Exception):
     """An object could not be read; the message names where, never a Secret's content."""
 
 
+class StoreUnavailable(Exception):
+    """The source could not answer in time; the message says what was asked, never a value."""
+
+
 class Store(Protocol):
     """What the handlers ask of a source of objects."""
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build the real kube-apiserver, kubectl and etcd the end-to-end tests run against, from the Go
+# modules pinned in e2e/tools/go.mod and go.sum (no prebuilt downloads). The binaries are cached
+# in .e2e-bin/ (git-ignored) and rebuilt only when the pins change.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin="$root/.e2e-bin"
+tools="$root/e2e/tools"
+want=$(cat "$tools/go.mod" "$tools/go.sum" "$tools/etcd/main.go" | sha256sum | cut -d' ' -f1)
+if [ -f "$bin/.stamp" ] && [ "$(cat "$bin/.stamp")" = "$want" ] \
+  && [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kubectl" ] && [ -x "$bin/etcd" ]; then
+  exit 0
+fi
+if ! command -v go >/dev/null 2>&1; then
+  echo "e2e: the end-to-end tests need Go 1.26 or newer to build kube-apiserver, etcd and kubectl" >&2
+  echo "e2e: install it (https://go.dev/doc/install, or: apt-get install golang-go) and run make test again" >&2
+  exit 1
+fi
+mkdir -p "$bin"
+echo "e2e: building kube-apiserver, kubectl and etcd into $bin (the first build takes several minutes)" >&2
+start=$(date +%s)
+cd "$tools"
+go build -buildvcs=false -trimpath -ldflags="-s -w" -o "$bin/" \
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd
+echo "$want" > "$bin/.stamp"
+echo "e2e: built in $(( $(date +%s) - start ))s" >&2
