@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench clean e2e-bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,15 @@ serve: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check webhook tests bench
 
-test: lint
+# The real kube-apiserver, etcd and kubectl of the end-to-end tests, built once from Go modules.
+e2e-bin:
+	bash e2e/build.sh
+
+test: lint e2e-bin
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .e2e-bin

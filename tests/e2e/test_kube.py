@@ -1,0 +1,143 @@
+"""End to end against a real kube-apiserver, etcd and kubectl (built by e2e/build.sh)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess
+
+EXAMPLE_POD = yaml.safe_load((ROOT / "examples/pods/apiserver.yaml").read_text())
+VALIDATE = 'admission webhook "validate.audit-webhook.kubermatic.k8c.io" denied the request'
+
+
+def kkp_cluster(name: str, dc: str = "hamburg", audit: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
+                           "metadata": {"name": name, **metadata}, "spec": {"cloud": {"dc": dc}}}
+    if audit is not None:
+        obj["spec"]["auditLogging"] = audit
+    return obj
+
+
+def pod_in(namespace: str) -> dict[str, Any]:
+    pod = copy.deepcopy(EXAMPLE_POD)
+    pod["metadata"]["namespace"] = namespace
+    return pod
+
+
+def namespace(plane: ControlPlane, name: str) -> None:
+    plane.kubectl("create", "namespace", name, check=False)
+
+
+def create_pod_when_injected(plane: ControlPlane, ns: str, timeout: float = 20) -> dict[str, Any]:
+    """Create the apiserver Pod once the webhook's cache knows the cluster (it watches, so give it a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        trial = plane.create_json(pod_in(ns), "--dry-run=server")
+        if any(c["name"] == "audit-logs" for c in trial["spec"]["containers"]) or time.monotonic() > deadline:
+            return plane.create_json(pod_in(ns))
+        time.sleep(0.3)
+
+
+def container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == name)
+
+
+def test_apiserver_pod_gets_sidecar_volumes_and_flags(plane: ControlPlane, webhook: WebhookProcess):
+    namespace(plane, "cluster-e2eon")
+    plane.apply(kkp_cluster("e2eon", audit={"enabled": True, "policyPreset": "minimal"}))
+    pod = create_pod_when_injected(plane, "cluster-e2eon")
+    # kube-apiserver validated and stored the patched Pod: read it back.
+    stored = json.loads(plane.kubectl("get", "pod", "-n", "cluster-e2eon", pod["metadata"]["name"], "-o", "json").stdout)
+    names = [c["name"] for c in stored["spec"]["containers"]]
+    assert names == ["konnectivity-server", "apiserver", "dnat-controller", "audit-logs"]
+    sidecar = container(stored, "audit-logs")
+    assert sidecar["env"][0] == {"name": "CLUSTER_ID", "value": "e2eon"}
+    assert {v["name"] for v in stored["spec"]["volumes"]} >= {"audit-log", "audit-config", "audit-logs-fluentbit"}
+    args = container(stored, "apiserver")["args"]
+    assert args[args.index("--audit-log-maxage") + 1] == "30"
+    assert "--audit-policy-file=/etc/kubernetes/audit/policy.yaml" in args
+    assert stored["metadata"]["annotations"]["audit-webhook.kubermatic.k8c.io/settings-hash"]
+
+
+def test_pod_outside_cluster_namespaces_is_untouched(plane: ControlPlane, webhook: WebhookProcess):
+    namespace(plane, "team-x")
+    pod = plane.create_json(pod_in("team-x"))
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["konnectivity-server", "apiserver", "dnat-controller"]
+    assert "audit-webhook.kubermatic.k8c.io/settings-hash" not in pod["metadata"].get("annotations", {})
+
+
+@pytest.mark.parametrize(("audit", "fragments"), [
+    ({"enabled": True, "policyPreset": "verbose"},
+     ['spec.auditLogging.policyPreset: Unsupported value: "verbose": supported values: "", "metadata", "minimal", '
+      '"recommended"']),
+    ({"enabled": True, "sidecar": {"config": {"outputs": [{"Name": "forward", "Match": "*",
+                                                           "Host": "x\n@INCLUDE /etc/passwd"}]}}},
+     ['spec.auditLogging.sidecar.config.outputs[0][Host]: Invalid value: "x\\n@INCLUDE /etc/passwd"']),
+    ({"webhookBackend": {"auditWebhookConfig": {"name": "missing-secret"}}},
+     ['spec.auditLogging.webhookBackend.auditWebhookConfig: Not found: "cluster-e2ebad/missing-secret"']),
+])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["apply", "dry-run=server"])
+def test_kubectl_apply_of_a_bad_cluster_prints_our_field_errors(plane: ControlPlane, webhook: WebhookProcess,
+                                                                audit, fragments, dry_run):
+    extra = ("--dry-run=server",) if dry_run else ()
+    result = plane.apply(kkp_cluster("e2ebad", audit=audit), extra=extra, check=False)
+    assert result.returncode != 0
+    assert VALIDATE in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert plane.kubectl("get", "cluster", "e2ebad", check=False).returncode != 0  # nothing was stored
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["apply", "dry-run=server"])
+def test_warnings_reach_kubectl(plane: ControlPlane, webhook: WebhookProcess, dry_run):
+    extra = ("--dry-run=server",) if dry_run else ()
+    result = plane.apply(kkp_cluster("e2ewarn-dry" if dry_run else "e2ewarn", audit={"enabled": False, "sidecar": {
+        "config": {"service": {"Flush": "5"}}}}), extra=extra)
+    assert "Warning: spec.auditLogging.sidecar: has no effect while audit logging is off" in result.stderr
+
+
+def test_datacenter_enforcement_through_a_seed(plane: ControlPlane, webhook: WebhookProcess):
+    namespace(plane, "kubermatic")
+    namespace(plane, "cluster-e2eenf")
+    plane.apply({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
+                 "metadata": {"name": "e2e-seed", "namespace": "kubermatic"},
+                 "spec": {"auditLogging": {"enabled": True, "policyPreset": "recommended"},
+                          "datacenters": {"e2e-enforced": {"spec": {"enforceAuditLogging": True}}}}})
+    result = plane.apply(kkp_cluster("e2eenf", dc="e2e-enforced", audit={"enabled": False}))
+    assert "datacenter \"e2e-enforced\" enforces audit logging" in result.stderr  # the warning
+    pod = create_pod_when_injected(plane, "cluster-e2eenf")
+    assert "audit-logs" in [c["name"] for c in pod["spec"]["containers"]]
+
+
+def test_with_the_webhook_down_apiserver_pods_fail_and_others_work(plane: ControlPlane, webhook: WebhookProcess):
+    namespace(plane, "cluster-e2edown")
+    plane.apply(kkp_cluster("e2edown", audit={"enabled": True}))
+    create_pod_when_injected(plane, "cluster-e2edown")
+    webhook.stop()
+    try:
+        failed = plane.kubectl("create", "-f", "-", stdin=json.dumps(pod_in("cluster-e2edown")), check=False)
+        assert failed.returncode != 0
+        assert "failed calling webhook" in failed.stderr
+        other = pod_in("cluster-e2edown")
+        other["metadata"]["labels"] = {"app": "etcd"}
+        assert plane.kubectl("create", "-f", "-", stdin=json.dumps(other), check=False).returncode == 0
+    finally:
+        webhook.start()
+
+
+def test_the_kustomize_base_is_accepted_by_kube_apiserver(plane: ControlPlane, webhook: WebhookProcess):
+    """`kubectl apply -k deploy/` as a server-side dry run: every object passes the real API's validation."""
+    rendered = plane.kubectl("kustomize", str(ROOT / "deploy")).stdout
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(rendered)]
+    for kind in ("Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment", "PodDisruptionBudget", "Service",
+                 "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "CustomResourceDefinition"):
+        assert kind in kinds
+    namespace(plane, "audit-webhook")
+    result = plane.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
+    assert "deployment.apps/audit-webhook created (server dry run)" in result.stdout
