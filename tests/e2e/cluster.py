@@ -138,6 +138,18 @@ class ControlPlane:
             time.sleep(0.5)
         raise RuntimeError("kube-apiserver did not become ready:\n" + self.log("kube-apiserver")[-3000:])
 
+    def pause(self, name: str) -> list[str]:
+        """Kill one process (kube-apiserver, etcd) as a crash would; returns its arguments for `resume`."""
+        proc = self.processes[name]
+        proc.kill()
+        proc.wait(timeout=30)
+        return list(proc.args)
+
+    def resume(self, name: str, argv: list[str]) -> None:
+        """Start a paused process again and wait for the API."""
+        self._spawn(name, argv)
+        self._wait_ready()
+
     def log(self, name: str) -> str:
         return (self.work / f"{name}.log").read_text(errors="replace")
 
@@ -217,3 +229,5 @@ def webhook_configurations(port: int) -> list[dict[str, Any]]:
 
 def wipe(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
