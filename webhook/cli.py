@@ -1,4 +1,4 @@
-"""`audit-webhook`: serve · render · files · check · certs."""
+"""`audit-webhook`: serve · render · files · check · explain · report · certs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import base64
 import gc
+import json
 import logging
 import os
 import sys
@@ -14,17 +15,22 @@ from typing import Any
 
 from webhook import __version__, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
+from webhook.explain import explain, explain_preset, policy_from_document
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
 from webhook.mutation import decide_mutation
 from webhook.objects import datacenter_of, kind_of, name_of, namespace_of
 from webhook.options import Options
 from webhook.patch import apply_patch
+from webhook.policy_eval import AuditRequest
+from webhook.presets import PRESETS
 from webhook.settings import effective_settings
 from webhook.store import LoadError, MemoryStore, Snapshot, Store
 from webhook.store.files import FileStore, manifest_files, read_manifests
 from webhook.validation.admission import CLUSTER, SEED, check_admission, kind_key, qualified_kind, secret_refs
+from webhook.validation.errors import Path as ValidationPath
 from webhook.validation.errors import invalid_message
+from webhook.validation.policy import check_policy
 
 log = logging.getLogger("audit_webhook")
 
@@ -154,6 +160,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if rejected else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print the audit level a policy gives a request, and the rule that decided it."""
+    resource, _, sub = args.resource.partition("/")
+    if bool(resource) == bool(args.path):
+        raise UsageError("give either --resource (a resource request) or --path (a non-resource URL)")
+    request = AuditRequest(verb=args.verb, resource=resource, subresource=args.subresource or sub, group=args.group,
+                           namespace=args.namespace, name=args.name, path=args.path, user=args.user,
+                           groups=tuple(g for g in args.groups.split(",") if g))
+    if args.preset:
+        result = explain_preset(args.preset, request)
+    else:
+        docs = _objects(Path(args.policy))
+        try:
+            policy = policy_from_document(docs[0] if docs else None)
+        except ValueError as exc:
+            raise UsageError(f"{args.policy}: {exc}") from None
+        problems = check_policy(policy, ValidationPath("")).errors
+        if problems:
+            listed = "; ".join(map(str, problems))
+            raise UsageError(f"{args.policy}: kube-apiserver would refuse this policy: {listed}")
+        result = explain(policy, request, args.policy)
+    print(json.dumps(result.as_dict(), indent=2) if args.output == "json" else result.text().rstrip())
+    return 0
+
+
 def cmd_certs(args: argparse.Namespace) -> int:
     """Create or renew the certificates and print the caBundle."""
     cert_dir = Path(args.cert_dir)
@@ -270,6 +301,22 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", help="files or directories of manifests (Secrets in them are used)")
     check.add_argument("--source", action="append", help="more manifests to look Secrets and Seeds up in")
     check.set_defaults(func=cmd_check)
+
+    explain_cmd = sub.add_parser("explain", help="which audit level a preset or policy gives a request, and why")
+    policy_choice = explain_cmd.add_mutually_exclusive_group(required=True)
+    policy_choice.add_argument("--preset", choices=PRESETS)
+    policy_choice.add_argument("--policy", help="a policy file, or an audit-config ConfigMap manifest")
+    explain_cmd.add_argument("--verb", required=True, help="get, list, watch, create, update, patch, delete, ...")
+    explain_cmd.add_argument("--group", default="", help='API group ("" is the core group)')
+    explain_cmd.add_argument("--resource", default="", help="e.g. pods, or pods/exec with its subresource")
+    explain_cmd.add_argument("--subresource", default="")
+    explain_cmd.add_argument("--namespace", default="")
+    explain_cmd.add_argument("--name", default="")
+    explain_cmd.add_argument("--user", default="")
+    explain_cmd.add_argument("--groups", default="", help="the user's groups, comma-separated")
+    explain_cmd.add_argument("--path", default="", help="a non-resource URL such as /healthz, instead of --resource")
+    explain_cmd.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    explain_cmd.set_defaults(func=cmd_explain)
 
     certs = sub.add_parser("certs", help="create or renew the CA and serving certificate, print the caBundle")
     certs.add_argument("--cert-dir", default="certs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -37,3 +38,10 @@ _Dumper.add_representer(str, _str)
 def dump(doc: Any, stream: TextIO) -> None:
     """Write `doc` as block-style YAML: multi-line strings as `|` blocks, keys in their order."""
     yaml.dump(doc, stream, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 16)
+
+
+def dumps(doc: Any) -> str:
+    """`dump` into a string."""
+    buffer = io.StringIO()
+    dump(doc, buffer)
+    return buffer.getvalue()
