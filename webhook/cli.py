@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from webhook import __version__, yamlio
+from webhook import __version__, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.explain import explain, explain_preset, policy_from_document
 from webhook.manifests import needed_files
@@ -26,7 +26,7 @@ from webhook.policy_eval import AuditRequest
 from webhook.presets import PRESETS
 from webhook.settings import effective_settings
 from webhook.store import LoadError, MemoryStore, Snapshot, Store
-from webhook.store.files import FileStore, manifest_files, read_manifests
+from webhook.store.files import FileStore, load_snapshot, manifest_files, read_manifests
 from webhook.validation.admission import CLUSTER, SEED, check_admission, kind_key, qualified_kind, secret_refs
 from webhook.validation.errors import Path as ValidationPath
 from webhook.validation.errors import invalid_message
@@ -185,6 +185,31 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """One row per Cluster: effective audit state, where logs go, webhook backend, drift."""
+    options = _options(args)
+    if args.source == "kube":
+        from webhook.store.kube import load_api_client
+        from webhook.store.kube_inventory import kube_snapshot
+
+        try:
+            snapshot = kube_snapshot(load_api_client(args.kubeconfig), options)
+        except Exception as exc:
+            raise UsageError(f"cannot read from the Kubernetes API: {type(exc).__name__}: {exc}") from None
+    else:
+        try:
+            snapshot = load_snapshot(Path(args.source) if args.source else bundled_examples())
+        except LoadError as exc:
+            raise UsageError(str(exc)) from None
+    rows = report.rows_of(snapshot, options)
+    render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
+    sys.stdout.write(render(rows))
+    drifting = [r.cluster for r in rows if r.drift]
+    if drifting:
+        print(f"{len(drifting)} of {len(rows)} clusters drift: {', '.join(drifting)}", file=sys.stderr)
+    return 1 if args.fail_on_drift and drifting else 0
+
+
 def cmd_certs(args: argparse.Namespace) -> int:
     """Create or renew the certificates and print the caBundle."""
     cert_dir = Path(args.cert_dir)
@@ -301,6 +326,15 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", help="files or directories of manifests (Secrets in them are used)")
     check.add_argument("--source", action="append", help="more manifests to look Secrets and Seeds up in")
     check.set_defaults(func=cmd_check)
+
+    report_cmd = sub.add_parser("report", help="which clusters are audited, how, where logs go, and drift")
+    report_cmd.add_argument("--source", help="directory of YAML manifests (Pods included), or 'kube' "
+                                             "(default: the bundled examples)")
+    report_cmd.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, $KUBECONFIG)")
+    report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table")
+    report_cmd.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any cluster drifts")
+    _add_render_options(report_cmd)
+    report_cmd.set_defaults(func=cmd_report)
 
     explain_cmd = sub.add_parser("explain", help="which audit level a preset or policy gives a request, and why")
     policy_choice = explain_cmd.add_mutually_exclusive_group(required=True)

@@ -108,6 +108,19 @@ def set_flags(container: Obj, flags: dict[str, str]) -> None:
         args.extend(f"{flag}={value}" for flag, value in missing.items())
 
 
+def read_flags(container: Obj, flags: list[str]) -> dict[str, str | None]:
+    """The value each flag has in the container (`--f=v` or `--f v`, command or args; the last wins)."""
+    found: dict[str, str | None] = dict.fromkeys(flags)
+    tokens = [t for field in ("command", "args") if isinstance(container.get(field), list) for t in container[field]]
+    for i, token in enumerate(tokens):
+        if not isinstance(token, str):
+            continue
+        flag, sep, value = token.partition("=")
+        if flag in found:
+            found[flag] = value if sep else (str(tokens[i + 1]) if i + 1 < len(tokens) else "")
+    return found
+
+
 def _upsert_env(container: Obj, env: list[Obj]) -> None:
     current = container.setdefault("env", [])
     for wanted in env:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -113,6 +115,28 @@ def test_datacenter_enforcement_through_a_seed(plane: ControlPlane, webhook: Web
     assert "datacenter \"e2e-enforced\" enforces audit logging" in result.stderr  # the warning
     pod = create_pod_when_injected(plane, "cluster-e2eenf")
     assert "audit-logs" in [c["name"] for c in pod["spec"]["containers"]]
+
+
+def _report(plane: ControlPlane) -> dict[str, dict[str, Any]]:
+    result = subprocess.run([sys.executable, "-m", "webhook", "report", "--source", "kube", "--kubeconfig",
+                             str(plane.kubeconfig), "-o", "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return {row["cluster"]: row for row in json.loads(result.stdout)}
+
+
+def test_report_over_the_api_and_files_that_clear_the_drift(plane: ControlPlane, webhook: WebhookProcess, tmp_path):
+    namespace(plane, "cluster-e2erep")
+    cluster = kkp_cluster("e2erep", audit={"enabled": True, "policyPreset": "minimal"})
+    plane.apply(cluster)
+    create_pod_when_injected(plane, "cluster-e2erep")
+    row = _report(plane)["e2erep"]
+    assert (row["audit"], row["preset"], row["apiserver_pods"]) == ("on", "minimal", 1)
+    assert row["drift"] == ["ConfigMap audit-config missing", "Secret audit-logs-fluentbit missing"]
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    files = subprocess.run([sys.executable, "-m", "webhook", "files", "--cluster", str(tmp_path / "cluster.yaml")],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    plane.kubectl("apply", "-f", "-", stdin=files)  # the ConfigMap also passes the validating webhook
+    assert _report(plane)["e2erep"]["drift"] == []
 
 
 def test_with_the_webhook_down_apiserver_pods_fail_and_others_work(plane: ControlPlane, webhook: WebhookProcess):

@@ -64,6 +64,7 @@ class Snapshot:
     secrets: dict[tuple[str, str], SecretData] = field(default_factory=dict)
     configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     seed_objects: list[dict[str, Any]] = field(default_factory=list)
+    pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by namespace, for reports
 
     def add(self, obj: dict[str, Any], where: str = "") -> None:
         """Index one object; objects of other kinds are ignored."""
@@ -78,6 +79,8 @@ class Snapshot:
                     self.seeds[str(dc)] = obj
         elif kind == CONFIGMAP:
             self.configmaps[(namespace_of(obj), name_of(obj))] = obj
+        elif kind_of(obj) == ("v1", "Pod") and namespace_of(obj):
+            self.pods.setdefault(namespace_of(obj), []).append(obj)
         elif kind_of(obj) == ("v1", "Secret"):
             self.secrets[(namespace_of(obj), name_of(obj))] = decode_secret(obj, where or name_of(obj))
 

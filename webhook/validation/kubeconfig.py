@@ -106,3 +106,18 @@ def _check_cluster(cluster: dict[str, Any], report: KubeconfigReport) -> None:
             report.notes.append("skips server certificate checks")
     if has_ca_file:
         report.notes.append("names a CA file; only the Secret's own files are mounted")
+
+
+def server_of(data: bytes) -> str | None:
+    """`scheme://host[:port]` of a usable webhook kubeconfig's current cluster, for reports.
+
+    Never the path, query or user info of the URL: those can carry credentials.
+    """
+    if check_kubeconfig(data).problems:
+        return None
+    doc = yamlio.load(data.decode("utf-8"))
+    context = _named(doc.get("contexts"), doc["current-context"], "context")[1]
+    cluster = _named(doc.get("clusters"), context["cluster"], "cluster")[1]
+    url = urlsplit(cluster["server"])
+    host = f"[{url.hostname}]" if url.hostname and ":" in url.hostname else url.hostname
+    return f"{url.scheme}://{host}" + (f":{url.port}" if url.port else "")

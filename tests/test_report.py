@@ -1,0 +1,122 @@
+"""`audit-webhook report`: effective state, destinations, webhook backend and drift, per cluster."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import write_store
+from tests.helpers import EXAMPLES, KUBECONFIG, bare_pod, cluster, secret, seed, webhook_backend
+from webhook import names
+from webhook.cli import main
+from webhook.inject import desired_pod
+from webhook.mutation import prepare
+from webhook.options import Options
+from webhook.report import cluster_row, render_csv, render_json, render_table
+
+OPTS = Options.default()
+AUDITED = cluster(name="aud", audit={
+    "enabled": True, "policyPreset": "minimal",
+    "sidecar": {"config": {"outputs": [{"Name": "http", "Match": "*", "Host": "logs.example", "Port": "443",
+                                        "HTTP_User": "bob", "HTTP_Passwd": "hunter2"}]}},
+    "webhookBackend": webhook_backend("wh")})
+CREDENTIALED = KUBECONFIG.replace("https://audit-sink.example:8443/events", "https://user:pa55@sink.example:9443/x?token=t")
+
+
+def injected(obj, options=OPTS, name="apiserver-0"):
+    pod = bare_pod(args=["--secure-port=6443"])
+    pod["metadata"]["name"] = name
+    p = prepare(obj, None, options)
+    return desired_pod(pod, p.settings, options, settings_hash=p.settings_hash)
+
+
+def row_for(obj, *, pods=(), secrets=None, configmaps=None, seed_obj=None):
+    ns = f"cluster-{obj['metadata']['name']}"
+    secrets = secrets if secrets is not None else {(ns, "wh"): {"webhook.yaml": CREDENTIALED.encode()},
+                                                   (ns, names.SECRET_FLUENTBIT): {"fluent-bit.conf": b""}}
+    configmaps = configmaps if configmaps is not None else {(ns, "audit-config")}
+    return cluster_row(obj, seed_obj, pods=list(pods), secrets=secrets, configmaps=configmaps, options=OPTS)
+
+
+def test_a_healthy_cluster_has_no_drift_and_no_credentials_in_sight():
+    row = row_for(AUDITED, pods=[injected(AUDITED)])
+    assert (row.audit, row.preset, row.decided_by, row.apiserver_pods) == ("on", "minimal", "cluster", 1)
+    assert row.logs_to == ["http logs.example:443"]
+    assert row.webhook_secret == "cluster-aud/wh"
+    assert row.webhook_server == "https://sink.example:9443"
+    assert row.drift == []
+    everything = render_json([row]) + render_table([row]) + render_csv([row])
+    for secret_text in ("hunter2", "bob", "pa55", "token", "user:"):
+        assert secret_text not in everything
+
+
+@pytest.mark.parametrize(("pods", "secrets", "configmaps", "expected"), [
+    ([bare_pod()], None, None, ["Pod apiserver-0: no audit-logs sidecar", "Pod apiserver-0: not injected (no settings hash)",
+                                "Pod apiserver-0: --audit-log-path=(missing), want /var/log/kubernetes/audit/audit.log"]),
+    ([injected(cluster(name="aud", audit={"enabled": True}))], None, None, None),
+    ([], {}, set(), ["Secret cluster-aud/wh missing", "ConfigMap audit-config missing", "Secret audit-logs-fluentbit missing"]),
+])
+def test_drift(pods, secrets, configmaps, expected):
+    row = row_for(AUDITED, pods=pods, secrets=secrets, configmaps=configmaps)
+    if expected is None:  # a Pod injected with older settings
+        assert any("stale settings hash" in d for d in row.drift)
+        assert any("--audit-webhook-config-file=(missing)" in d for d in row.drift)
+    else:
+        for problem in expected:
+            assert problem in row.drift
+
+
+def test_flag_values_that_differ_are_drift():
+    pod = injected(AUDITED)
+    args = next(c for c in pod["spec"]["containers"] if c["name"] == "apiserver")["args"]
+    args[args.index("--audit-log-maxage=30")] = "--audit-log-maxage=7"
+    assert "Pod apiserver-0: --audit-log-maxage=7, want 30" in row_for(AUDITED, pods=[pod]).drift
+
+
+def test_an_injected_pod_of_a_cluster_now_off_is_drift():
+    off = cluster(name="aud")
+    row = row_for(off, pods=[injected(AUDITED)])
+    assert row.audit == "off"
+    assert row.drift == ["Pod apiserver-0: still injected although audit logging and the webhook are off"]
+
+
+def test_datacenter_webhook_needs_both_the_secret_and_its_copy():
+    s = seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dcwh", "namespace": "kubermatic"}}}})
+    row = row_for(cluster(name="dcc"), seed_obj=s, secrets={("kubermatic", "dcwh"): {"webhook.yaml": KUBECONFIG.encode()}})
+    assert row.webhook_decided_by == "datacenter enforcement"
+    assert row.drift == ["Secret cluster-dcc/dcwh (the copy the Pod mounts) missing"]
+
+
+def test_report_command_on_the_examples(capsys):
+    code = main(["report", "--source", str(EXAMPLES), "-o", "json"])
+    rows = {r["cluster"]: r for r in json.loads(capsys.readouterr().out)}
+    assert code == 0
+    assert rows["auditon01"]["drift"] == []  # examples/files/ holds its ConfigMap and Secret
+    assert rows["enforced01"]["decided_by"] == "seed defaults"
+    assert rows["edge01"]["decided_by"] == "datacenter enforcement"
+    assert rows["optout01"]["decided_by"] == "cluster (opted out of datacenter enforcement)"
+    assert rows["dcwebhook01"]["webhook_server"] == "https://audit-sink.kubermatic.svc:8443"
+    assert rows["rejected01"]["audit"] == "invalid"
+    assert main(["report", "--source", str(EXAMPLES), "--fail-on-drift"]) == 1
+
+
+def test_report_formats_and_clean_exit(capsys, tmp_path):
+    ns = "cluster-aud"
+    objects = [AUDITED, secret(ns, "wh", {"webhook.yaml": KUBECONFIG}),
+               secret(ns, names.SECRET_FLUENTBIT, {"fluent-bit.conf": "x"}),
+               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": ns},
+                "data": {"policy.yaml": "x"}},
+               {**injected(AUDITED), "metadata": {**injected(AUDITED)["metadata"], "namespace": ns}}]
+    root = write_store(tmp_path / "s", objects)
+    assert main(["report", "--source", str(root), "--fail-on-drift"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["CLUSTER", "DC", "AUDIT"]
+    assert "https://audit-sink.example:8443 (cluster-aud/wh, 10s, by cluster)" in table
+    main(["report", "--source", str(root), "-o", "csv"])
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["cluster"] == "aud" and rows[0]["apiserver_pods"] == "1" and rows[0]["drift"] == ""
+    assert yaml.safe_load(render_json([]) or "[]") == []

@@ -1,0 +1,181 @@
+"""The security team's view: one row per cluster with its effective audit state and drift. Pure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from webhook import names
+from webhook.inject import audit_flags, read_flags
+from webhook.mutation import is_apiserver_pod, prepare
+from webhook.objects import datacenter_of, dig, name_of
+from webhook.options import Options
+from webhook.store import Snapshot
+from webhook.validation.kubeconfig import server_of
+from webhook.validation.webhook_backend import SecretRef
+
+# Output keys that say where logs go; nothing else of a sidecar map is shown (it may hold secrets).
+_DESTINATION_KEYS = ("host", "port")
+
+
+@dataclass
+class Row:
+    """One cluster, as the report shows it."""
+
+    cluster: str
+    namespace: str
+    datacenter: str
+    audit: str  # "on", "off", or "invalid"
+    preset: str
+    decided_by: str
+    logs_to: list[str] = field(default_factory=list)
+    webhook_secret: str = ""
+    webhook_server: str = ""
+    webhook_backoff: str = ""
+    webhook_decided_by: str = ""
+    apiserver_pods: int = 0
+    drift: list[str] = field(default_factory=list)
+
+
+def _destination(output: Mapping[str, str]) -> str:
+    lower = {k.lower(): v for k, v in output.items()}
+    where = lower.get("host", "")
+    if where and lower.get("port"):
+        where += f":{lower['port']}"
+    return f"{lower.get('name', '?')} {where}".strip()
+
+
+def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, settings_hash: str) -> list[str]:
+    label = f"Pod {name_of(pod) or '?'}"
+    containers = dig(pod, "spec", "containers") or []
+    sidecar = any(isinstance(c, dict) and c.get("name") == names.SIDECAR_CONTAINER for c in containers)
+    problems = []
+    if enabled and not sidecar:
+        problems.append(f"{label}: no {names.SIDECAR_CONTAINER} sidecar")
+    seen_hash = dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
+    if seen_hash is None:
+        problems.append(f"{label}: not injected (no settings hash)")
+    elif seen_hash != settings_hash:
+        problems.append(f"{label}: stale settings hash {seen_hash}, want {settings_hash}")
+    apiserver = next((c for c in containers if isinstance(c, dict) and c.get("name") == names.APISERVER_CONTAINER), {})
+    for flag, value in read_flags(apiserver, list(expected)).items():
+        if value != expected[flag]:
+            problems.append(f"{label}: {flag}={value if value is not None else '(missing)'}, want {expected[flag]}")
+    return problems
+
+
+def cluster_row(
+    cluster: dict[str, Any],
+    seed: dict[str, Any] | None,
+    *,
+    pods: list[dict[str, Any]],
+    secrets: Mapping[SecretRef, Mapping[str, bytes] | None],
+    configmaps: set[tuple[str, str]],
+    options: Options,
+) -> Row:
+    """The report row of one cluster, given what exists in its namespace (and its Secrets)."""
+    prepared = prepare(cluster, seed, options)
+    apiserver_pods = [p for p in pods if is_apiserver_pod(p)]
+    if prepared.settings is None:
+        return Row(name_of(cluster), "", "", "invalid", "", "", apiserver_pods=len(apiserver_pods),
+                   drift=[prepared.problem])
+    s = prepared.settings
+    row = Row(cluster=s.cluster_id, namespace=s.namespace, datacenter=s.datacenter,
+              audit="on" if s.enabled else "off", preset=s.preset or ("custom" if s.needs_injection else ""),
+              decided_by=s.audit_origin.value, apiserver_pods=len(apiserver_pods))
+    if s.enabled:
+        row.logs_to = [_destination(o) for o in s.sidecar.config.outputs] or ["stdout (sidecar log)"]
+    drift: list[str] = []
+    if s.webhook is not None:
+        row.webhook_secret = f"{s.webhook.secret_namespace}/{s.webhook.secret_name}"
+        row.webhook_backoff = s.webhook.initial_backoff
+        row.webhook_decided_by = s.webhook_origin.value if s.webhook_origin else ""
+        source = secrets.get((s.webhook.secret_namespace, s.webhook.secret_name))
+        copy = secrets.get((s.namespace, s.webhook.secret_name))
+        if source is None:
+            drift.append(f"Secret {row.webhook_secret} missing")
+        if copy is None and (s.namespace, s.webhook.secret_name) != (s.webhook.secret_namespace, s.webhook.secret_name):
+            drift.append(f"Secret {s.namespace}/{s.webhook.secret_name} (the copy the Pod mounts) missing")
+        config = (copy or source or {}).get(names.WEBHOOK_CONFIG_KEY)
+        row.webhook_server = (server_of(bytes(config)) or "unusable webhook.yaml") if config is not None else ""
+    if s.needs_injection:
+        if (s.namespace, names.CONFIGMAP_AUDIT_CONFIG) not in configmaps:
+            drift.append(f"ConfigMap {names.CONFIGMAP_AUDIT_CONFIG} missing")
+        if s.enabled and secrets.get((s.namespace, names.SECRET_FLUENTBIT)) is None:
+            drift.append(f"Secret {names.SECRET_FLUENTBIT} missing")
+        expected = audit_flags(s)
+        for pod in apiserver_pods:
+            drift.extend(_pod_drift(pod, expected, s.enabled, prepared.settings_hash))
+    else:
+        for pod in apiserver_pods:
+            if dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION) is not None:
+                drift.append(f"Pod {name_of(pod)}: still injected although audit logging and the webhook are off")
+    row.drift = drift
+    return row
+
+
+def rows_of(snapshot: Snapshot, options: Options) -> list[Row]:
+    """A row per Cluster of a snapshot (which also holds the Pods, Secrets and ConfigMaps it needs)."""
+    rows = []
+    for namespace, cluster in sorted(snapshot.clusters.items(), key=lambda item: name_of(item[1])):
+        seed = snapshot.seeds.get(datacenter_of(cluster))
+        secrets = {ref: snapshot.secrets.get(ref) for ref in secrets_needed(cluster, seed, options)}
+        rows.append(cluster_row(cluster, seed, pods=snapshot.pods.get(namespace, []), secrets=secrets,
+                                configmaps=set(snapshot.configmaps), options=options))
+    return rows
+
+
+def secrets_needed(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> list[SecretRef]:
+    """The Secrets `cluster_row` looks at, for the shell to fetch."""
+    settings = prepare(cluster, seed, options).settings
+    if settings is None:
+        return []
+    refs = [(settings.namespace, names.SECRET_FLUENTBIT)]
+    if settings.webhook is not None:
+        refs += [(settings.webhook.secret_namespace, settings.webhook.secret_name),
+                 (settings.namespace, settings.webhook.secret_name)]
+    return sorted(set(refs))
+
+
+COLUMNS = ("cluster", "namespace", "datacenter", "audit", "preset", "decided_by", "logs_to", "webhook_secret",
+           "webhook_server", "webhook_backoff", "webhook_decided_by", "apiserver_pods", "drift")
+
+
+def _cell(value: Any) -> str:
+    return "; ".join(value) if isinstance(value, list) else str(value)
+
+
+def _webhook_cell(r: Row) -> str:
+    if not r.webhook_secret:
+        return "-"
+    return f"{r.webhook_server or '?'} ({r.webhook_secret}, {r.webhook_backoff}, by {r.webhook_decided_by})"
+
+
+def render_table(rows: list[Row]) -> str:
+    """A fixed-width table for people; drift as `-` or the problems."""
+    headers = ["CLUSTER", "DC", "AUDIT", "PRESET", "DECIDED BY", "LOGS TO", "WEBHOOK", "PODS", "DRIFT"]
+    cells = [[r.cluster, r.datacenter, r.audit, r.preset or "-", r.decided_by, _cell(r.logs_to) or "-",
+              _webhook_cell(r), str(r.apiserver_pods), _cell(r.drift) or "-"] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip() for cell in cells]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(rows: list[Row]) -> str:
+    """Every row as a JSON object."""
+    return json.dumps([asdict(r) for r in rows], indent=2) + "\n"
+
+
+def render_csv(rows: list[Row]) -> str:
+    """One CSV line per cluster; lists joined with '; '."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow([_cell(getattr(r, c)) for c in COLUMNS])
+    return out.getvalue()
