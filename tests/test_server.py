@@ -203,7 +203,7 @@ async def test_health_readiness_and_metrics(start_server):
         'audit_webhook_admission_requests_total{decision="allowed",handler="mutate",kind="Pod",operation="CREATE"} 2.0',
         'audit_webhook_admission_requests_total{decision="denied",handler="validate",kind="Cluster",operation="CREATE"} 1.0',
         "audit_webhook_injections_total 1.0",
-        'audit_webhook_rejections_total{reason="invalid"} 1.0',
+        'audit_webhook_rejections_total{handler="validate",rule="spec.auditLogging.policyPreset"} 1.0',
         'audit_webhook_bad_requests_total{code="400"} 1.0',
         'audit_webhook_admission_duration_seconds_count{handler="mutate"} 2.0',
     ]
@@ -297,3 +297,42 @@ async def test_cluster_rules_through_https(start_server, obj, expected):
     response = body["response"]
     assert response["allowed"] is False
     assert response["status"]["message"] == f'Cluster.kubermatic.k8c.io "abc" is invalid: {expected[0]}'
+
+
+async def test_rejections_count_by_rule_with_bounded_labels(start_server):
+    server = await start_server([])
+    for host in ("a\nb", "c\nd"):
+        obj = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [{"Name": "http", "Match": "*",
+                                                                                    "Host": host}]}}})
+        await server.post("/validate", review(obj, kind="Cluster", group="kubermatic.k8c.io"))
+    _, text = await server.get("/metrics")
+    assert ('audit_webhook_rejections_total{handler="validate",rule="spec.auditLogging.sidecar.config.outputs[*][*]"} '
+            "2.0") in text
+
+
+async def test_decision_log_is_one_json_line_per_admission(start_server, caplog):
+    import logging
+
+    from webhook import decisions
+
+    server = await start_server(EXAMPLES)
+    caplog.set_level(logging.DEBUG, logger="audit_webhook.decisions")
+    bad = cluster(audit={"policyPreset": "loud"})
+    await server.post("/validate", review(bad, kind="Cluster", group="kubermatic.k8c.io", uid="log-1"))
+    await server.post("/mutate", review(kkp_pod(), namespace="cluster-auditon01", uid="log-2"))
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "audit_webhook.decisions"]
+    assert [line["uid"] for line in lines] == ["log-1", "log-2"]
+    first, second = lines
+    assert (first["handler"], first["kind"], first["user"], first["decision"], first["rules"]) == (
+        "validate", "Cluster", "alice", "denied", ["spec.auditLogging.policyPreset"])
+    assert (second["decision"], second["reason"], second["patched"], second["namespace"]) == (
+        "allowed", "injected", True, "cluster-auditon01")
+    assert all(line["latency_ms"] > 0 for line in lines)
+    assert "loud" not in caplog.text  # the decision, never the values
+    caplog.clear()
+    decisions.set_level("off")
+    try:
+        await server.post("/mutate", review(kkp_pod(), namespace="cluster-auditon01"))
+    finally:
+        decisions.set_level("info")
+    assert not [r for r in caplog.records if r.name == "audit_webhook.decisions"]

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from webhook import __version__, report, yamlio
+from webhook import __version__, decisions, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.explain import explain, explain_preset, policy_from_document
 from webhook.manifests import needed_files
@@ -303,7 +303,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
     serve.add_argument("--service", default="audit-webhook", help="Service name in the certificate")
     serve.add_argument("--namespace", default="audit-webhook", help="Service namespace in the certificate")
-    serve.add_argument("--decision-log", choices=("on", "off"), default="on", help="one JSON line per admission")
+    serve.add_argument("--decision-log", choices=("off", "debug", "info", "warning"), default="info",
+                       help="log level of the one JSON line per admission (off: none; shown when --log-level allows)")
     serve.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
                        help="how often to look for replaced certificates and changed source files")
     _add_render_options(serve)
@@ -366,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    if getattr(args, "decision_log", "on") == "off":
-        logging.getLogger("audit_webhook.decisions").setLevel(logging.WARNING)
+    decisions.set_level(getattr(args, "decision_log", "info"))
     try:
         return int(args.func(args))
     except UsageError as exc:

@@ -9,11 +9,20 @@ import time
 from webhook.review import AdmissionRequest, Answer
 
 log = logging.getLogger("audit_webhook.decisions")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+# The level decision lines are written at (`--decision-log`); None turns them off.
+_level: int | None = logging.INFO
+
+
+def set_level(name: str) -> None:
+    """`off`, or the level (`debug`, `info`, `warning`) at which every decision is logged."""
+    global _level
+    _level = LEVELS.get(name)
 
 
 def log_decision(handler: str, req: AdmissionRequest, answer: Answer, seconds: float) -> None:
     """Log what was decided. Never the object, never a message that could quote a value."""
-    if not log.isEnabledFor(logging.INFO):
+    if _level is None or not log.isEnabledFor(_level):
         return
     record = {
         "ts": round(time.time(), 3),
@@ -32,4 +41,4 @@ def log_decision(handler: str, req: AdmissionRequest, answer: Answer, seconds: f
         "latency_ms": round(seconds * 1000, 3),
         "dry_run": req.dryRun,
     }
-    log.info(json.dumps(record, separators=(",", ":")))
+    log.log(_level, json.dumps(record, separators=(",", ":")))

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 # The _created series double every counter for little use on a webhook.
 disable_created_metrics()
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+_SUBSCRIPT = re.compile(r"\[[^\]]*\]")
+
+
+def rule_label(path: str) -> str:
+    """A field path with its indices and map keys folded, so the label set stays bounded."""
+    return _SUBSCRIPT.sub("[*]", path)
 
 
 class Metrics:
@@ -25,7 +35,9 @@ class Metrics:
         self.injections = Counter(
             "audit_webhook_injections_total", "apiserver Pods patched with audit logging.", registry=self.registry)
         self.rejections = Counter(
-            "audit_webhook_rejections_total", "Objects refused, by reason.", ["reason"], registry=self.registry)
+            "audit_webhook_rejections_total",
+            "Objects refused, by handler and rule (a field path with list indices and map keys as [*], "
+            "or the reason when no field rule refused).", ["handler", "rule"], registry=self.registry)
         self.warnings = Counter(
             "audit_webhook_warnings_total", "Warnings returned to clients.", ["handler"], registry=self.registry)
         self.bad_requests = Counter(
@@ -46,6 +58,11 @@ class Metrics:
         self.cache_age = Gauge(
             "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
             registry=self.registry)
+
+    def rejected(self, handler: str, reason: str, rules: list[str]) -> None:
+        """Count one refusal under each distinct rule it hit (or its reason)."""
+        for rule in sorted({rule_label(r) for r in rules} or {reason or "unknown"}):
+            self.rejections.labels(handler, rule).inc()
 
     def watch_store(self, store: object) -> None:
         """Report a store's sync state and age, read at scrape time."""

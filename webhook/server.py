@@ -74,7 +74,7 @@ class Webhook:
         if answer.patch:
             m.injections.inc()
         if not answer.allowed:
-            m.rejections.labels(answer.reason or "unknown").inc()
+            m.rejected(name, answer.reason, answer.rules)
         if answer.warnings:
             m.warnings.labels(name).inc(len(answer.warnings))
         log_decision(name, req, answer, elapsed)
