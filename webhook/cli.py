@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     await asyncio.to_thread(sync.sync)
 
             pollers.append(sync_cabundle)
+        if args.reconcile:
+            from webhook.leader import LeaderElector
+            from webhook.reconciler import Reconciler
+
+            identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+            elector = LeaderElector(api, os.environ.get("POD_NAMESPACE") or args.namespace, "audit-webhook-reconciler",
+                                    identity)
+            Reconciler(api, kube_store, _options(args), elector, interval=args.reconcile_interval).start()
         log.info("watching Clusters and Seeds through the Kubernetes API")
     else:
         source = Path(args.source) if args.source else bundled_examples()
@@ -293,6 +302,11 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the admission webhook over HTTPS")
     serve.add_argument("--source", help="directory of YAML manifests, or 'kube' (default: the bundled examples)")
     serve.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    serve.add_argument("--reconcile", action="store_true",
+                       help="with --source kube: keep each cluster's audit-config ConfigMap, fluent-bit Secret and "
+                            "copied webhook Secret, and roll its apiserver Deployment when settings change "
+                            "(one replica at a time, by Lease)")
+    serve.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS")
     serve.add_argument("--tls-secret", help="keep the CA and serving certificate in this Secret of the webhook's "
                                             "namespace ($POD_NAMESPACE or --namespace), shared by all replicas")
     serve.add_argument("--webhook-config-name", action="append",

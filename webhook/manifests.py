@@ -11,13 +11,15 @@ from webhook.settings import EffectiveSettings
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "audit-webhook"
+CLUSTER_LABEL = "audit-webhook.kubermatic.k8c.io/cluster"
 
 
-def _metadata(name: str, settings: EffectiveSettings) -> dict[str, Any]:
+def managed_metadata(name: str, settings: EffectiveSettings) -> dict[str, Any]:
+    """Metadata of an object we manage for a cluster: its namespace and the labels that say so."""
     return {
         "name": name,
         "namespace": settings.namespace,
-        "labels": {MANAGED_BY_LABEL: MANAGED_BY, "audit-webhook.kubermatic.k8c.io/cluster": settings.cluster_id},
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, CLUSTER_LABEL: settings.cluster_id},
     }
 
 
@@ -26,7 +28,7 @@ def audit_config(settings: EffectiveSettings) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(names.CONFIGMAP_AUDIT_CONFIG, settings),
+        "metadata": managed_metadata(names.CONFIGMAP_AUDIT_CONFIG, settings),
         "data": {names.POLICY_KEY: presets.policy_text(settings.preset)},
     }
 
@@ -38,7 +40,7 @@ def fluentbit_secret(settings: EffectiveSettings, options: Options) -> dict[str,
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": _metadata(names.SECRET_FLUENTBIT, settings),
+        "metadata": managed_metadata(names.SECRET_FLUENTBIT, settings),
         "stringData": {key: text},
     }
 

@@ -186,14 +186,16 @@ class WebhookProcess:
     cert_dir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()
+    label: str = "webhook"
 
     def start(self) -> None:
-        self.log_path = self.plane.work / "webhook.log"
+        self.log_path = self.plane.work / f"{self.label}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "webhook", "serve", "--source", "kube", "--kubeconfig", str(self.plane.kubeconfig),
              "--host", "127.0.0.1", "--port", str(self.port), "--cert-dir", str(self.cert_dir),
-             "--reload-interval", "0.5"],
+             "--reload-interval", "0.5", *self.extra],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         ctx = ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt")) if (self.cert_dir / "ca.crt").exists() \
             else None

@@ -1,0 +1,111 @@
+"""The reconciler against the real API: objects behind the volumes, rollouts, clean-up, events."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import ControlPlane, WebhookProcess
+from tests.e2e.test_kube import kkp_cluster, namespace
+from webhook import names
+from webhook.certs import ServiceName, ensure_certs
+from webhook.presets import policy_text
+
+NS = "cluster-e2erec"
+KUBECONFIG = ("apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: https://sink.example\n"
+              "contexts:\n- name: s\n  context:\n    cluster: s\ncurrent-context: s\n")
+
+
+@pytest.fixture(scope="module")
+def reconciler(plane: ControlPlane, webhook: WebhookProcess) -> Iterator[WebhookProcess]:
+    """A second replica with --reconcile (not registered as a webhook; it only reconciles)."""
+    namespace(plane, "audit-webhook")
+    cert_dir = plane.work / "reconciler-certs"
+    ensure_certs(cert_dir, ServiceName())
+    proc = WebhookProcess(plane, cert_dir, extra=("--reconcile", "--reconcile-interval", "0.3",
+                                                  "--webhook-config-name", "none"), label="reconciler")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def get(plane: ControlPlane, kind: str, name: str, ns: str = NS) -> dict[str, Any] | None:
+    result = plane.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def eventually(check, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
+def template_hash(plane: ControlPlane) -> str | None:
+    deploy = get(plane, "deployment", "apiserver")
+    return ((deploy or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}).get(
+        names.SETTINGS_HASH_ANNOTATION)
+
+
+def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, reconciler: WebhookProcess):
+    namespace(plane, "kubermatic")
+    namespace(plane, NS)
+    plane.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dc-sink", "namespace": "kubermatic"},
+                 "stringData": {"webhook.yaml": KUBECONFIG}},
+                {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
+                 "metadata": {"name": "e2e-rec-seed", "namespace": "kubermatic"},
+                 "spec": {"datacenters": {"e2e-rec-dc": {"spec": {"enforcedAuditWebhookSettings": {
+                     "auditWebhookConfig": {"name": "dc-sink", "namespace": "kubermatic"}}}}}}},
+                {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "apiserver", "namespace": NS},
+                 "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "apiserver"}},
+                          "template": {"metadata": {"labels": {"app": "apiserver"}},
+                                       "spec": {"containers": [{"name": "apiserver", "image": "kube-apiserver"}]}}}})
+    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "minimal"}))
+
+    # 1. The three objects appear, labelled, with the right content; the Deployment is rolled.
+    config = eventually(lambda: get(plane, "configmap", "audit-config"))
+    assert config and config["data"]["policy.yaml"] == policy_text("minimal")
+    assert config["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "audit-webhook"
+    fluentbit = eventually(lambda: get(plane, "secret", "audit-logs-fluentbit"))
+    assert fluentbit and "[INPUT]" in base64.b64decode(fluentbit["data"]["fluent-bit.conf"]).decode()
+    copy = eventually(lambda: get(plane, "secret", "dc-sink"))
+    assert copy and base64.b64decode(copy["data"]["webhook.yaml"]).decode() == KUBECONFIG
+    first = eventually(lambda: template_hash(plane))
+    assert first
+
+    # 2. A manual edit of a preset's policy is restored; nothing changed means no new rollout.
+    plane.kubectl("patch", "configmap", "audit-config", "-n", NS, "--type=merge", "-p",
+                  json.dumps({"data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+                                                      "- level: None\n"}}))
+    assert eventually(lambda: (get(plane, "configmap", "audit-config") or {}).get("data", {}).get("policy.yaml")
+                      == policy_text("minimal"))
+    assert template_hash(plane) == first
+
+    # 3. A settings change rolls the apiserver again.
+    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "recommended"}))
+    assert eventually(lambda: template_hash(plane) not in (None, first))
+
+    # 4. Off (and out of the enforcing datacenter): every managed object goes, the sidecar is rolled out.
+    rolled = template_hash(plane)
+    plane.apply(kkp_cluster("e2erec", dc="nowhere"))
+    assert eventually(lambda: all(get(plane, kind, name) is None for kind, name in (
+        ("configmap", "audit-config"), ("secret", "audit-logs-fluentbit"), ("secret", "dc-sink"))))
+    assert eventually(lambda: template_hash(plane) not in (None, rolled))
+    assert get(plane, "secret", "dc-sink", ns="kubermatic") is not None  # the datacenter's own is kept
+
+    # 5. What was done is on the Cluster as Events.
+    events = json.loads(plane.kubectl("get", "events", "-n", "default", "--field-selector",
+                                      "involvedObject.name=e2erec", "-o", "json").stdout)["items"]
+    reasons = {e["reason"] for e in events}
+    assert {"AuditObjectsReconciled", "ApiserverRolledOut"} <= reasons
+    assert any("restored ConfigMap audit-config" in e["message"] for e in events)
+    lease = json.loads(plane.kubectl("get", "lease", "-n", "audit-webhook", "audit-webhook-reconciler",
+                                     "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"]

@@ -1,0 +1,133 @@
+"""The reconciler's decisions: which objects to create, update, delete, and when to roll."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+
+from tests.helpers import cluster, seed, webhook_backend
+from webhook import names
+from webhook.leader import expired
+from webhook.manifests import CLUSTER_LABEL, MANAGED_BY_LABEL
+from webhook.mutation import prepare
+from webhook.options import Options
+from webhook.presets import policy_text
+from webhook.reconcile import desired_objects, plan, rollout_patch
+
+OPTS = Options.default()
+DC_WEBHOOK = seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dcwh",
+                                                                                     "namespace": "kubermatic"}}}})
+SOURCE = {"webhook.yaml": b"apiVersion: v1\nkind: Config\n"}
+
+
+def settings_of(obj, seed_obj=None):
+    return prepare(obj, seed_obj, OPTS).settings
+
+
+def desired(obj, seed_obj=None, source=SOURCE):
+    return desired_objects(settings_of(obj, seed_obj), OPTS, source)
+
+
+def kinds(objects):
+    return [(o["kind"], o["metadata"]["name"]) for o in objects]
+
+
+def test_what_each_kind_of_cluster_needs():
+    assert kinds(desired(cluster(audit={"enabled": True}))) == [("ConfigMap", "audit-config"),
+                                                                 ("Secret", "audit-logs-fluentbit")]
+    assert kinds(desired(cluster(audit={"webhookBackend": webhook_backend()}))) == [("ConfigMap", "audit-config")]
+    assert kinds(desired(cluster(), DC_WEBHOOK)) == [("ConfigMap", "audit-config"), ("Secret", "dcwh")]
+    assert kinds(desired(cluster(), DC_WEBHOOK, source=None)) == [("ConfigMap", "audit-config")]
+    assert desired(cluster()) == []
+
+
+def test_managed_objects_are_labelled_and_secrets_hold_data():
+    for obj in desired(cluster(audit={"enabled": True}), DC_WEBHOOK):
+        assert obj["metadata"]["namespace"] == "cluster-abc"
+        assert obj["metadata"]["labels"] == {MANAGED_BY_LABEL: "audit-webhook", CLUSTER_LABEL: "abc"}
+        assert "stringData" not in obj
+    copy = desired(cluster(), DC_WEBHOOK)[1]
+    assert base64.b64decode(copy["data"]["webhook.yaml"]) == SOURCE["webhook.yaml"]
+
+
+def existing(obj, rv="7", **changes):
+    out = {**obj, "metadata": {**obj["metadata"], "resourceVersion": rv}}
+    out.update(changes)
+    return out
+
+
+def verbs(actions):
+    return [(a.verb, a.obj["kind"], a.obj["metadata"]["name"]) for a in actions]
+
+
+def test_plan_creates_what_is_missing_and_leaves_what_is_right():
+    obj = cluster(audit={"enabled": True, "policyPreset": "minimal"})
+    want = desired(obj)
+    assert verbs(plan(settings_of(obj), want, [])) == [("create", "ConfigMap", "audit-config"),
+                                                        ("create", "Secret", "audit-logs-fluentbit")]
+    assert plan(settings_of(obj), want, [existing(o) for o in want]) == []
+
+
+def test_a_preset_restores_manual_edits_and_a_custom_policy_is_left_alone():
+    preset = cluster(audit={"enabled": True, "policyPreset": "minimal"})
+    edited = existing(desired(preset)[0], data={"policy.yaml": "rules: [{level: None}]"})
+    actions = plan(settings_of(preset), desired(preset), [edited, existing(desired(preset)[1])])
+    assert verbs(actions) == [("update", "ConfigMap", "audit-config")]
+    assert actions[0].obj["data"]["policy.yaml"] == policy_text("minimal")
+    assert actions[0].obj["metadata"]["resourceVersion"] == "7"
+    assert actions[0].reason == 'restored ConfigMap audit-config to the "minimal" preset'
+    custom = cluster(audit={"enabled": True})
+    users = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": "cluster-abc"},
+             "data": {"policy.yaml": "my own"}}
+    assert verbs(plan(settings_of(custom), desired(custom), [users])) == [("create", "Secret", "audit-logs-fluentbit")]
+
+
+def test_turning_audit_off_deletes_only_what_we_manage():
+    on = cluster(audit={"enabled": True})
+    mine = [existing(o) for o in desired(on)]
+    foreign = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "apiserver-tls", "namespace": "cluster-abc",
+                                                                  "labels": {MANAGED_BY_LABEL: "kubermatic"}}}
+    other_cluster = existing(desired(cluster(name="zzz", audit={"enabled": True}))[1])
+    actions = plan(settings_of(cluster()), [], [*mine, foreign, other_cluster])
+    assert verbs(actions) == [("delete", "ConfigMap", "audit-config"), ("delete", "Secret", "audit-logs-fluentbit")]
+
+
+def test_changed_sidecar_settings_update_the_fluent_bit_secret():
+    before = cluster(audit={"enabled": True})
+    after = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [{"Name": "stdout", "Match": "x"}]}}})
+    actions = plan(settings_of(after), desired(after), [existing(o) for o in desired(before)])
+    assert verbs(actions) == [("update", "Secret", "audit-logs-fluentbit")]
+
+
+def deployment(hash_value=None):
+    annotations = {} if hash_value is None else {names.SETTINGS_HASH_ANNOTATION: hash_value}
+    return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
+
+
+@pytest.mark.parametrize(("obj", "deploy", "rolls"), [
+    (cluster(audit={"enabled": True}), deployment(), True),            # newly audited
+    (cluster(audit={"enabled": True}), deployment("stale"), True),     # settings changed
+    (cluster(), deployment(), False),                                  # never audited: never rolled
+    (cluster(), deployment("was-on"), True),                           # turned off: roll the sidecar out
+    (cluster(audit={"enabled": True}), None, False),                   # no Deployment (yet)
+])
+def test_rollouts(obj, deploy, rolls):
+    p = prepare(obj, None, OPTS)
+    patch = rollout_patch(deploy, p.settings, p.settings_hash)
+    assert (patch is not None) is rolls
+    if patch:
+        assert patch["spec"]["template"]["metadata"]["annotations"][names.SETTINGS_HASH_ANNOTATION] == p.settings_hash
+        assert rollout_patch(deployment(p.settings_hash), p.settings, p.settings_hash) is None  # nothing changed
+
+
+NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("renewed", "duration", "is_expired"), [
+    (None, None, True), (NOW - dt.timedelta(seconds=5), 15, False), (NOW - dt.timedelta(seconds=16), 15, True),
+    ((NOW - dt.timedelta(seconds=5)).replace(tzinfo=None), 15, False),
+])
+def test_lease_expiry(renewed, duration, is_expired):
+    assert expired(renewed, duration, NOW) is is_expired

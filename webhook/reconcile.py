@@ -1,0 +1,112 @@
+"""What the reconciler should do in one cluster namespace: pure decisions over plain objects.
+
+It keeps the objects behind the apiserver's volumes (SPEC §2.1) and rolls the apiserver
+Deployment when the effective settings change. Everything it manages carries the managed-by and
+cluster labels, so turning audit logging off can find and remove all of it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from webhook import names
+from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, managed_metadata, needed_files
+from webhook.objects import dig, kind_of, name_of
+from webhook.options import Options
+from webhook.settings import EffectiveSettings
+
+Verb = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One write to the API, and why (the text becomes an Event on the Cluster)."""
+
+    verb: Verb
+    obj: dict[str, Any]
+    reason: str
+
+
+def _as_data(secret: dict[str, Any]) -> dict[str, Any]:
+    """A Secret with `stringData` turned into `data`, the form the API returns and compares."""
+    if "stringData" not in secret:
+        return secret
+    out = {k: v for k, v in secret.items() if k != "stringData"}
+    out["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in secret["stringData"].items()}
+    return out
+
+
+def webhook_secret_copy(settings: EffectiveSettings, source: Mapping[str, bytes] | None) -> dict[str, Any] | None:
+    """The datacenter's webhook Secret copied into the cluster namespace (SPEC §1.2 item 4), if needed."""
+    hook = settings.webhook
+    if hook is None or hook.secret_namespace == settings.namespace or source is None:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": managed_metadata(hook.secret_name, settings),
+            "data": {k: base64.b64encode(bytes(v)).decode() for k, v in source.items()}}
+
+
+def desired_objects(settings: EffectiveSettings, options: Options,
+                    webhook_source: Mapping[str, bytes] | None) -> list[dict[str, Any]]:
+    """Every object the cluster namespace should hold for this cluster's apiserver."""
+    objects = [_as_data(o) if o["kind"] == "Secret" else o for o in needed_files(settings, options)]
+    copy = webhook_secret_copy(settings, webhook_source)
+    if copy is not None:
+        objects.append(copy)
+    return objects
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    return kind_of(obj)[1], name_of(obj)
+
+
+def is_managed(obj: dict[str, Any], cluster_id: str) -> bool:
+    """Whether we created the object for this cluster (and may therefore delete it)."""
+    labels = dig(obj, "metadata", "labels") or {}
+    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(CLUSTER_LABEL) == cluster_id
+
+
+def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[Action]:
+    """Creates, updates and deletes that turn `existing` (what the namespace holds) into `desired`.
+
+    The `audit-config` ConfigMap is the preset's while a preset is set (manual edits are
+    restored); without a preset it is created once and then belongs to the user.
+    """
+    current = {_key(o): o for o in existing}
+    actions: list[Action] = []
+    for want in desired:
+        kind, name = _key(want)
+        have = current.get((kind, name))
+        label = f"{kind} {name}"
+        if have is None:
+            actions.append(Action("create", want, f"created {label}"))
+            continue
+        user_policy = kind == "ConfigMap" and name == names.CONFIGMAP_AUDIT_CONFIG and not settings.preset
+        if user_policy or (have.get("data") or {}) == (want.get("data") or {}):
+            continue
+        update = {**want, "metadata": {**want["metadata"], "resourceVersion": dig(have, "metadata", "resourceVersion")}}
+        why = (f'restored {label} to the "{settings.preset}" preset' if kind == "ConfigMap" else f"updated {label}")
+        actions.append(Action("update", update, why))
+    wanted = {_key(o) for o in desired}
+    for have in existing:
+        if _key(have) not in wanted and is_managed(have, settings.cluster_id):
+            actions.append(Action("delete", have, f"deleted {_key(have)[0]} {name_of(have)}: no longer needed"))
+    return actions
+
+
+def rollout_patch(deployment: dict[str, Any] | None, settings: EffectiveSettings, settings_hash: str
+                  ) -> dict[str, Any] | None:
+    """A patch of the apiserver Deployment's pod template that rolls it, or None when nothing changed.
+
+    A Deployment that never carried our annotation and needs nothing is left alone, so turning the
+    reconciler on does not roll every apiserver of the seed.
+    """
+    if deployment is None:
+        return None
+    current = dig(deployment, "spec", "template", "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
+    if current == settings_hash or (current is None and not settings.needs_injection):
+        return None
+    return {"spec": {"template": {"metadata": {"annotations": {names.SETTINGS_HASH_ANNOTATION: settings_hash}}}}}

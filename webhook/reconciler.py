@@ -1,0 +1,164 @@
+"""The reconciler loop: for every Cluster, make its namespace hold what its apiserver mounts and
+roll the apiserver Deployment when the settings change. Only the Lease holder writes."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from webhook import names
+from webhook.leader import LeaderElector
+from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from webhook.mutation import prepare
+from webhook.objects import datacenter_of, dig, name_of, namespace_of
+from webhook.options import Options
+from webhook.reconcile import Action, desired_objects, plan, rollout_patch
+from webhook.store.kube import KubeStore
+
+log = logging.getLogger(__name__)
+
+
+def _raw(response: Any) -> dict[str, Any]:
+    return json.loads(response.data)
+
+
+class Reconciler:
+    """Runs `reconcile_all` every `interval` seconds while this replica holds the Lease."""
+
+    def __init__(self, api_client: client.ApiClient, store: KubeStore, options: Options, elector: LeaderElector,
+                 *, interval: float = 10.0, deployment: str = "apiserver") -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.store, self.options, self.elector = store, options, elector
+        self.interval, self.deployment = interval, deployment
+        self._stop = threading.Event()
+        self._seen_problems: dict[str, str] = {}
+
+    def start(self) -> None:
+        """Run in a daemon thread."""
+        threading.Thread(target=self._run, name="reconciler", daemon=True).start()
+
+    def stop(self) -> None:
+        """End the loop at its next wake-up."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.store.ready() and self.elector.try_lead():
+                    self.reconcile_all()
+            except Exception:
+                log.exception("reconcile pass failed")
+            self._stop.wait(self.interval)
+
+    def reconcile_all(self) -> None:
+        """One pass over every cached Cluster."""
+        for cluster in list(self.store.clusters.objects.values()):
+            try:
+                self.reconcile(cluster)
+            except ApiException as exc:
+                log.warning("cluster %s: API error %s while reconciling", name_of(cluster), exc.status)
+
+    def _existing(self, namespace: str, cluster_id: str) -> list[dict[str, Any]]:
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{CLUSTER_LABEL}={cluster_id}"
+        found = [{"apiVersion": "v1", "kind": "ConfigMap", **o} for o in _raw(self.core.list_namespaced_config_map(
+            namespace, label_selector=selector, _preload_content=False, _request_timeout=10))["items"]]
+        found += [{"apiVersion": "v1", "kind": "Secret", **o} for o in _raw(self.core.list_namespaced_secret(
+            namespace, label_selector=selector, _preload_content=False, _request_timeout=10))["items"]]
+        if not any(name_of(o) == names.CONFIGMAP_AUDIT_CONFIG for o in found if o["kind"] == "ConfigMap"):
+            try:  # a policy the user created by hand counts as existing
+                found.append({"apiVersion": "v1", "kind": "ConfigMap", **_raw(self.core.read_namespaced_config_map(
+                    names.CONFIGMAP_AUDIT_CONFIG, namespace, _preload_content=False, _request_timeout=10))})
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        return found
+
+    def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        try:
+            raw = _raw(self.core.read_namespaced_secret(name, namespace, _preload_content=False, _request_timeout=10))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (raw.get("data") or {}).items()}
+
+    def reconcile(self, cluster: dict[str, Any]) -> list[Action]:
+        """Bring one cluster's namespace and apiserver Deployment to the desired state."""
+        seed = self.store.seed_for_datacenter(datacenter_of(cluster))
+        prepared = prepare(cluster, seed, self.options)
+        cluster_id = name_of(cluster)
+        if prepared.settings is None:
+            if self._seen_problems.get(cluster_id) != prepared.problem:
+                self._seen_problems[cluster_id] = prepared.problem
+                self.event(cluster, "Warning", "InvalidAuditSettings", f"not reconciled: {prepared.problem}")
+            return []
+        self._seen_problems.pop(cluster_id, None)
+        settings = prepared.settings
+        if settings.paused:
+            return []
+        try:
+            self.core.read_namespace(settings.namespace, _request_timeout=10)
+        except ApiException as exc:
+            if exc.status == 404:
+                return []  # the control plane namespace does not exist yet
+            raise
+        source = None
+        if settings.webhook is not None and settings.webhook.secret_namespace != settings.namespace:
+            source = self._secret_data(settings.webhook.secret_namespace, settings.webhook.secret_name)
+            if source is None:
+                self.event(cluster, "Warning", "WebhookSecretMissing",
+                           f"Secret {settings.webhook.secret_namespace}/{settings.webhook.secret_name} not found")
+        actions = plan(settings, desired_objects(settings, self.options, source),
+                       self._existing(settings.namespace, cluster_id))
+        for action in actions:
+            self._apply(action)
+            self.event(cluster, "Normal", "AuditObjectsReconciled", action.reason)
+        try:
+            deployment = _raw(self.apps.read_namespaced_deployment(self.deployment, settings.namespace,
+                                                                   _preload_content=False, _request_timeout=10))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            deployment = None
+        patch = rollout_patch(deployment, settings, prepared.settings_hash)
+        if patch is not None:
+            self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, patch, _request_timeout=10)
+            self.event(cluster, "Normal", "ApiserverRolledOut",
+                       f"rolled Deployment {self.deployment}: audit settings changed ({prepared.settings_hash})")
+        return actions
+
+    def _apply(self, action: Action) -> None:
+        obj, kind = action.obj, action.obj["kind"]
+        namespace, name = namespace_of(obj), name_of(obj)
+        ops = {
+            ("ConfigMap", "create"): lambda: self.core.create_namespaced_config_map(namespace, obj),
+            ("ConfigMap", "update"): lambda: self.core.replace_namespaced_config_map(name, namespace, obj),
+            ("ConfigMap", "delete"): lambda: self.core.delete_namespaced_config_map(name, namespace),
+            ("Secret", "create"): lambda: self.core.create_namespaced_secret(namespace, obj),
+            ("Secret", "update"): lambda: self.core.replace_namespaced_secret(name, namespace, obj),
+            ("Secret", "delete"): lambda: self.core.delete_namespaced_secret(name, namespace),
+        }
+        ops[(kind, action.verb)]()
+        log.info("cluster namespace %s: %s", namespace, action.reason)
+
+    def event(self, cluster: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Record an Event on the (cluster-scoped) Cluster, in the default namespace like the node controller's."""
+        now = dt.datetime.now(dt.UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{name_of(cluster)}.", namespace="default"),
+            involved_object=client.V1ObjectReference(api_version="kubermatic.k8c.io/v1", kind="Cluster",
+                                                     name=name_of(cluster), uid=dig(cluster, "metadata", "uid")),
+            reason=reason, message=message[:1024], type=kind, first_timestamp=now, last_timestamp=now, count=1,
+            source=client.V1EventSource(component="audit-webhook"))
+        try:
+            self.core.create_namespaced_event("default", body, _request_timeout=5)
+        except ApiException as exc:
+            log.warning("cannot record event %s on Cluster %s: HTTP %s", reason, name_of(cluster), exc.status)
