@@ -274,3 +274,39 @@ def configmap(policy, name="audit-config"):
 ])
 def test_audit_config_configmap_rules(obj, expected):
     assert errors_of(obj) == expected
+
+
+def test_a_preset_owns_the_policy_configmap():
+    from webhook import presets
+    from webhook.settings import effective_settings
+
+    owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": "minimal"}), None)
+    edited = configmap("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n")
+    assert [str(e) for e in check_admission(edited, None, seed=None, secrets=SECRETS, owner=owner).errors] == [
+        'data[policy.yaml]: Forbidden: cluster "abc" uses the audit policy preset "minimal", which owns this policy; '
+        'to write your own, first set spec.auditLogging.policyPreset to "" on the Cluster']
+    assert check_admission(configmap(presets.policy_text("minimal")), None, seed=None, secrets=SECRETS,
+                           owner=owner).errors == []
+    custom = effective_settings(cluster(audit={"enabled": True}), None)
+    assert check_admission(edited, None, seed=None, secrets=SECRETS, owner=custom).errors == []
+
+
+def test_deleting_what_a_running_apiserver_needs_is_refused():
+    from webhook.settings import effective_settings
+    from webhook.validation.admission import deletion_blockers, deletion_message
+
+    dc_seed = seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dcwh", "namespace": "kubermatic"}}}})
+    users = [(c, effective_settings(c, dc_seed)) for c in (cluster(name="a"), cluster(name="b"))]
+    users.append((cluster(name="c", audit={"enabled": True}), effective_settings(cluster(name="c", audit={"enabled": True}), None)))
+    gone = cluster(name="d", audit={"enabled": True})
+    gone["metadata"]["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+    users.append((gone, effective_settings(gone, None)))
+    dc_secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dcwh", "namespace": "kubermatic"}}
+    assert deletion_blockers(dc_secret, "kubermatic", users) == ["a", "b"]
+    assert deletion_blockers({**dc_secret, "metadata": {"name": "dcwh"}}, "cluster-a", users) == ["a"]  # the copy
+    assert deletion_blockers({**dc_secret, "metadata": {"name": "other"}}, "kubermatic", users) == []
+    assert deletion_blockers(configmap("x"), "cluster-c", users) == ["c"]
+    assert deletion_blockers(configmap("x"), "cluster-d", users) == []  # its cluster is being deleted
+    assert deletion_message(dc_secret, "kubermatic", ["a", "b"]) == (
+        'Secret "kubermatic/dcwh" is in use: clusters "a", "b" need it as the configuration of their audit webhook '
+        "backend; turn that off in the Cluster (or the datacenter's settings) first")

@@ -6,11 +6,22 @@ from collections import OrderedDict
 from typing import Any
 
 from webhook.mutation import Prepared, decide_mutation, prepare
-from webhook.objects import datacenter_of, namespace_of
+from webhook.objects import datacenter_of, kind_of, namespace_of
 from webhook.options import Options
 from webhook.review import AdmissionRequest, Answer
 from webhook.store import Store, StoreUnavailable
-from webhook.validation.admission import CLUSTER, check_admission, kind_key, object_label, qualified_kind, secret_refs
+from webhook.validation.admission import (
+    CLEANUP_USERS,
+    CLUSTER,
+    CONFIGMAP,
+    check_admission,
+    deletion_blockers,
+    deletion_message,
+    kind_key,
+    object_label,
+    qualified_kind,
+    secret_refs,
+)
 from webhook.validation.errors import invalid_message
 
 
@@ -50,23 +61,49 @@ async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: P
     return decide_mutation(req.operation, req.object, cluster, seed, options, prepared=prepared)
 
 
-async def validate(req: AdmissionRequest, store: Store) -> Answer:
-    """Refuse Clusters, Seeds and ConfigMaps that would break or leak audit logging."""
-    if req.operation not in ("CREATE", "UPDATE") or req.subResource:
+async def validate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
+    """Refuse Clusters, Seeds and ConfigMaps that would break or leak audit logging, and the
+    deletion of Secrets and ConfigMaps that running apiservers need."""
+    if req.subResource:
+        return Answer(True, reason="not-checked")
+    if req.operation == "DELETE":
+        return _validate_delete(req, store, options, cache)
+    if req.operation not in ("CREATE", "UPDATE"):
         return Answer(True, reason="not-checked")
     obj, old = req.object, req.oldObject if req.operation == "UPDATE" else None
     if not kind_key(obj):
         return Answer(True, reason="not-checked")
     seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
+    owner = None
+    if kind_key(obj) == CONFIGMAP:
+        cluster = store.cluster_for_namespace(req.namespace or namespace_of(obj))
+        if cluster is not None:
+            owner = cache.get(cluster, store.seed_for_datacenter(datacenter_of(cluster)), options).settings
     refs = sorted({*secret_refs(obj), *secret_refs(old)})
     try:
         secrets = {ref: await store.secret(*ref) for ref in refs}
     except StoreUnavailable as exc:
         # Fail closed, and say so: a Secret we cannot read is not a Secret we have checked.
         return Answer(False, f"audit-webhook: {exc}; try again", code=503, reason="store-unavailable")
-    found = check_admission(obj, old, seed=seed, secrets=secrets)
+    found = check_admission(obj, old, seed=seed, secrets=secrets, owner=owner)
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
         rules = list(dict.fromkeys(str(e.path) for e in found.errors))
         return Answer(False, message, code=422, warnings=found.warnings, reason="invalid", rules=rules)
     return Answer(True, warnings=found.warnings, reason="valid")
+
+
+def _validate_delete(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
+    obj = req.oldObject
+    if kind_of(obj)[1] not in ("Secret", "ConfigMap") or req.userInfo.username in CLEANUP_USERS:
+        return Answer(True, reason="not-checked")
+    users = []
+    for cluster in store.all_clusters():
+        settings = cache.get(cluster, store.seed_for_datacenter(datacenter_of(cluster)), options).settings
+        if settings is not None:
+            users.append((cluster, settings))
+    namespace = req.namespace or namespace_of(obj)
+    blockers = deletion_blockers(obj, namespace, users)
+    if blockers:
+        return Answer(False, deletion_message(obj, namespace, blockers), code=403, reason="in-use")
+    return Answer(True, reason="not-in-use")

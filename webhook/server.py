@@ -85,7 +85,8 @@ class Webhook:
 
     async def validate(self, request: web.Request) -> web.Response:
         """POST /validate."""
-        return await self._review(request, "validate", lambda r: handlers.validate(r, self.store))
+        return await self._review(request, "validate",
+                                  lambda r: handlers.validate(r, self.store, self.options, self.cache))
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: the process answers."""

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess
+from tests.helpers import KUBECONFIG
 
 EXAMPLE_POD = yaml.safe_load((ROOT / "examples/pods/apiserver.yaml").read_text())
 VALIDATE = 'admission webhook "validate.audit-webhook.kubermatic.k8c.io" denied the request'
@@ -115,6 +116,39 @@ def test_datacenter_enforcement_through_a_seed(plane: ControlPlane, webhook: Web
     assert "datacenter \"e2e-enforced\" enforces audit logging" in result.stderr  # the warning
     pod = create_pod_when_injected(plane, "cluster-e2eenf")
     assert "audit-logs" in [c["name"] for c in pod["spec"]["containers"]]
+
+
+def test_what_a_running_apiserver_needs_cannot_be_edited_away_or_deleted(plane: ControlPlane, webhook: WebhookProcess):
+    from webhook.presets import policy_text
+
+    ns = "cluster-e2eprot"
+    namespace(plane, ns)
+    plane.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wh", "namespace": ns},
+                 "stringData": {"webhook.yaml": KUBECONFIG}})
+    plane.apply(kkp_cluster("e2eprot", audit={"enabled": True, "policyPreset": "minimal",
+                                              "webhookBackend": {"auditWebhookConfig": {"name": "wh"}}}))
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": ns},
+              "data": {"policy.yaml": policy_text("minimal")}}
+    deadline = time.monotonic() + 20
+    while True:  # until the webhook's cache knows the cluster
+        edited = {**config, "data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n"}}
+        result = plane.apply(edited, extra=("--dry-run=server",), check=False)
+        if result.returncode != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert VALIDATE in result.stderr
+    assert 'uses the audit policy preset "minimal", which owns this policy' in result.stderr
+    plane.apply(config)  # the preset's own text is accepted
+    deleted = plane.kubectl("delete", "secret", "wh", "-n", ns, check=False)
+    assert deleted.returncode != 0
+    assert 'Secret "cluster-e2eprot/wh" is in use: cluster "e2eprot" needs it' in deleted.stderr
+    deleted = plane.kubectl("delete", "configmap", "audit-config", "-n", ns, check=False)
+    assert deleted.returncode != 0 and "is in use" in deleted.stderr
+    plane.apply(kkp_cluster("e2eprot"))  # audit off: now both may go
+    deadline = time.monotonic() + 20
+    while plane.kubectl("delete", "secret", "wh", "-n", ns, check=False).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
 
 
 def _report(plane: ControlPlane) -> dict[str, dict[str, Any]]:

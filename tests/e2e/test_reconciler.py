@@ -80,17 +80,25 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     first = eventually(lambda: template_hash(plane))
     assert first
 
-    # 2. A manual edit of a preset's policy is restored; nothing changed means no new rollout.
-    plane.kubectl("patch", "configmap", "audit-config", "-n", NS, "--type=merge", "-p",
-                  json.dumps({"data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
-                                                      "- level: None\n"}}))
+    # 2. While the preset owns the policy, a manual edit is refused by the validating webhook.
+    custom_policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n"
+    edit = ("patch", "configmap", "audit-config", "-n", NS, "--type=merge", "-p",
+            json.dumps({"data": {"policy.yaml": custom_policy}}))
+    refused = plane.kubectl(*edit, check=False)
+    assert refused.returncode != 0 and "which owns this policy" in refused.stderr
+    assert template_hash(plane) == first  # nothing changed: no rollout
+
+    # 3. Switching to a custom policy rolls the apiserver; the user's policy is then left alone.
+    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": ""}))
+    assert eventually(lambda: template_hash(plane) not in (None, first))
+    assert eventually(lambda: plane.kubectl(*edit, check=False).returncode == 0)
+    time.sleep(1.5)  # several reconcile passes
+    assert get(plane, "configmap", "audit-config")["data"]["policy.yaml"] == custom_policy
+
+    # A preset again overrides the manual policy.
+    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "minimal"}))
     assert eventually(lambda: (get(plane, "configmap", "audit-config") or {}).get("data", {}).get("policy.yaml")
                       == policy_text("minimal"))
-    assert template_hash(plane) == first
-
-    # 3. A settings change rolls the apiserver again.
-    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "recommended"}))
-    assert eventually(lambda: template_hash(plane) not in (None, first))
 
     # 4. Off (and out of the enforcing datacenter): every managed object goes, the sidecar is rolled out.
     rolled = template_hash(plane)
@@ -105,7 +113,7 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
                                       "involvedObject.name=e2erec", "-o", "json").stdout)["items"]
     reasons = {e["reason"] for e in events}
     assert {"AuditObjectsReconciled", "ApiserverRolledOut"} <= reasons
-    assert any("restored ConfigMap audit-config" in e["message"] for e in events)
+    assert any('restored ConfigMap audit-config to the "minimal" preset' in e["message"] for e in events)
     lease = json.loads(plane.kubectl("get", "lease", "-n", "audit-webhook", "audit-webhook-reconciler",
                                      "-o", "json").stdout)
     assert lease["spec"]["holderIdentity"]

@@ -37,6 +37,9 @@ class Store(Protocol):
     def ready(self) -> bool:
         """Whether the store has everything it needs to answer."""
 
+    def all_clusters(self) -> list[dict[str, Any]]:
+        """Every Cluster the store knows."""
+
 
 def decode_secret(obj: dict[str, Any], where: str) -> SecretData:
     """A Secret's keys and bytes from `data` (base64) and `stringData` (text, which wins)."""
@@ -114,3 +117,7 @@ class MemoryStore:
     def ready(self) -> bool:
         """Always ready: everything is in memory."""
         return True
+
+    def all_clusters(self) -> list[dict[str, Any]]:
+        """Every Cluster of the snapshot."""
+        return list(self.snapshot.clusters.values())

@@ -193,6 +193,10 @@ class KubeStore:
         """The Cluster whose control plane runs in `namespace`."""
         return self._clusters.get(namespace)
 
+    def all_clusters(self) -> list[dict[str, Any]]:
+        """Every cached Cluster."""
+        return list(self._clusters.values())
+
     def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
         """The Seed that defines `datacenter`."""
         return self._seeds.get(datacenter)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from webhook import names
 from webhook.names import KKP_API_VERSION
 from webhook.objects import cluster_namespace, dig, kind_of, name_of, namespace_of
+from webhook.settings import EffectiveSettings
 from webhook.validation.cluster import check_cluster
 from webhook.validation.configmap import check_configmap
 from webhook.validation.errors import Findings
@@ -47,26 +49,68 @@ def secret_refs(obj: Any) -> list[SecretRef]:
     return sorted({r for r in refs if r is not None})
 
 
-def check_object(obj: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None) -> Findings:
-    """Every rule for one object; `seed` is the Seed of a Cluster's datacenter."""
+def check_object(obj: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None,
+                 owner: EffectiveSettings | None = None) -> Findings:
+    """Every rule for one object; `seed` is the Seed of a Cluster's datacenter, `owner` the
+    settings of the cluster whose namespace holds a ConfigMap."""
     kind = kind_key(obj)
     if kind == CLUSTER:
         return check_cluster(obj, seed, secrets)
     if kind == SEED:
         return check_seed(obj, secrets)
     if kind == CONFIGMAP:
-        return check_configmap(obj)
+        return check_configmap(obj, owner)
     return Findings()
 
 
-def check_admission(
-    obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None
-) -> Findings:
+def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None,
+                    owner: EffectiveSettings | None = None) -> Findings:
     """The findings for a create (`old` None) or an update, ratcheted against the old object."""
-    found = check_object(obj, seed=seed, secrets=secrets)
+    found = check_object(obj, seed=seed, secrets=secrets, owner=owner)
     if old is not None and found.errors:
-        found = found.ratchet(check_object(old, seed=seed, secrets=secrets))
+        found = found.ratchet(check_object(old, seed=seed, secrets=secrets, owner=owner))
     return found
+
+
+# Deletions these do are part of removing a whole namespace or owner; refusing them would wedge it.
+CLEANUP_USERS = ("system:serviceaccount:kube-system:namespace-controller",
+                 "system:serviceaccount:kube-system:generic-garbage-collector")
+
+
+def deletion_blockers(obj: Any, namespace: str, users_of: list[tuple[dict[str, Any], EffectiveSettings]]
+                      ) -> list[str]:
+    """The clusters that still need `obj` (a Secret or the audit-config ConfigMap) to run their apiserver.
+
+    A cluster being deleted needs nothing any more.
+    """
+    _, kind = kind_of(obj)
+    name = name_of(obj)
+    needing = []
+    for cluster, settings in users_of:
+        if dig(cluster, "metadata", "deletionTimestamp"):
+            continue
+        if kind == "ConfigMap" and name == names.CONFIGMAP_AUDIT_CONFIG:
+            needed = settings.needs_injection and settings.namespace == namespace
+        elif kind == "Secret" and settings.webhook is not None:
+            hook = settings.webhook
+            mounted_copy = (settings.namespace, hook.secret_name)
+            needed = (namespace, name) in {(hook.secret_namespace, hook.secret_name), mounted_copy}
+        else:
+            needed = False
+        if needed:
+            needing.append(settings.cluster_id)
+    return sorted(needing)
+
+
+def deletion_message(obj: Any, namespace: str, clusters: list[str]) -> str:
+    """Why a deletion is refused, and what to do instead."""
+    kind, name = kind_of(obj)[1], name_of(obj)
+    listed = ", ".join(f'"{c}"' for c in clusters)
+    what = ("the audit policy of their apiserver" if kind == "ConfigMap"
+            else "the configuration of their audit webhook backend")
+    return (f'{kind} "{namespace}/{name}" is in use: cluster{"s" if len(clusters) > 1 else ""} {listed} '
+            f"need{'' if len(clusters) > 1 else 's'} it as {what}; turn that off in the Cluster (or the datacenter's "
+            "settings) first")
 
 
 def object_label(obj: Any) -> str:
