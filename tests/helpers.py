@@ -18,7 +18,7 @@ kind: Config
 clusters:
 - name: sink
   cluster:
-    server: https://audit-sink.example:8443/events
+    server: https://audit-sink.audit.svc:8443/events
 contexts:
 - name: sink
   context:

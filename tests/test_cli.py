@@ -63,7 +63,11 @@ def test_files_prints_the_configmap_and_secret(capsys):
     assert code == 0
     doc = yaml.safe_load(out)
     assert doc["kind"] == "List"
-    configmap, secret = doc["items"]
+    configmap, secret, egress = doc["items"]
+    assert egress["kind"] == "NetworkPolicy"
+    assert egress["spec"]["egress"][0] == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "audit-forward"}}}],
+        "ports": [{"protocol": "TCP", "port": 24224}]}
     assert (configmap["kind"], configmap["metadata"]["name"], configmap["metadata"]["namespace"]) == (
         "ConfigMap", "audit-config", "cluster-auditon01")
     assert configmap["data"]["policy.yaml"] == policy_text("minimal")

@@ -24,7 +24,7 @@ AUDITED = cluster(name="aud", audit={
     "sidecar": {"config": {"outputs": [{"Name": "http", "Match": "*", "Host": "logs.example", "Port": "443",
                                         "HTTP_User": "bob", "HTTP_Passwd": "hunter2"}]}},
     "webhookBackend": webhook_backend("wh")})
-CREDENTIALED = KUBECONFIG.replace("https://audit-sink.example:8443/events", "https://user:pa55@sink.example:9443/x?token=t")
+CREDENTIALED = KUBECONFIG.replace("https://audit-sink.audit.svc:8443/events", "https://user:pa55@sink.example:9443/x?token=t")
 
 
 def injected(obj, options=OPTS, name="apiserver-0"):
@@ -115,7 +115,7 @@ def test_report_formats_and_clean_exit(capsys, tmp_path):
     assert main(["report", "--source", str(root), "--fail-on-drift"]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["CLUSTER", "DC", "AUDIT"]
-    assert "https://audit-sink.example:8443 (cluster-aud/wh, 10s, by cluster)" in table
+    assert "https://audit-sink.audit.svc:8443 (cluster-aud/wh, 10s, by cluster)" in table
     main(["report", "--source", str(root), "-o", "csv"])
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert rows[0]["cluster"] == "aud" and rows[0]["apiserver_pods"] == "1" and rows[0]["drift"] == ""

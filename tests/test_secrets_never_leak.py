@@ -15,8 +15,8 @@ LEAKY_SECRETS = {
     # name: webhook.yaml content, each carrying the marker somewhere a careless message would quote
     "no-context": f"apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: {MARKER}\n",
     "bad-context": KUBECONFIG.replace("current-context: sink", f"current-context: {MARKER}"),
-    "http-server": KUBECONFIG.replace("https://audit-sink.example:8443/events", f"http://{MARKER}.example/x"),
-    "bad-url": KUBECONFIG.replace("https://audit-sink.example:8443/events", f"{MARKER}://"),
+    "http-server": KUBECONFIG.replace("https://audit-sink.audit.svc:8443/events", f"http://{MARKER}.example/x"),
+    "bad-url": KUBECONFIG.replace("https://audit-sink.audit.svc:8443/events", f"{MARKER}://"),
     "not-yaml": f"clusters: [{MARKER}\n  - : :",
     "user-missing": KUBECONFIG.replace('    user: ""', f"    user: {MARKER}"),
     "token-ok": KUBECONFIG.replace("users: []", f"users:\n- name: x\n  user:\n    token: {MARKER}"),

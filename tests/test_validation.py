@@ -149,7 +149,7 @@ def test_a_valid_cluster_passes():
                     "config": {"service": {"Flush": "10"},
                                "filters": [{"Name": "grep", "Match": "*", "Regex": "log user@example.com"},
                                            {"name": "record_modifier", "match": "*", "Record": "team ${TEAM}"}],
-                               "outputs": [{"Name": "forward", "Match_Regex": ".*", "Host": "fluentd.svc"}]}},
+                               "outputs": [{"Name": "forward", "Match_Regex": ".*", "Host": "fluentd.logging.svc"}]}},
         "webhookBackend": webhook_backend("wh", backoff="1m30s")})
     found = check_admission(obj, None, seed=None, secrets=SECRETS)
     assert found.errors == []
@@ -190,7 +190,7 @@ def test_risky_but_valid_settings_warn(obj, seed_obj, warning):
 
 
 def test_plain_http_webhook_server_warns_without_quoting_the_secret():
-    http = KUBECONFIG.replace("https://audit-sink.example:8443/events", "http://10.1.2.3:30001")
+    http = KUBECONFIG.replace("https://audit-sink.audit.svc:8443/events", "http://10.1.2.3:30001")
     found = check_admission(cluster(audit={"webhookBackend": webhook_backend()}), None, seed=None,
                             secrets={("cluster-abc", "wh"): {"webhook.yaml": http.encode()}})
     assert found.errors == []

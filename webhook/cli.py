@@ -16,6 +16,7 @@ from typing import Any
 
 from webhook import __version__, decisions, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
+from webhook.egress import classify, destinations, network_policy
 from webhook.explain import explain, explain_preset, policy_from_document
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
@@ -116,6 +117,11 @@ def cmd_files(args: argparse.Namespace) -> int:
     cluster, seed = _cluster_and_seed(args)
     settings = effective_settings(cluster, seed)
     items = needed_files(settings, _options(args))
+    # Offline, neither the webhook backend's server (in its Secret) nor Services' selectors are known:
+    # the policy covers the sidecar outputs, allowing a named Service's whole namespace.
+    egress = network_policy(settings, [classify(d, settings.namespace) for d in destinations(settings, None)], {})
+    if egress is not None:
+        items.append(egress)
     if not items:
         print(f'note: cluster "{settings.cluster_id}" has audit logging and the webhook backend off', file=sys.stderr)
     yamlio.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout)

@@ -49,14 +49,21 @@ def webhook_secret_copy(settings: EffectiveSettings, source: Mapping[str, bytes]
             "data": {k: base64.b64encode(bytes(v)).decode() for k, v in source.items()}}
 
 
-def desired_objects(settings: EffectiveSettings, options: Options,
-                    webhook_source: Mapping[str, bytes] | None) -> list[dict[str, Any]]:
-    """Every object the cluster namespace should hold for this cluster's apiserver."""
+def desired_objects(settings: EffectiveSettings, options: Options, webhook_source: Mapping[str, bytes] | None,
+                    egress: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every object the cluster namespace should hold for this cluster's apiserver; `egress` is
+    its NetworkPolicy (webhook/egress.py), when its sinks need one."""
     objects = [_as_data(o) if o["kind"] == "Secret" else o for o in needed_files(settings, options)]
     copy = webhook_secret_copy(settings, webhook_source)
     if copy is not None:
         objects.append(copy)
+    if egress is not None:
+        objects.append(egress)
     return objects
+
+
+def _content(obj: dict[str, Any]) -> Any:
+    return obj.get("spec") if obj.get("kind") == "NetworkPolicy" else (obj.get("data") or {})
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -85,7 +92,7 @@ def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: l
             actions.append(Action("create", want, f"created {label}"))
             continue
         user_policy = kind == "ConfigMap" and name == names.CONFIGMAP_AUDIT_CONFIG and not settings.preset
-        if user_policy or (have.get("data") or {}) == (want.get("data") or {}):
+        if user_policy or _content(have) == _content(want):
             continue
         update = {**want, "metadata": {**want["metadata"], "resourceVersion": dig(have, "metadata", "resourceVersion")}}
         why = (f'restored {label} to the "{settings.preset}" preset' if kind == "ConfigMap" else f"updated {label}")

@@ -14,13 +14,16 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from webhook import names
+from webhook.egress import classify, destinations, network_policy
 from webhook.leader import LeaderElector
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import prepare
 from webhook.objects import datacenter_of, dig, name_of, namespace_of
 from webhook.options import Options
 from webhook.reconcile import Action, desired_objects, plan, rollout_patch
+from webhook.settings import EffectiveSettings
 from webhook.store.kube import KubeStore
+from webhook.validation.kubeconfig import server_of
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class Reconciler:
                  *, interval: float = 10.0, deployment: str = "apiserver") -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
+        self.net = client.NetworkingV1Api(api_client)
         self.store, self.options, self.elector = store, options, elector
         self.interval, self.deployment = interval, deployment
         self._stop = threading.Event()
@@ -72,6 +76,9 @@ class Reconciler:
             namespace, label_selector=selector, _preload_content=False, _request_timeout=10))["items"]]
         found += [{"apiVersion": "v1", "kind": "Secret", **o} for o in _raw(self.core.list_namespaced_secret(
             namespace, label_selector=selector, _preload_content=False, _request_timeout=10))["items"]]
+        found += [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **o} for o in _raw(
+            self.net.list_namespaced_network_policy(namespace, label_selector=selector, _preload_content=False,
+                                                    _request_timeout=10))["items"]]
         if not any(name_of(o) == names.CONFIGMAP_AUDIT_CONFIG for o in found if o["kind"] == "ConfigMap"):
             try:  # a policy the user created by hand counts as existing
                 found.append({"apiVersion": "v1", "kind": "ConfigMap", **_raw(self.core.read_namespaced_config_map(
@@ -116,7 +123,8 @@ class Reconciler:
             if source is None:
                 self.event(cluster, "Warning", "WebhookSecretMissing",
                            f"Secret {settings.webhook.secret_namespace}/{settings.webhook.secret_name} not found")
-        actions = plan(settings, desired_objects(settings, self.options, source),
+        egress = self._egress(settings, source)
+        actions = plan(settings, desired_objects(settings, self.options, source, egress),
                        self._existing(settings.namespace, cluster_id))
         for action in actions:
             self._apply(action)
@@ -135,6 +143,30 @@ class Reconciler:
                        f"rolled Deployment {self.deployment}: audit settings changed ({prepared.settings_hash})")
         return actions
 
+    def _egress(self, settings: EffectiveSettings, dc_source: dict[str, bytes] | None) -> dict[str, Any] | None:
+        server = None
+        if settings.webhook is not None:
+            data = dc_source or self._secret_data(settings.namespace, settings.webhook.secret_name) or {}
+            config = data.get(names.WEBHOOK_CONFIG_KEY)
+            server = server_of(config) if config is not None else None
+        targets = [classify(d, settings.namespace) for d in destinations(settings, server)]
+        services: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for target in targets:
+            if target.kind == "service":
+                services[(target.namespace, target.service)] = self._service(target.namespace, target.service)
+        return network_policy(settings, targets, services)
+
+    def _service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            svc = _raw(self.core.read_namespaced_service(name, namespace, _preload_content=False, _request_timeout=10))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        ports = {p.get("port"): p.get("targetPort") for p in svc.get("spec", {}).get("ports") or []
+                 if isinstance(p.get("targetPort"), int)}
+        return {"selector": svc.get("spec", {}).get("selector") or {}, "ports": ports}
+
     def _apply(self, action: Action) -> None:
         obj, kind = action.obj, action.obj["kind"]
         namespace, name = namespace_of(obj), name_of(obj)
@@ -145,6 +177,9 @@ class Reconciler:
             ("Secret", "create"): lambda: self.core.create_namespaced_secret(namespace, obj),
             ("Secret", "update"): lambda: self.core.replace_namespaced_secret(name, namespace, obj),
             ("Secret", "delete"): lambda: self.core.delete_namespaced_secret(name, namespace),
+            ("NetworkPolicy", "create"): lambda: self.net.create_namespaced_network_policy(namespace, obj),
+            ("NetworkPolicy", "update"): lambda: self.net.replace_namespaced_network_policy(name, namespace, obj),
+            ("NetworkPolicy", "delete"): lambda: self.net.delete_namespaced_network_policy(name, namespace),
         }
         ops[(kind, action.verb)]()
         log.info("cluster namespace %s: %s", namespace, action.reason)

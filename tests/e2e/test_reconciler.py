@@ -67,7 +67,9 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
                  "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "apiserver"}},
                           "template": {"metadata": {"labels": {"app": "apiserver"}},
                                        "spec": {"containers": [{"name": "apiserver", "image": "kube-apiserver"}]}}}})
-    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "minimal"}))
+    sinks = {"config": {"outputs": [{"Name": "forward", "Match": "*", "Host": "10.0.0.7", "Port": "24224"}]}}
+    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "minimal",
+                                                              "sidecar": sinks}))
 
     # 1. The three objects appear, labelled, with the right content; the Deployment is rolled.
     config = eventually(lambda: get(plane, "configmap", "audit-config"))
@@ -79,6 +81,9 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     assert copy and base64.b64decode(copy["data"]["webhook.yaml"]).decode() == KUBECONFIG
     first = eventually(lambda: template_hash(plane))
     assert first
+    egress = eventually(lambda: get(plane, "networkpolicy", "audit-logging-egress"))
+    assert egress and egress["spec"]["egress"] == [{"to": [{"ipBlock": {"cidr": "10.0.0.7/32"}}],
+                                                    "ports": [{"protocol": "TCP", "port": 24224}]}]
 
     # 2. While the preset owns the policy, a manual edit is refused by the validating webhook.
     custom_policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n"
@@ -89,14 +94,15 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     assert template_hash(plane) == first  # nothing changed: no rollout
 
     # 3. Switching to a custom policy rolls the apiserver; the user's policy is then left alone.
-    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": ""}))
+    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "", "sidecar": sinks}))
     assert eventually(lambda: template_hash(plane) not in (None, first))
     assert eventually(lambda: plane.kubectl(*edit, check=False).returncode == 0)
     time.sleep(1.5)  # several reconcile passes
     assert get(plane, "configmap", "audit-config")["data"]["policy.yaml"] == custom_policy
 
     # A preset again overrides the manual policy.
-    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "minimal"}))
+    plane.apply(kkp_cluster("e2erec", dc="e2e-rec-dc", audit={"enabled": True, "policyPreset": "minimal",
+                                                              "sidecar": sinks}))
     assert eventually(lambda: (get(plane, "configmap", "audit-config") or {}).get("data", {}).get("policy.yaml")
                       == policy_text("minimal"))
 
@@ -104,7 +110,8 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     rolled = template_hash(plane)
     plane.apply(kkp_cluster("e2erec", dc="nowhere"))
     assert eventually(lambda: all(get(plane, kind, name) is None for kind, name in (
-        ("configmap", "audit-config"), ("secret", "audit-logs-fluentbit"), ("secret", "dc-sink"))))
+        ("configmap", "audit-config"), ("secret", "audit-logs-fluentbit"), ("secret", "dc-sink"),
+        ("networkpolicy", "audit-logging-egress"))))
     assert eventually(lambda: template_hash(plane) not in (None, rolled))
     assert get(plane, "secret", "dc-sink", ns="kubermatic") is not None  # the datacenter's own is kept
 

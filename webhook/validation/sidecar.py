@@ -7,6 +7,7 @@ from typing import Any
 
 from webhook import names
 from webhook.defaults import fluentbit_plugins
+from webhook.egress import is_outside
 from webhook.quantity import QUANTITY_FORMAT, parse_quantity
 from webhook.validation.errors import Findings, Path, duplicate, forbidden, invalid, required, unsupported
 
@@ -82,6 +83,9 @@ def _check_plugin_list(raw: Any, path: Path, kind: str, env_names: set[str]) -> 
             plugin = entry[keys["name"]]
             if isinstance(plugin, str) and KEY_RE.match(plugin.strip()) and plugin.strip().lower() not in known:
                 found.error(unsupported(entry_path.key(keys["name"]), plugin, known))
+        host = entry.get(keys["host"]) if "host" in keys else None
+        if isinstance(host, str) and KEY_RE.match(host) and is_outside(host):
+            found.warn(entry_path.key(keys["host"]), "an outside name: allow egress to it yourself")
         if "match" not in keys and "match_regex" not in keys:
             found.error(required(entry_path.key("Match"), f'every {singular} needs "Match" or "Match_Regex"; '
                                                           '"*" matches the audit log'))

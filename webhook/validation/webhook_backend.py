@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from webhook import names
 from webhook.duration import parse_duration
+from webhook.egress import is_outside
 from webhook.validation.errors import Findings, Path, forbidden, invalid, not_found, required
-from webhook.validation.kubeconfig import kubeconfig_findings
+from webhook.validation.kubeconfig import kubeconfig_findings, server_of
 
 SecretRef = tuple[str, str]  # (namespace, name)
 # What the shell fetched for the pure rules: the Secret's data by key, or None when it is missing.
@@ -44,6 +46,10 @@ def _check_secret(ref: SecretRef, path: Path, secrets: Secrets, found: Findings)
         found.error(invalid(path, shown, f"{names.WEBHOOK_CONFIG_KEY} {problem}: kube-apiserver would not start"))
     for note in notes:
         found.warn(path, f"the Secret's {names.WEBHOOK_CONFIG_KEY} {note}")
+    server = server_of(bytes(data[names.WEBHOOK_CONFIG_KEY])) if not problems else None
+    host = urlsplit(server).hostname if server else None
+    if host and is_outside(host):
+        found.warn(path, f"{names.WEBHOOK_CONFIG_KEY}'s server is outside: allow egress to it yourself")
 
 
 def check_webhook_backend(

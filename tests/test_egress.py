@@ -1,0 +1,77 @@
+"""The egress NetworkPolicy for the audit sinks: which destinations, and how each is expressed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import cluster, webhook_backend
+from webhook.egress import Destination, classify, destinations, is_outside, network_policy
+from webhook.settings import effective_settings
+
+
+@pytest.mark.parametrize(("host", "kind", "namespace", "service"), [
+    ("10.1.2.3", "ip", "", ""),
+    ("fd00::7", "ip", "", ""),
+    ("fluentd", "service", "cluster-abc", "fluentd"),
+    ("fluentd.logging.svc", "service", "logging", "fluentd"),
+    ("fluentd.logging.svc.cluster.local", "service", "logging", "fluentd"),
+    ("fluentd.logging", "external", "", ""),  # could be a public domain: not guessed
+    ("logs.example.com", "external", "", ""),
+])
+def test_classify(host, kind, namespace, service):
+    c = classify(Destination(host, 1, "x"), "cluster-abc")
+    assert (c.kind, c.namespace, c.service) == (kind, namespace, service)
+    assert is_outside(host) is (kind == "external")
+
+
+SETTINGS = effective_settings(cluster(audit={
+    "enabled": True, "webhookBackend": webhook_backend(),
+    "sidecar": {"config": {"outputs": [{"Name": "forward", "Match": "*", "Host": "10.0.0.7", "Port": "24224"},
+                                       {"Name": "http", "Match": "*", "host": "collector.logging.svc", "port": "8080"},
+                                       {"Name": "es", "Match": "*", "Host": "es.example.com"},
+                                       {"Name": "stdout", "Match": "*"}]}}}), None)
+
+
+def test_destinations_come_from_the_webhook_server_and_output_hosts():
+    got = destinations(SETTINGS, "https://sink.audit.svc:8443")
+    assert got == [Destination("sink.audit.svc", 8443, "webhook backend"),
+                   Destination("10.0.0.7", 24224, "sidecar output 0"),
+                   Destination("collector.logging.svc", 8080, "sidecar output 1"),
+                   Destination("es.example.com", None, "sidecar output 2")]
+    assert destinations(SETTINGS, "http://172.31.43.54")[0] == Destination("172.31.43.54", 80, "webhook backend")
+
+
+def test_the_policy_allows_exactly_the_expressible_destinations():
+    targets = [classify(d, SETTINGS.namespace) for d in destinations(SETTINGS, "https://sink.audit.svc:8443")]
+    policy = network_policy(SETTINGS, targets, {("audit", "sink"): {"selector": {"app": "sink"}, "ports": {8443: 9443}},
+                                                ("logging", "collector"): None})
+    assert policy["metadata"]["name"] == "audit-logging-egress"
+    assert policy["metadata"]["namespace"] == "cluster-abc"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "apiserver"}}
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    assert policy["spec"]["egress"] == [
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "audit"}},
+                 "podSelector": {"matchLabels": {"app": "sink"}}}], "ports": [{"protocol": "TCP", "port": 9443}]},
+        {"to": [{"ipBlock": {"cidr": "10.0.0.7/32"}}], "ports": [{"protocol": "TCP", "port": 24224}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "logging"}}}],
+         "ports": [{"protocol": "TCP", "port": 8080}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+    ]
+
+
+def test_nothing_to_allow_means_no_policy():
+    plain = effective_settings(cluster(audit={"enabled": True}), None)
+    assert network_policy(plain, [classify(d, plain.namespace) for d in destinations(plain, None)], {}) is None
+    outside = [classify(Destination("logs.example.com", 443, "x"), "ns")]
+    assert network_policy(plain, outside, {}) is None
+
+
+def test_outside_names_warn_at_admission():
+    from webhook.validation.admission import check_admission
+
+    found = check_admission(cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [
+        {"Name": "es", "Match": "*", "Host": "es.example.com"}]}}}), None, seed=None, secrets={})
+    assert found.warnings == ["spec.auditLogging.sidecar.config.outputs[0][Host]: an outside name: allow egress to it "
+                              "yourself"]
