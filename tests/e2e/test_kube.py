@@ -151,6 +151,25 @@ def test_what_a_running_apiserver_needs_cannot_be_edited_away_or_deleted(plane: 
         time.sleep(0.3)
 
 
+def test_a_policy_kube_apiserver_would_refuse_is_refused_at_edit_time(plane: ControlPlane, webhook: WebhookProcess):
+    namespace(plane, "cluster-e2epol")
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": "cluster-e2epol"},
+           "data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [Later]\nrules:\n"
+                                   "- level: Verbose\n- level: None\n  nonResourceURLs: [healthz]\n"}}
+    result = plane.apply(bad, check=False)
+    assert result.returncode != 0
+    assert VALIDATE in result.stderr
+    for fragment in ('data[policy.yaml].omitStages[0]: Unsupported value: "Later"',
+                     'data[policy.yaml].rules[0].level: Unsupported value: "Verbose"',
+                     "data[policy.yaml].rules[1].nonResourceURLs[0]: Invalid value: \"healthz\": non-resource URL rules "
+                     "must begin with a '/' character"):
+        assert fragment in result.stderr
+    good = {**bad, "data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n"}}
+    plane.apply(good)
+    other = {**bad, "metadata": {"name": "not-audit", "namespace": "cluster-e2epol"}}
+    plane.apply(other)  # other ConfigMaps are none of our business
+
+
 def _report(plane: ControlPlane) -> dict[str, dict[str, Any]]:
     result = subprocess.run([sys.executable, "-m", "webhook", "report", "--source", "kube", "--kubeconfig",
                              str(plane.kubeconfig), "-o", "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
