@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench clean e2e-bin
+.PHONY: serve test lint bench fuzz clean e2e-bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ e2e-bin:
 
 test: lint e2e-bin
 	$(BIN)/python -m pytest -q
+
+# The long fuzz run: FUZZ_EXAMPLES generated reviews per endpoint against a live server.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(BIN)/.installed
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench.py $(ARGS)

@@ -139,6 +139,7 @@ async def test_validate_ignores_deletes_status_and_other_kinds(start_server):
 
 @pytest.mark.parametrize(("body", "fragment"), [
     (b"{not json", "request body is not JSON"),
+    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
     (b"\xff\xfe", "request body is not JSON"),
     (b"[1, 2]", "must be a JSON object"),
     (b'{"apiVersion": "admission.k8s.io/v2", "kind": "AdmissionReview", "request": {"uid": "x"}}',

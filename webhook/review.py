@@ -71,6 +71,8 @@ def parse_review(body: bytes) -> tuple[str, AdmissionRequest]:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ReviewError(f"request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ReviewError("request body is nested too deeply to be an AdmissionReview") from None
     if not isinstance(doc, dict):
         raise ReviewError("request body must be a JSON object (an AdmissionReview)")
     api_version = doc.get("apiVersion")
