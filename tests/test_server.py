@@ -337,3 +337,37 @@ async def test_decision_log_is_one_json_line_per_admission(start_server, caplog)
     finally:
         decisions.set_level("info")
     assert not [r for r in caplog.records if r.name == "audit_webhook.decisions"]
+
+
+async def test_mutual_tls_refuses_clients_without_a_certificate(aiohttp_server, cert_dir, client_tls, tmp_path):
+    """With --client-ca, only clients presenting a certificate from that CA get an answer."""
+    import aiohttp
+
+    from tests.e2e.cluster import client_cert
+    from webhook.certs import CertWatcher, ServiceName, ensure_certs
+    from webhook.metrics import Metrics
+    from webhook.options import Options
+    from webhook.server import Webhook
+    from webhook.store import MemoryStore
+
+    clients = tmp_path / "client-ca"
+    ensure_certs(clients, ServiceName())
+    client_cert(clients, clients / "ok", "kube-apiserver", "webhooks")
+    stranger = tmp_path / "stranger"
+    ensure_certs(stranger, ServiceName())
+    client_cert(stranger, stranger / "bad", "mallory", "x")
+    webhook = Webhook(MemoryStore(), Options.default(), Metrics())
+    server = await aiohttp_server(webhook.app(), ssl=CertWatcher(cert_dir, clients / "ca.crt").listening)
+    url = f"https://127.0.0.1:{server.port}/healthz"
+
+    async def get(cert_dir_or_none):
+        ctx = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        if cert_dir_or_none:
+            ctx.load_cert_chain(cert_dir_or_none / "client.crt", cert_dir_or_none / "client.key")
+        async with aiohttp.ClientSession() as session, session.get(url, ssl=ctx) as r:
+            return r.status
+
+    assert await get(clients / "ok") == 200
+    for who in (None, stranger / "bad"):
+        with pytest.raises(aiohttp.ClientError):
+            await get(who)

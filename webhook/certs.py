@@ -153,12 +153,19 @@ def ca_bundle(cert_dir: Path) -> bytes:
     return (cert_dir / CA_CERT).read_bytes()
 
 
-def server_context(cert_dir: Path) -> ssl.SSLContext:
-    """A TLS server context: TLS 1.2 or newer, AEAD ciphers, the current serving certificate."""
+def server_context(cert_dir: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context: TLS 1.2 or newer, AEAD ciphers, the current serving certificate.
+
+    With `client_ca`, every client must present a certificate that CA signed (mutual TLS: the
+    kube-apiserver's admission client certificate).
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS)
     ctx.load_cert_chain(cert_dir / TLS_CERT, cert_dir / TLS_KEY)
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(client_ca))
     return ctx
 
 
@@ -177,10 +184,11 @@ class CertWatcher:
     again on the next poll. Connections already open keep their certificate.
     """
 
-    def __init__(self, cert_dir: Path) -> None:
+    def __init__(self, cert_dir: Path, client_ca: Path | None = None) -> None:
         self.cert_dir = cert_dir
-        self.current = server_context(cert_dir)
-        self.listening = server_context(cert_dir)
+        self.client_ca = client_ca
+        self.current = server_context(cert_dir, client_ca)
+        self.listening = server_context(cert_dir, client_ca)
         self.listening.sni_callback = self._select
         self._stamp = self._fingerprint()
 
@@ -203,7 +211,7 @@ class CertWatcher:
         if stamp == self._stamp:
             return False
         try:
-            fresh = server_context(self.cert_dir)
+            fresh = server_context(self.cert_dir, self.client_ca)
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warning("serving certificate changed but cannot be loaded yet (%s); keeping the old one",
                         type(exc).__name__)

@@ -294,7 +294,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store = file_store
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics())
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
-                      pollers=pollers))
+                      pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None))
     return 0
 
 
@@ -321,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
+    serve.add_argument("--client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS "
+                                                          "with kube-apiserver's admission client certificate)")
     serve.add_argument("--service", default="audit-webhook", help="Service name in the certificate")
     serve.add_argument("--namespace", default="audit-webhook", help="Service namespace in the certificate")
     serve.add_argument("--decision-log", choices=("off", "debug", "info", "warning"), default="info",

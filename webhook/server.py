@@ -130,13 +130,13 @@ async def _poll_forever(interval: float, pollers: list[Poller]) -> None:
 
 async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_interval: float = 2.0,
                 shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None,
-                pollers: list[Poller] | None = None) -> None:
+                pollers: list[Poller] | None = None, client_ca: Path | None = None) -> None:
     """Serve HTTPS until SIGTERM or SIGINT, then finish requests in flight and stop.
 
     `pollers` run every `poll_interval` seconds beside the certificate and source reloads;
     they may be coroutine functions.
     """
-    watcher = CertWatcher(cert_dir)
+    watcher = CertWatcher(cert_dir, client_ca)
     webhook.metrics.watch_store(webhook.store)
 
     webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))

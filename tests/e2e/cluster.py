@@ -79,6 +79,18 @@ class ControlPlane:
         create_ca(self.pki)
         create_serving(self.pki, ServiceName("kubernetes", "default"))
         client_cert(self.pki, self.pki, "e2e-admin", "system:masters")
+        # kube-apiserver presents this certificate to every admission webhook (mutual TLS).
+        client_cert(self.pki, self.pki / "webhook-client", "kube-apiserver-webhook-client", "kube-apiserver")
+        (self.work / "webhook-client-kubeconfig.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "users": [{"name": "*", "user": {"client-certificate": str(self.pki / "webhook-client/client.crt"),
+                                             "client-key": str(self.pki / "webhook-client/client.key")}}]}))
+        webhook_config = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+                          "kubeConfigFile": str(self.work / "webhook-client-kubeconfig.yaml")}
+        (self.work / "admission.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+            "plugins": [{"name": "ValidatingAdmissionWebhook", "configuration": webhook_config},
+                        {"name": "MutatingAdmissionWebhook", "configuration": webhook_config}]}))
         sa_key = ec.generate_private_key(ec.SECP256R1())
         (self.pki / "sa.key").write_bytes(sa_key.private_bytes(serialization.Encoding.PEM,
                                                                serialization.PrivateFormat.PKCS8,
@@ -106,6 +118,7 @@ class ControlPlane:
             "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
             # No controller-manager runs here, so no default ServiceAccount is ever created.
             "--disable-admission-plugins=ServiceAccount",
+            f"--admission-control-config-file={self.work / 'admission.yaml'}",
         ])
         self.kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
@@ -149,6 +162,12 @@ class ControlPlane:
         """Start a paused process again and wait for the API."""
         self._spawn(name, argv)
         self._wait_ready()
+
+    def client_context(self, server_ca: Path) -> ssl.SSLContext:
+        """A client context trusting `server_ca` and presenting kube-apiserver's webhook client certificate."""
+        ctx = ssl.create_default_context(cafile=str(server_ca))
+        ctx.load_cert_chain(self.pki / "webhook-client/client.crt", self.pki / "webhook-client/client.key")
+        return ctx
 
     def log(self, name: str) -> str:
         return (self.work / f"{name}.log").read_text(errors="replace")
@@ -195,16 +214,15 @@ class WebhookProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "webhook", "serve", "--source", "kube", "--kubeconfig", str(self.plane.kubeconfig),
              "--host", "127.0.0.1", "--port", str(self.port), "--cert-dir", str(self.cert_dir),
-             "--reload-interval", "0.5", *self.extra],
+             "--reload-interval", "0.5", "--client-ca", str(self.plane.pki / "ca.crt"), *self.extra],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        ctx = ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt")) if (self.cert_dir / "ca.crt").exists() \
-            else None
+        ctx = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("webhook exited:\n" + self.log_path.read_text()[-3000:])
             try:
-                ctx = ctx or ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
+                ctx = ctx or self.plane.client_context(self.cert_dir / "ca.crt")
                 with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/readyz", context=ctx, timeout=2) as r:
                     if r.status == 200:
                         return

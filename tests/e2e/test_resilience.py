@@ -6,6 +6,7 @@ import base64
 import json
 import ssl
 import time
+import urllib.error
 import urllib.request
 
 from cryptography import x509
@@ -19,13 +20,13 @@ from webhook.tls_secret import TLSSecret
 
 
 def _webhook_get(hook: WebhookProcess, path: str) -> str:
-    ctx = ssl.create_default_context(cafile=str(hook.cert_dir / "ca.crt"))
+    ctx = hook.plane.client_context(hook.cert_dir / "ca.crt")
     with urllib.request.urlopen(f"https://127.0.0.1:{hook.port}{path}", context=ctx, timeout=5) as r:
         return r.read().decode()
 
 
 def _webhook_post(hook: WebhookProcess, path: str, body: dict) -> dict:
-    ctx = ssl.create_default_context(cafile=str(hook.cert_dir / "ca.crt"))
+    ctx = hook.plane.client_context(hook.cert_dir / "ca.crt")
     req = urllib.request.Request(f"https://127.0.0.1:{hook.port}{path}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
@@ -89,3 +90,17 @@ def test_replicas_share_one_certificate_through_a_secret(plane: ControlPlane, tm
     second.sync()
     assert (tmp_path / "b" / "tls.crt").read_bytes() == (tmp_path / "c" / "tls.crt").read_bytes()
     assert (tmp_path / "b" / "tls.key").read_bytes() == (tmp_path / "c" / "tls.key").read_bytes()
+
+
+def test_the_webhook_answers_only_kube_apiservers_client_certificate(plane: ControlPlane, webhook: WebhookProcess):
+    """Mutual TLS: kube-apiserver presents its admission client certificate (AdmissionConfiguration),
+    every other e2e test passes through it; a client without one gets no answer."""
+    assert _webhook_get(webhook, "/healthz") == "ok"
+    bare = ssl.create_default_context(cafile=str(webhook.cert_dir / "ca.crt"))
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{webhook.port}/healthz", context=bare, timeout=5):
+            pass
+    except (ssl.SSLError, urllib.error.URLError, ConnectionError) as exc:
+        assert "certificate" in str(exc).lower() or isinstance(exc, ConnectionError | urllib.error.URLError)
+    else:
+        raise AssertionError("a client without a certificate got an answer")
