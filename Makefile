@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench fuzz clean e2e-bin
+.PHONY: serve test lint bench fuzz soak clean e2e-bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: lint e2e-bin
 FUZZ_EXAMPLES ?= 10000
 fuzz: $(BIN)/.installed
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
+
+# Steady load while certificates rotate, kube-apiserver restarts and goes away, and the webhook stops.
+soak: $(BIN)/.installed e2e-bin
+	$(BIN)/python bench/soak.py $(ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench.py $(ARGS)
