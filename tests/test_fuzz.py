@@ -24,6 +24,7 @@ from tests.test_serve import Serve
 from webhook.fluentbit import render_classic
 from webhook.model import audit_logging
 from webhook.options import Options
+from webhook.settings import effective_settings
 
 EXAMPLES_PER_RUN = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES_PER_RUN, deadline=None, derandomize="FUZZ_EXAMPLES" not in os.environ,
@@ -164,6 +165,7 @@ def test_fuzz_validate(live, body):
     if review and review["response"]["allowed"]:
         obj = json.loads(body)["request"].get("object")
         if isinstance(obj, dict) and obj.get("kind") == "Cluster" and isinstance(obj.get("spec"), dict):
+            effective_settings(obj, None)  # an accepted Cluster must be usable by every other part
             config = audit_logging(obj["spec"].get("auditLogging")).sidecar.config
             sections = parse_classic(render_classic(config, Options.default()))
             asked = bool(config.service) + 1 + 1 + len(config.filters) + max(1, len(config.outputs))

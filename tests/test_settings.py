@@ -94,3 +94,15 @@ def test_settings_hash_changes_with_every_setting_and_only_then():
     hashes = {effective_settings(v, None).settings_hash(opts) for v in variants}
     assert h not in hashes and len(hashes) == 3
     assert effective_settings(base, None).settings_hash(opts.model_copy(update={"sidecar_image": "x:1"})) != h
+
+
+def test_null_fields_mean_absent_as_validation_says():
+    """Found by the fuzz suite: `extraEnvs: null` passed validation but broke the model."""
+    from webhook.validation.admission import check_admission
+
+    obj = cluster(audit={"enabled": True, "sidecar": {"extraEnvs": None, "resources": None,
+                                                      "config": {"service": None, "filters": None, "outputs": None}},
+                         "webhookBackend": None, "policyPreset": None})
+    assert check_admission(obj, None, seed=None, secrets={}).errors == []
+    s = effective_settings(obj, None)
+    assert s.enabled and s.sidecar.extraEnvs == [] and s.sidecar.config.outputs == [] and s.webhook is None

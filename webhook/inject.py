@@ -157,20 +157,35 @@ def _sidecar_env(settings: EffectiveSettings) -> list[Obj]:
     ]
 
 
+def sidecar_container(settings: EffectiveSettings, options: Options) -> Obj:
+    """The `audit-logs` container as a new Pod gets it."""
+    return {
+        "name": names.SIDECAR_CONTAINER,
+        "image": options.sidecar_image,
+        "command": ["/fluent-bit/bin/fluent-bit"],
+        "args": ["-c", names.FLUENTBIT_DIR + config_key(options.fluentbit_format)],
+        "env": _sidecar_env(settings),
+        "resources": sidecar_resources(settings),
+        "volumeMounts": [{"name": names.VOLUME_AUDIT_LOG, "mountPath": names.AUDIT_LOG_DIR},
+                         {"name": names.VOLUME_FLUENTBIT, "mountPath": names.FLUENTBIT_DIR, "readOnly": True}],
+    }
+
+
 def _upsert_sidecar(containers: list[Any], settings: EffectiveSettings, options: Options) -> None:
     at = _index(containers, names.SIDECAR_CONTAINER)
+    wanted = sidecar_container(settings, options)
     if at is None:
-        sidecar: Obj = {"name": names.SIDECAR_CONTAINER}
-        containers.append(sidecar)
-    else:
-        sidecar = containers[at] = clone(containers[at])
-    sidecar["image"] = options.sidecar_image
-    sidecar["command"] = ["/fluent-bit/bin/fluent-bit"]
-    sidecar["args"] = ["-c", names.FLUENTBIT_DIR + config_key(options.fluentbit_format)]
-    _upsert_env(sidecar, _sidecar_env(settings))
-    _set_resources(sidecar, sidecar_resources(settings))
-    _ensure_mount(sidecar, names.VOLUME_AUDIT_LOG, names.AUDIT_LOG_DIR, read_only=False)
-    _ensure_mount(sidecar, names.VOLUME_FLUENTBIT, names.FLUENTBIT_DIR, read_only=True)
+        containers.append(wanted)
+        return
+    # A sidecar already there (a re-invocation, or a stale copy): bring what we own to the wanted
+    # state and keep everything else kube-apiserver or others added (defaults, LimitRange values).
+    sidecar = containers[at] = clone(containers[at])
+    for key in ("image", "command", "args"):
+        sidecar[key] = wanted[key]
+    _upsert_env(sidecar, wanted["env"])
+    _set_resources(sidecar, wanted["resources"])
+    for mount in wanted["volumeMounts"]:
+        _ensure_mount(sidecar, mount["name"], mount["mountPath"], read_only=mount.get("readOnly", False))
 
 
 def audit_flags(settings: EffectiveSettings) -> dict[str, str]:

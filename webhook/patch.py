@@ -29,16 +29,16 @@ def make_patch(src: Any, dst: Any, path: str = "") -> list[Op]:
     if isinstance(src, dict) and isinstance(dst, dict):
         ops: list[Op] = [{"op": "remove", "path": f"{path}/{escape(k)}"} for k in src if k not in dst]
         for key, value in dst.items():
-            child = f"{path}/{escape(key)}"
-            if key in src:
-                ops.extend(make_patch(src[key], value, child))
-            else:
-                ops.append({"op": "add", "path": child, "value": value})
+            if key not in src:
+                ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
+            elif src[key] is not value:  # shared parts of a copy-on-write result are skipped unvisited
+                ops.extend(make_patch(src[key], value, f"{path}/{escape(key)}"))
         return ops
     if isinstance(src, list) and isinstance(dst, list):
         ops = []
         for i in range(min(len(src), len(dst))):
-            ops.extend(make_patch(src[i], dst[i], f"{path}/{i}"))
+            if src[i] is not dst[i]:
+                ops.extend(make_patch(src[i], dst[i], f"{path}/{i}"))
         ops.extend({"op": "add", "path": f"{path}/{i}", "value": dst[i]} for i in range(len(src), len(dst)))
         ops.extend({"op": "remove", "path": f"{path}/{i}"} for i in reversed(range(len(dst), len(src))))
         return ops
