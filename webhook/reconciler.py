@@ -15,6 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from webhook import names
 from webhook.egress import classify, destinations, network_policy
+from webhook.kubeapi import read_or_none
 from webhook.leader import LeaderElector
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import prepare
@@ -80,21 +81,16 @@ class Reconciler:
             self.net.list_namespaced_network_policy(namespace, label_selector=selector, _preload_content=False,
                                                     _request_timeout=10))["items"]]
         if not any(name_of(o) == names.CONFIGMAP_AUDIT_CONFIG for o in found if o["kind"] == "ConfigMap"):
-            try:  # a policy the user created by hand counts as existing
-                found.append({"apiVersion": "v1", "kind": "ConfigMap", **_raw(self.core.read_namespaced_config_map(
-                    names.CONFIGMAP_AUDIT_CONFIG, namespace, _preload_content=False, _request_timeout=10))})
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
+            # a policy the user created by hand counts as existing
+            users = read_or_none(self.core.read_namespaced_config_map, names.CONFIGMAP_AUDIT_CONFIG, namespace)
+            if users is not None:
+                found.append({"apiVersion": "v1", "kind": "ConfigMap", **users})
         return found
 
     def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        try:
-            raw = _raw(self.core.read_namespaced_secret(name, namespace, _preload_content=False, _request_timeout=10))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        raw = read_or_none(self.core.read_namespaced_secret, name, namespace)
+        if raw is None:
+            return None
         return {k: base64.b64decode(v) for k, v in (raw.get("data") or {}).items()}
 
     def reconcile(self, cluster: dict[str, Any]) -> list[Action]:
@@ -129,13 +125,7 @@ class Reconciler:
         for action in actions:
             self._apply(action)
             self.event(cluster, "Normal", "AuditObjectsReconciled", action.reason)
-        try:
-            deployment = _raw(self.apps.read_namespaced_deployment(self.deployment, settings.namespace,
-                                                                   _preload_content=False, _request_timeout=10))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            deployment = None
+        deployment = read_or_none(self.apps.read_namespaced_deployment, self.deployment, settings.namespace)
         patch = rollout_patch(deployment, settings, prepared.settings_hash)
         if patch is not None:
             self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, patch, _request_timeout=10)
@@ -157,12 +147,9 @@ class Reconciler:
         return network_policy(settings, targets, services)
 
     def _service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            svc = _raw(self.core.read_namespaced_service(name, namespace, _preload_content=False, _request_timeout=10))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        svc = read_or_none(self.core.read_namespaced_service, name, namespace)
+        if svc is None:
+            return None
         ports = {p.get("port"): p.get("targetPort") for p in svc.get("spec", {}).get("ports") or []
                  if isinstance(p.get("targetPort"), int)}
         return {"selector": svc.get("spec", {}).get("selector") or {}, "ports": ports}

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from webhook import names
+from webhook.kubeapi import read_or_none
 from webhook.names import KKP_GROUP
 from webhook.objects import datacenter_of
 from webhook.options import Options
@@ -38,11 +38,7 @@ def kube_snapshot(api_client: client.ApiClient, options: Options) -> Snapshot:
         snap.add(cm)
     for cluster in list(snap.clusters.values()):
         for namespace, name in secrets_needed(cluster, snap.seeds.get(datacenter_of(cluster)), options):
-            try:
-                raw = core.read_namespaced_secret(name, namespace, _preload_content=False, _request_timeout=10)
-            except ApiException as exc:
-                if exc.status == 404:
-                    continue
-                raise
-            snap.add({"apiVersion": "v1", "kind": "Secret", **json.loads(raw.data)}, f"Secret {namespace}/{name}")
+            raw = read_or_none(core.read_namespaced_secret, name, namespace)
+            if raw is not None:
+                snap.add({"apiVersion": "v1", "kind": "Secret", **raw}, f"Secret {namespace}/{name}")
     return snap

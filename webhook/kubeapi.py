@@ -1,0 +1,20 @@
+"""Small helpers over the `kubernetes` client shared by the edges that talk to the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+
+def read_or_none(read: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    """The raw JSON of a `read_namespaced_*` call, or None when the object does not exist."""
+    try:
+        response = read(*args, _preload_content=False, _request_timeout=10)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return json.loads(response.data)
