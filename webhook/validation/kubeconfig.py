@@ -108,12 +108,13 @@ def _check_cluster(cluster: dict[str, Any], report: KubeconfigReport) -> None:
         report.notes.append("names a CA file; only the Secret's own files are mounted")
 
 
+@lru_cache(maxsize=1024)
 def server_of(data: bytes) -> str | None:
     """`scheme://host[:port]` of a usable webhook kubeconfig's current cluster, for reports.
 
     Never the path, query or user info of the URL: those can carry credentials.
     """
-    if check_kubeconfig(data).problems:
+    if kubeconfig_findings(data)[0]:
         return None
     doc = yamlio.load(data.decode("utf-8"))
     context = _named(doc.get("contexts"), doc["current-context"], "context")[1]
