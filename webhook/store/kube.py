@@ -171,11 +171,6 @@ class KubeStore:
         for informer in (self.clusters, self.seeds):
             informer.stop()
 
-    def wait_synced(self, timeout: float) -> bool:
-        """Block until both caches have listed once (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
-        return all(i.synced.wait(max(0.0, deadline - time.monotonic())) for i in (self.clusters, self.seeds))
-
     def ready(self) -> bool:
         """Ready once both caches have synced; a later outage keeps serving from the cache."""
         return self.clusters.synced.is_set() and self.seeds.synced.is_set()
