@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -226,15 +227,71 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _in_background(job: Any) -> Callable[[], Awaitable[None]]:
+    """A poller that runs `job.sync()` off the event loop whenever `job.due()`."""
+
+    async def poll() -> None:
+        if job.due():
+            await asyncio.to_thread(job.sync)
+
+    return poll
+
+
+def _certificates(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: list[Any]) -> None:
+    """Make sure the certificates exist: shared through a Secret (`--tls-secret`) or local files."""
+    service = ServiceName(args.service, args.namespace)
+    if args.tls_secret and api is not None:
+        from webhook.tls_secret import TLSSecret
+
+        shared = TLSSecret(api, os.environ.get("POD_NAMESPACE") or args.namespace, args.tls_secret, cert_dir, service)
+        shared.sync()
+        pollers.append(_in_background(shared))
+    elif ensure_certs(cert_dir, service):
+        log.info("created certificates in %s (CA: %s)", cert_dir, cert_dir / "ca.crt")
+
+
+def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: list[Any]) -> Store:
+    """The API store, the caBundle sync and (with --reconcile) the reconciler."""
+    from webhook.cabundle import CABundleSync
+    from webhook.store.kube import KubeStore
+
+    store = KubeStore(api)
+    store.start()
+    if args.webhook_config_name:
+        pollers.append(_in_background(CABundleSync(api, args.webhook_config_name, cert_dir)))
+    if args.reconcile:
+        from webhook.leader import LeaderElector
+        from webhook.reconciler import Reconciler
+
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaderElector(api, os.environ.get("POD_NAMESPACE") or args.namespace, "audit-webhook-reconciler",
+                                identity)
+        Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval).start()
+    log.info("watching Clusters and Seeds through the Kubernetes API")
+    return store
+
+
+def _file_store(args: argparse.Namespace) -> Store:
+    source = Path(args.source) if args.source else bundled_examples()
+    try:
+        store = FileStore(source)
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
+    log.info("serving %d clusters and %d seeds from %s", len(store.snapshot.clusters),
+             len(store.snapshot.seed_objects), source)
+    # The loaded objects live as long as the process: keep the collector from rescanning them,
+    # which would otherwise show up as latency spikes with a large fleet.
+    gc.freeze()
+    return store
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTPS server."""
     from webhook.server import Webhook, serve
 
     cert_dir = Path(args.cert_dir)
-    service = ServiceName(args.service, args.namespace)
     names = args.webhook_config_name or ["audit-webhook"]
     args.webhook_config_name = [] if names == ["none"] else names
-    pollers = []
     api = None
     if args.source == "kube" or args.tls_secret:
         from webhook.store.kube import load_api_client
@@ -243,55 +300,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             api = load_api_client(args.kubeconfig)
         except Exception as exc:
             raise UsageError(f"cannot load a Kubernetes configuration: {exc}") from None
-    if args.tls_secret and api is not None:
-        from webhook.tls_secret import TLSSecret
-
-        shared = TLSSecret(api, os.environ.get("POD_NAMESPACE") or args.namespace, args.tls_secret, cert_dir, service)
-        shared.sync()
-
-        async def sync_tls_secret() -> None:
-            if shared.due():
-                await asyncio.to_thread(shared.sync)
-
-        pollers.append(sync_tls_secret)
-    elif ensure_certs(cert_dir, service):
-        log.info("created certificates in %s (CA: %s)", cert_dir, cert_dir / "ca.crt")
-    if args.source == "kube" and api is not None:
-        from webhook.cabundle import CABundleSync
-        from webhook.store.kube import KubeStore
-
-        kube_store = KubeStore(api)
-        kube_store.start()
-        store: Store = kube_store
-        if args.webhook_config_name:
-            sync = CABundleSync(api, args.webhook_config_name, cert_dir)
-
-            async def sync_cabundle() -> None:
-                if sync.due():
-                    await asyncio.to_thread(sync.sync)
-
-            pollers.append(sync_cabundle)
-        if args.reconcile:
-            from webhook.leader import LeaderElector
-            from webhook.reconciler import Reconciler
-
-            identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-            elector = LeaderElector(api, os.environ.get("POD_NAMESPACE") or args.namespace, "audit-webhook-reconciler",
-                                    identity)
-            Reconciler(api, kube_store, _options(args), elector, interval=args.reconcile_interval).start()
-        log.info("watching Clusters and Seeds through the Kubernetes API")
-    else:
-        source = Path(args.source) if args.source else bundled_examples()
-        try:
-            file_store = FileStore(source)
-        except LoadError as exc:
-            raise UsageError(str(exc)) from None
-        log.info("serving %d clusters and %d seeds from %s", len(file_store.snapshot.clusters),
-                 len(file_store.snapshot.seed_objects), source)
-        # The loaded objects live as long as the process: keep the collector from rescanning them,
-        # which would otherwise show up as latency spikes with a large fleet.
-        gc.freeze()
-        store = file_store
+    pollers: list[Any] = []
+    _certificates(args, api, cert_dir, pollers)
+    store = _kube_store(args, api, cert_dir, pollers) if args.source == "kube" else _file_store(args)
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics())
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
                       pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None))
