@@ -17,10 +17,7 @@ def check_audit_logging(
 ) -> Findings:
     """Every rule for one `auditLogging` map."""
     found = Findings()
-    if raw is None:
-        return found
-    if not isinstance(raw, dict):
-        found.error(invalid(path, raw, "must be a map with " + ", ".join(f"`{f}`" for f in _FIELDS)))
+    if not found.present_as(raw, dict, path, "must be a map with " + ", ".join(f"`{f}`" for f in _FIELDS)):
         return found
     for key in raw:
         if key not in _FIELDS:

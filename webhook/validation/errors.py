@@ -140,6 +140,15 @@ class Findings:
         """Record a warning about a field."""
         self.warnings.append(warning(path, text))
 
+    def present_as(self, raw: Any, kind: type | tuple[type, ...], path: Path, detail: str) -> bool:
+        """Whether `raw` is set and of `kind`, so its rules apply; a value of another type is an error."""
+        if raw is None:
+            return False
+        if not isinstance(raw, kind):
+            self.error(invalid(path, raw, detail))
+            return False
+        return True
+
     def merge(self, other: Findings) -> None:
         """Add everything another validation found."""
         self.errors.extend(other.errors)

@@ -63,10 +63,7 @@ def check_entry_map(raw: Any, path: Path, env_names: set[str]) -> tuple[Findings
 
 def _check_plugin_list(raw: Any, path: Path, kind: str, env_names: set[str]) -> Findings:
     found = Findings()
-    if raw is None:
-        return found
-    if not isinstance(raw, list):
-        found.error(invalid(path, raw, f"must be a list of maps, one per [{kind.upper()[:-1]}] section"))
+    if not found.present_as(raw, list, path, f"must be a list of maps, one per [{kind.upper()[:-1]}] section"):
         return found
     known = fluentbit_plugins()[kind]
     singular = kind[:-1]
@@ -113,10 +110,7 @@ def env_names_of(sidecar: Any) -> set[str]:
 
 def _check_extra_envs(raw: Any, path: Path) -> Findings:
     found = Findings()
-    if raw is None:
-        return found
-    if not isinstance(raw, list):
-        found.error(invalid(path, raw, "must be a list of {name, value} environment variables"))
+    if not found.present_as(raw, list, path, "must be a list of {name, value} environment variables"):
         return found
     seen: set[str] = set()
     for i, env in enumerate(raw):
@@ -164,10 +158,7 @@ def _check_quantities(raw: Any, path: Path, found: Findings) -> dict[str, Any]:
 
 def _check_resources(raw: Any, path: Path) -> Findings:
     found = Findings()
-    if raw is None:
-        return found
-    if not isinstance(raw, dict):
-        found.error(invalid(path, raw, "must be a ResourceRequirements map with `requests` and `limits`"))
+    if not found.present_as(raw, dict, path, "must be a ResourceRequirements map with `requests` and `limits`"):
         return found
     requests = _check_quantities(raw.get("requests"), path.child("requests"), found)
     limits = _check_quantities(raw.get("limits"), path.child("limits"), found)
@@ -181,20 +172,14 @@ def _check_resources(raw: Any, path: Path) -> Findings:
 def check_sidecar(raw: Any, path: Path) -> Findings:
     """Every rule for `auditLogging.sidecar`."""
     found = Findings()
-    if raw is None:
-        return found
-    if not isinstance(raw, dict):
-        found.error(invalid(path, raw, "must be a map with `resources`, `extraEnvs` and `config`"))
+    if not found.present_as(raw, dict, path, "must be a map with `resources`, `extraEnvs` and `config`"):
         return found
     env_names = env_names_of(raw)
     found.merge(_check_resources(raw.get("resources"), path.child("resources")))
     found.merge(_check_extra_envs(raw.get("extraEnvs"), path.child("extraEnvs")))
     config = raw.get("config")
     config_path = path.child("config")
-    if config is None:
-        return found
-    if not isinstance(config, dict):
-        found.error(invalid(config_path, config, "must be a map with `service`, `filters` and `outputs`"))
+    if not found.present_as(config, dict, config_path, "must be a map with `service`, `filters` and `outputs`"):
         return found
     found.merge(_check_service(config.get("service"), config_path.child("service"), env_names))
     found.merge(_check_plugin_list(config.get("filters"), config_path.child("filters"), "filters", env_names))

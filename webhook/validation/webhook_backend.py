@@ -61,10 +61,8 @@ def check_webhook_backend(
     anything else would let a cluster owner copy another tenant's Secret into their Pod.
     """
     found = Findings()
-    if raw is None:
-        return found
-    if not isinstance(raw, dict):
-        found.error(invalid(path, raw, "must be a map with `auditWebhookConfig` and `auditWebhookInitialBackoff`"))
+    detail = "must be a map with `auditWebhookConfig` and `auditWebhookInitialBackoff`"
+    if not found.present_as(raw, dict, path, detail):
         return found
     ref_path = path.child("auditWebhookConfig")
     ref = raw.get("auditWebhookConfig")
