@@ -49,6 +49,10 @@ class PreparedCache:
             self._entries.popitem(last=False)
         return prepared
 
+    def of_cluster(self, cluster: dict[str, Any], store: Store, options: Options) -> Prepared:
+        """`get` with the Seed of the cluster's datacenter looked up in `store`."""
+        return self.get(cluster, store.seed_for_datacenter(datacenter_of(cluster)), options)
+
 
 async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
     """Inject audit logging into an apiserver Pod."""
@@ -56,9 +60,11 @@ async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: P
         return Answer(True, reason="not-pod")
     namespace = req.namespace or namespace_of(req.object)
     cluster = store.cluster_for_namespace(namespace)
-    seed = store.seed_for_datacenter(datacenter_of(cluster)) if cluster else None
-    prepared = cache.get(cluster, seed, options) if cluster else None
-    return decide_mutation(req.operation, req.object, cluster, seed, options, prepared=prepared)
+    if cluster is None:
+        return decide_mutation(req.operation, req.object, None, None, options)
+    seed = store.seed_for_datacenter(datacenter_of(cluster))
+    return decide_mutation(req.operation, req.object, cluster, seed, options,
+                           prepared=cache.get(cluster, seed, options))
 
 
 async def validate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
@@ -78,7 +84,7 @@ async def validate(req: AdmissionRequest, store: Store, options: Options, cache:
     if kind_key(obj) == CONFIGMAP:
         cluster = store.cluster_for_namespace(req.namespace or namespace_of(obj))
         if cluster is not None:
-            owner = cache.get(cluster, store.seed_for_datacenter(datacenter_of(cluster)), options).settings
+            owner = cache.of_cluster(cluster, store, options).settings
     refs = sorted({*secret_refs(obj), *secret_refs(old)})
     try:
         secrets = {ref: await store.secret(*ref) for ref in refs}
@@ -99,7 +105,7 @@ def _validate_delete(req: AdmissionRequest, store: Store, options: Options, cach
         return Answer(True, reason="not-checked")
     users = []
     for cluster in store.all_clusters():
-        settings = cache.get(cluster, store.seed_for_datacenter(datacenter_of(cluster)), options).settings
+        settings = cache.of_cluster(cluster, store, options).settings
         if settings is not None:
             users.append((cluster, settings))
     namespace = req.namespace or namespace_of(obj)

@@ -18,3 +18,10 @@ def read_or_none(read: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
             return None
         raise
     return json.loads(response.data)
+
+
+def list_items(list_call: Callable[..., Any], *args: Any, api_version: str, kind: str, **params: Any
+               ) -> list[dict[str, Any]]:
+    """The items of a `list_*` call as raw objects, with the apiVersion and kind list items lack."""
+    response = list_call(*args, _preload_content=False, _request_timeout=60, **params)
+    return [{"apiVersion": api_version, "kind": kind, **item} for item in json.loads(response.data)["items"]]

@@ -7,11 +7,12 @@ from typing import Any
 
 from webhook import names
 from webhook.inject import NoApiserverContainer, desired_pod
-from webhook.objects import dig
+from webhook.objects import dig, name_of
 from webhook.options import Options
 from webhook.patch import make_patch
 from webhook.review import Answer
 from webhook.settings import EffectiveSettings, effective_settings
+from webhook.validation.admission import qualified_kind
 from webhook.validation.cluster import check_cluster
 from webhook.validation.errors import invalid_message, sanitize_warning
 from webhook.validation.seed import check_seed
@@ -28,10 +29,10 @@ def _stored_settings_errors(cluster: dict[str, Any], seed: dict[str, Any] | None
     # Pod references it by name only. Shapes are re-checked because objects may predate us.
     cluster_errors = check_cluster(cluster, seed, secrets=None).errors
     if cluster_errors:
-        return invalid_message("Cluster.kubermatic.k8c.io", dig(cluster, "metadata", "name") or "", cluster_errors)
+        return invalid_message(qualified_kind(cluster), name_of(cluster), cluster_errors)
     seed_errors = check_seed(seed, secrets=None).errors if seed else []
     if seed_errors:
-        return invalid_message("Seed.kubermatic.k8c.io", dig(seed, "metadata", "name") or "", seed_errors)
+        return invalid_message(qualified_kind(seed), name_of(seed), seed_errors)
     return ""
 
 

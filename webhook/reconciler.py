@@ -3,9 +3,7 @@ roll the apiserver Deployment when the settings change. Only the Lease holder wr
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import logging
 import threading
 from typing import Any
@@ -15,7 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from webhook import names
 from webhook.egress import classify, destinations, network_policy
-from webhook.kubeapi import read_or_none
+from webhook.kubeapi import list_items, read_or_none
 from webhook.leader import LeaderElector
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import prepare
@@ -23,14 +21,11 @@ from webhook.objects import datacenter_of, dig, name_of, namespace_of
 from webhook.options import Options
 from webhook.reconcile import Action, desired_objects, plan, rollout_patch
 from webhook.settings import EffectiveSettings
+from webhook.store import decode_secret
 from webhook.store.kube import KubeStore
 from webhook.validation.kubeconfig import server_of
 
 log = logging.getLogger(__name__)
-
-
-def _raw(response: Any) -> dict[str, Any]:
-    return json.loads(response.data)
 
 
 class Reconciler:
@@ -73,13 +68,14 @@ class Reconciler:
 
     def _existing(self, namespace: str, cluster_id: str) -> list[dict[str, Any]]:
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{CLUSTER_LABEL}={cluster_id}"
-        found = [{"apiVersion": "v1", "kind": "ConfigMap", **o} for o in _raw(self.core.list_namespaced_config_map(
-            namespace, label_selector=selector, _preload_content=False, _request_timeout=10))["items"]]
-        found += [{"apiVersion": "v1", "kind": "Secret", **o} for o in _raw(self.core.list_namespaced_secret(
-            namespace, label_selector=selector, _preload_content=False, _request_timeout=10))["items"]]
-        found += [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **o} for o in _raw(
-            self.net.list_namespaced_network_policy(namespace, label_selector=selector, _preload_content=False,
-                                                    _request_timeout=10))["items"]]
+        found = [
+            *list_items(self.core.list_namespaced_config_map, namespace, api_version="v1", kind="ConfigMap",
+                        label_selector=selector),
+            *list_items(self.core.list_namespaced_secret, namespace, api_version="v1", kind="Secret",
+                        label_selector=selector),
+            *list_items(self.net.list_namespaced_network_policy, namespace, api_version="networking.k8s.io/v1",
+                        kind="NetworkPolicy", label_selector=selector),
+        ]
         if not any(name_of(o) == names.CONFIGMAP_AUDIT_CONFIG for o in found if o["kind"] == "ConfigMap"):
             # a policy the user created by hand counts as existing
             users = read_or_none(self.core.read_namespaced_config_map, names.CONFIGMAP_AUDIT_CONFIG, namespace)
@@ -89,9 +85,7 @@ class Reconciler:
 
     def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
         raw = read_or_none(self.core.read_namespaced_secret, name, namespace)
-        if raw is None:
-            return None
-        return {k: base64.b64decode(v) for k, v in (raw.get("data") or {}).items()}
+        return None if raw is None else decode_secret(raw, f"Secret {namespace}/{name}")
 
     def reconcile(self, cluster: dict[str, Any]) -> list[Action]:
         """Bring one cluster's namespace and apiserver Deployment to the desired state."""
@@ -107,12 +101,8 @@ class Reconciler:
         settings = prepared.settings
         if settings.paused:
             return []
-        try:
-            self.core.read_namespace(settings.namespace, _request_timeout=10)
-        except ApiException as exc:
-            if exc.status == 404:
-                return []  # the control plane namespace does not exist yet
-            raise
+        if read_or_none(self.core.read_namespace, settings.namespace) is None:
+            return []  # the control plane namespace does not exist yet
         source = None
         if settings.webhook is not None and settings.webhook.secret_namespace != settings.namespace:
             source = self._secret_data(settings.webhook.secret_namespace, settings.webhook.secret_name)
