@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import bare_pod, cluster, container, kkp_pod, seed, webhook_backend
 from webhook import names
-from webhook.inject import NoApiserverContainer, desired_pod, set_flags
+from webhook.inject import NoApiserverContainer, desired_pod, injection_for, set_flags
 from webhook.options import Options
 from webhook.patch import make_patch
 from webhook.settings import effective_settings
@@ -20,7 +20,7 @@ DC_WEBHOOK = (cluster(name="c1"), seed({"dc1": {"enforcedAuditWebhookSettings": 
 
 
 def inject(pod, obj, seed_obj=None, options=OPTS):
-    return desired_pod(pod, effective_settings(obj, seed_obj), options)
+    return desired_pod(pod, injection_for(effective_settings(obj, seed_obj), options))
 
 
 def volume_names(pod):

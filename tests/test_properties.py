@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.test_fluentbit import parse_classic
 from webhook import names
 from webhook.fluentbit import render_classic
-from webhook.inject import audit_flags, desired_pod
+from webhook.inject import audit_flags, desired_pod, injection_for
 from webhook.model import SidecarConfig
 from webhook.options import Options
 from webhook.patch import make_patch
@@ -103,10 +103,10 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 @PROPERTY
 @given(pod=pods(), cluster=clusters())
 def test_mutation_is_idempotent_and_the_patch_applies(pod, cluster):
-    s = effective_settings(cluster, None)
-    once = desired_pod(pod, s, OPTS)
-    assert desired_pod(once, s, OPTS) == once
-    assert make_patch(once, desired_pod(once, s, OPTS)) == []
+    s = injection_for(effective_settings(cluster, None), OPTS)
+    once = desired_pod(pod, s)
+    assert desired_pod(once, s) == once
+    assert make_patch(once, desired_pod(once, s)) == []
     assert jsonpatch.apply_patch(pod, make_patch(pod, once)) == once
 
 
@@ -114,7 +114,7 @@ def test_mutation_is_idempotent_and_the_patch_applies(pod, cluster):
 @given(pod=pods(), cluster=clusters())
 def test_mutation_never_loses_or_reorders_foreign_data(pod, cluster):
     original = copy.deepcopy(pod)
-    out = desired_pod(pod, effective_settings(cluster, None), OPTS)
+    out = desired_pod(pod, injection_for(effective_settings(cluster, None), OPTS))
     assert pod == original  # the input is never modified in place
     # Everything outside metadata.annotations and spec stays byte for byte.
     assert {k: v for k, v in out.items() if k not in ("metadata", "spec")} == {

@@ -31,7 +31,7 @@ def injected(obj, options=OPTS, name="apiserver-0"):
     pod = bare_pod(args=["--secure-port=6443"])
     pod["metadata"]["name"] = name
     p = prepare(obj, None, options)
-    return desired_pod(pod, p.settings, options, settings_hash=p.settings_hash)
+    return desired_pod(pod, p.injection)
 
 
 def row_for(obj, *, pods=(), secrets=None, configmaps=None, seed_obj=None):

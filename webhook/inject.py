@@ -9,6 +9,8 @@ is never modified and the patch diff can skip shared parts by identity.
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any
 
 from webhook import names
@@ -26,31 +28,47 @@ class NoApiserverContainer(Exception):
     """The Pod has no container named `apiserver`, so there is nothing to configure."""
 
 
+def _names(items: list[Any]) -> list[Any]:
+    """The `name` of each item (None for an item that is not a map), position by position."""
+    return [item.get("name") if type(item) is dict else None for item in items]
+
+
 def _index(items: list[Any], name: str) -> int | None:
-    return next((i for i, item in enumerate(items) if isinstance(item, dict) and item.get("name") == name), None)
+    try:
+        return _names(items).index(name)
+    except ValueError:
+        return None
 
 
-def _upsert_volume(volumes: list[Any], wanted: Obj) -> None:
-    at = _index(volumes, wanted["name"])
-    if at is None:
-        volumes.append(wanted)
-        return
-    (source_kind, source), = ((k, v) for k, v in wanted.items() if k != "name")
-    current = volumes[at].get(source_kind)
-    ref_key = {"configMap": "name", "secret": "secretName"}.get(source_kind)
-    if isinstance(current, dict) and (ref_key is None or current.get(ref_key) == source[ref_key]):
-        return  # the right source already; keep its extras (defaultMode, sizeLimit, ...)
-    volumes[at] = wanted
+def _upserted_volumes(volumes: list[Any], wanted: list[Obj]) -> list[Any]:
+    """`volumes` with each wanted one in place by name, or appended; a volume with the right source
+    is kept as it is. A new list when anything changes, else `volumes` itself."""
+    original, volumes = volumes, list(volumes)
+    changed = False
+    present = _names(volumes)
+    for volume in wanted:
+        i = present.index(volume["name"]) if volume["name"] in present else None
+        if i is None:
+            volumes.append(volume)
+            changed = True
+            continue
+        (source_kind, source), = ((k, v) for k, v in volume.items() if k != "name")
+        current = volumes[i].get(source_kind)
+        ref_key = {"configMap": "name", "secret": "secretName"}.get(source_kind)
+        if isinstance(current, dict) and (ref_key is None or current.get(ref_key) == source[ref_key]):
+            continue  # the right source already; keep its extras (defaultMode, sizeLimit, ...)
+        volumes[i] = volume
+        changed = True
+    return volumes if changed else original
 
 
-def _same_path(a: Any, b: str) -> bool:
-    if not isinstance(a, str):
-        return False
-    if a == b:
-        return True
-    if "//" in a or "/." in a:
-        return posixpath.normpath(a) == posixpath.normpath(b)
-    return a.rstrip("/") == b.rstrip("/")
+def _path_key(path: Any) -> str | None:
+    """What makes two mount paths the same directory: `/a/b`, `/a/b/` and `/a//./b` are one."""
+    if not isinstance(path, str):
+        return None
+    if "//" in path or "/." in path:
+        return posixpath.normpath(path)
+    return path.rstrip("/")
 
 
 def _taken_over(mount: Obj, volume: str, read_only: bool) -> Obj:
@@ -63,48 +81,80 @@ def _taken_over(mount: Obj, volume: str, read_only: bool) -> Obj:
     return out
 
 
-def _ensure_mount(container: Obj, volume: str, path: str, read_only: bool) -> None:
-    """One mount of `volume` at `path`; an existing mount at that path is taken over.
+Mount = tuple[str, str, bool]  # volume, mountPath, readOnly
 
-    The container's `volumeMounts` list must be the caller's own; mounts that change are
-    replaced, not edited, since they may be shared with the input Pod.
+SIDECAR_MOUNTS: list[Mount] = [(names.VOLUME_AUDIT_LOG, names.AUDIT_LOG_DIR, False),
+                               (names.VOLUME_FLUENTBIT, names.FLUENTBIT_DIR, True)]
+
+
+def _mount(volume: str, path: str, read_only: bool) -> Obj:
+    return {"name": volume, "mountPath": path, **({"readOnly": True} if read_only else {})}
+
+
+def _ensure_mounts(container: Obj, wanted: list[Mount]) -> None:
+    """One mount of each wanted volume at its path; existing mounts at those paths are taken over.
+
+    The container must be the caller's own; its `volumeMounts` list is replaced, never edited,
+    and only when something changes, since it may be shared with the input Pod.
     """
-    mounts = container.setdefault("volumeMounts", [])
-    found = False
+    current = container.get("volumeMounts")
+    mounts = list(current) if isinstance(current, list) else []
+    by_path = {_path_key(path): (volume, read_only) for volume, path, read_only in wanted}
+    found: set[str | None] = set()
     for i, mount in enumerate(mounts):
-        if isinstance(mount, dict) and _same_path(mount.get("mountPath"), path):
-            found = True
-            wanted = _taken_over(mount, volume, read_only)
-            if wanted != mount:
-                mounts[i] = wanted
-    if not found:
-        mounts.append({"name": volume, "mountPath": path, **({"readOnly": True} if read_only else {})})
+        if type(mount) is not dict or (key := _path_key(mount.get("mountPath"))) not in by_path:
+            continue
+        found.add(key)
+        volume, read_only = by_path[key]
+        replacement = _taken_over(mount, volume, read_only)
+        if replacement != mount:
+            mounts[i] = replacement
+    mounts.extend(_mount(*m) for m in wanted if _path_key(m[1]) not in found)
+    if mounts != current:
+        container["volumeMounts"] = mounts
+
+
+def _starting_with(tokens: list[Any], prefix: str) -> list[int]:
+    """Positions of the string tokens that start with `prefix`."""
+    try:
+        # The scan runs in C: a kube-apiserver has dozens of flags and this is the hot path.
+        return list(compress(range(len(tokens)), map(str.startswith, tokens, repeat(prefix))))
+    except TypeError:  # a token that is not a string: kube-apiserver never sends one, a fuzzer does
+        return [i for i, token in enumerate(tokens) if isinstance(token, str) and token.startswith(prefix)]
 
 
 def set_flags(container: Obj, flags: dict[str, str]) -> None:
-    """Give each flag its value: in place where it already is (`--f=v` or `--f v`), else appended."""
+    """Give each flag its value: in place where it already is (`--f=v` or `--f v`), else appended.
+
+    `command` and `args` lists are replaced, not edited, and only when a value changes, so a
+    container that shares them with another object can be passed in.
+    """
     missing = dict(flags)
+    # Every flag starts with this; the other tokens are skipped without being split.
+    prefix = posixpath.commonprefix(list(flags))
     for field in ("command", "args"):
         tokens = container.get(field)
         if not isinstance(tokens, list):
             continue
-        i = 0
-        while i < len(tokens):
-            token = tokens[i]
-            if isinstance(token, str):
-                flag, sep, _ = token.partition("=")
-                if flag in flags:
-                    missing.pop(flag, None)
-                    if sep or i + 1 == len(tokens):
-                        tokens[i] = f"{flag}={flags[flag]}"
-                    else:
-                        tokens[i + 1] = flags[flag]
-                        i += 1
-            i += 1
+        own = False
+        free = 0  # tokens before this one were flags or their values
+        for i in _starting_with(tokens, prefix):
+            if i < free:
+                continue
+            flag, sep, _ = tokens[i].partition("=")
+            if flag not in flags:
+                continue
+            missing.pop(flag, None)
+            at, value = (i, f"{flag}={flags[flag]}") if sep or i + 1 == len(tokens) else (i + 1, flags[flag])
+            if tokens[at] != value:
+                if not own:
+                    tokens = container[field] = list(tokens)
+                    own = True
+                tokens[at] = value
+            free = at + 1
     if missing:
         args = container.get("args")
-        if not isinstance(args, list):
-            args = container["args"] = []
+        args = container["args"] = list(args) if isinstance(args, list) else []
         args.extend(f"{flag}={value}" for flag, value in missing.items())
 
 
@@ -166,14 +216,12 @@ def sidecar_container(settings: EffectiveSettings, options: Options) -> Obj:
         "args": ["-c", names.FLUENTBIT_DIR + config_key(options.fluentbit_format)],
         "env": _sidecar_env(settings),
         "resources": sidecar_resources(settings),
-        "volumeMounts": [{"name": names.VOLUME_AUDIT_LOG, "mountPath": names.AUDIT_LOG_DIR},
-                         {"name": names.VOLUME_FLUENTBIT, "mountPath": names.FLUENTBIT_DIR, "readOnly": True}],
+        "volumeMounts": [_mount(*m) for m in SIDECAR_MOUNTS],
     }
 
 
-def _upsert_sidecar(containers: list[Any], settings: EffectiveSettings, options: Options) -> None:
+def _upsert_sidecar(containers: list[Any], wanted: Obj) -> None:
     at = _index(containers, names.SIDECAR_CONTAINER)
-    wanted = sidecar_container(settings, options)
     if at is None:
         containers.append(wanted)
         return
@@ -184,8 +232,7 @@ def _upsert_sidecar(containers: list[Any], settings: EffectiveSettings, options:
         sidecar[key] = wanted[key]
     _upsert_env(sidecar, wanted["env"])
     _set_resources(sidecar, wanted["resources"])
-    for mount in wanted["volumeMounts"]:
-        _ensure_mount(sidecar, mount["name"], mount["mountPath"], read_only=mount.get("readOnly", False))
+    _ensure_mounts(sidecar, SIDECAR_MOUNTS)
 
 
 def audit_flags(settings: EffectiveSettings) -> dict[str, str]:
@@ -202,22 +249,58 @@ def audit_flags(settings: EffectiveSettings) -> dict[str, str]:
     return flags
 
 
-def _own_apiserver(container: Obj) -> Obj:
-    """A copy of the apiserver container deep enough for the parts we change (flags, mounts)."""
-    container = dict(container)
-    for field in ("command", "args"):
-        if isinstance(container.get(field), list):
-            container[field] = list(container[field])
-    if isinstance(container.get("volumeMounts"), list):
-        container["volumeMounts"] = list(container["volumeMounts"])
-    return container
+def _pod_volumes(settings: EffectiveSettings) -> list[Obj]:
+    """The volumes the settings call for, each once, in the order they are appended."""
+    config = {"name": names.VOLUME_AUDIT_CONFIG, "configMap": {"name": names.CONFIGMAP_AUDIT_CONFIG}}
+    wanted = []
+    if settings.enabled:
+        wanted += [{"name": names.VOLUME_AUDIT_LOG, "emptyDir": {}}, config,
+                   {"name": names.VOLUME_FLUENTBIT, "secret": {"secretName": names.SECRET_FLUENTBIT}}]
+    if settings.webhook is not None:
+        backend = {"name": names.VOLUME_WEBHOOK_BACKEND, "secret": {"secretName": settings.webhook.secret_name}}
+        wanted += [config, backend]
+    return list({v["name"]: v for v in wanted}.values())
 
 
-def desired_pod(pod: Obj, settings: EffectiveSettings, options: Options, *, settings_hash: str = "") -> Obj:
-    """`pod` with the sidecar, volumes, mounts, flags and settings hash in place; `pod` is not modified.
+def _apiserver_mounts(settings: EffectiveSettings) -> list[Mount]:
+    """The apiserver container's mounts the settings call for, each once."""
+    wanted: list[Mount] = []
+    if settings.enabled:
+        wanted += [(names.VOLUME_AUDIT_CONFIG, names.AUDIT_CONFIG_DIR, True),
+                   (names.VOLUME_AUDIT_LOG, names.AUDIT_LOG_DIR, False)]
+    if settings.webhook is not None:
+        wanted += [(names.VOLUME_AUDIT_CONFIG, names.AUDIT_CONFIG_DIR, True),
+                   (names.VOLUME_WEBHOOK_BACKEND, names.WEBHOOK_CONFIG_DIR, True)]
+    return list(dict.fromkeys(wanted))
 
-    `settings_hash` saves recomputing `settings.settings_hash(options)` when the caller has it.
+
+@dataclass(frozen=True)
+class Injection:
+    """What the settings put into every apiserver Pod of a cluster, worked out once per settings.
+
+    Desired Pods share these parts (as they share their input's): nothing may modify them.
     """
+
+    volumes: list[Obj]
+    apiserver_mounts: list[Mount]
+    flags: dict[str, str]
+    sidecar: Obj | None  # None when the settings want no sidecar
+    settings_hash: str
+
+
+def injection_for(settings: EffectiveSettings, options: Options, settings_hash: str = "") -> Injection:
+    """The injection for these settings; `settings_hash` saves recomputing it when the caller has it."""
+    return Injection(
+        volumes=_pod_volumes(settings),
+        apiserver_mounts=_apiserver_mounts(settings),
+        flags=audit_flags(settings),
+        sidecar=sidecar_container(settings, options) if settings.enabled else None,
+        settings_hash=settings_hash or settings.settings_hash(options),
+    )
+
+
+def desired_pod(pod: Obj, injection: Injection) -> Obj:
+    """`pod` with the sidecar, volumes, mounts, flags and settings hash in place; `pod` is not modified."""
     pod = dict(pod)
     spec = pod["spec"] = dict(pod["spec"]) if isinstance(pod.get("spec"), dict) else {}
     containers = spec.get("containers")
@@ -225,27 +308,17 @@ def desired_pod(pod: Obj, settings: EffectiveSettings, options: Options, *, sett
     if at is None or not isinstance(containers, list):
         raise NoApiserverContainer
     containers = spec["containers"] = list(containers)
-    apiserver = containers[at] = _own_apiserver(containers[at])
-    volumes = spec["volumes"] = list(spec["volumes"]) if isinstance(spec.get("volumes"), list) else []
-
-    config_volume = {"name": names.VOLUME_AUDIT_CONFIG, "configMap": {"name": names.CONFIGMAP_AUDIT_CONFIG}}
-    if settings.enabled:
-        _upsert_volume(volumes, {"name": names.VOLUME_AUDIT_LOG, "emptyDir": {}})
-        _upsert_volume(volumes, config_volume)
-        _upsert_volume(volumes, {"name": names.VOLUME_FLUENTBIT, "secret": {"secretName": names.SECRET_FLUENTBIT}})
-        _ensure_mount(apiserver, names.VOLUME_AUDIT_CONFIG, names.AUDIT_CONFIG_DIR, read_only=True)
-        _ensure_mount(apiserver, names.VOLUME_AUDIT_LOG, names.AUDIT_LOG_DIR, read_only=False)
-        _upsert_sidecar(containers, settings, options)
-    if settings.webhook is not None:
-        webhook_volume = {"name": names.VOLUME_WEBHOOK_BACKEND, "secret": {"secretName": settings.webhook.secret_name}}
-        _upsert_volume(volumes, config_volume)
-        _upsert_volume(volumes, webhook_volume)
-        _ensure_mount(apiserver, names.VOLUME_AUDIT_CONFIG, names.AUDIT_CONFIG_DIR, read_only=True)
-        _ensure_mount(apiserver, names.VOLUME_WEBHOOK_BACKEND, names.WEBHOOK_CONFIG_DIR, read_only=True)
-    set_flags(apiserver, audit_flags(settings))
+    # The container, not its lists: _ensure_mounts and set_flags replace the lists they change.
+    apiserver = containers[at] = dict(containers[at])
+    volumes = spec.get("volumes")
+    spec["volumes"] = _upserted_volumes(volumes if isinstance(volumes, list) else [], injection.volumes)
+    _ensure_mounts(apiserver, injection.apiserver_mounts)
+    if injection.sidecar is not None:
+        _upsert_sidecar(containers, injection.sidecar)
+    set_flags(apiserver, injection.flags)
 
     metadata = pod["metadata"] = dict(pod["metadata"]) if isinstance(pod.get("metadata"), dict) else {}
     annotations = metadata.get("annotations")
     annotations = metadata["annotations"] = dict(annotations) if isinstance(annotations, dict) else {}
-    annotations[names.SETTINGS_HASH_ANNOTATION] = settings_hash or settings.settings_hash(options)
+    annotations[names.SETTINGS_HASH_ANNOTATION] = injection.settings_hash
     return pod

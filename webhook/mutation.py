@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import names
-from webhook.inject import NoApiserverContainer, desired_pod
+from webhook.inject import Injection, NoApiserverContainer, desired_pod, injection_for
 from webhook.objects import dig, name_of
 from webhook.options import Options
 from webhook.patch import make_patch
@@ -43,6 +43,7 @@ class Prepared:
     problem: str
     settings: EffectiveSettings | None
     settings_hash: str
+    injection: Injection | None = None
 
 
 def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
@@ -51,7 +52,8 @@ def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Optio
     if problem:
         return Prepared(problem, None, "")
     settings = effective_settings(cluster, seed)
-    return Prepared("", settings, settings.settings_hash(options))
+    settings_hash = settings.settings_hash(options)
+    return Prepared("", settings, settings_hash, injection_for(settings, options, settings_hash))
 
 
 def decide_mutation(
@@ -74,12 +76,12 @@ def decide_mutation(
     if cluster is None:
         return Answer(True, reason="no-cluster")
     prepared = prepared or prepare(cluster, seed, options)
-    if prepared.settings is None:
+    if prepared.settings is None or prepared.injection is None:
         return Answer(False, f"cannot inject audit logging: {prepared.problem}", code=422, reason="invalid-settings")
     if not prepared.settings.needs_injection:
         return Answer(True, reason="audit-off")
     try:
-        desired = desired_pod(pod, prepared.settings, options, settings_hash=prepared.settings_hash)
+        desired = desired_pod(pod, prepared.injection)
     except NoApiserverContainer:
         text = f'audit-webhook: no container "{names.APISERVER_CONTAINER}", audit logging not injected'
         warning = sanitize_warning(text)

@@ -7,6 +7,8 @@ exactly how the injection changes them, so the patch names only what changed.
 
 from __future__ import annotations
 
+import operator
+from itertools import compress
 from typing import Any
 
 Op = dict[str, Any]
@@ -14,37 +16,43 @@ Op = dict[str, Any]
 
 def escape(token: str) -> str:
     """A map key as a JSON-pointer token."""
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def _same_scalar(a: Any, b: Any) -> bool:
-    # True == 1 in Python, but not in JSON.
-    return type(a) is type(b) and a == b
+    if "~" in token or "/" in token:
+        return token.replace("~", "~0").replace("/", "~1")
+    return token
 
 
 def make_patch(src: Any, dst: Any, path: str = "") -> list[Op]:
     """The operations that turn `src` into `dst`."""
+    ops: list[Op] = []
+    _diff(src, dst, path, ops)
+    return ops
+
+
+
+def _diff(src: Any, dst: Any, path: str, ops: list[Op]) -> None:
+    # Parts a copy-on-write result shares with its input are skipped by identity, unvisited;
+    # that is what makes the diff of a large Pod cost only what the injection changed.
     if src is dst:
-        return []  # shared, unchanged part of a copy-on-write result
-    if isinstance(src, dict) and isinstance(dst, dict):
-        ops: list[Op] = [{"op": "remove", "path": f"{path}/{escape(k)}"} for k in src if k not in dst]
-        for key, value in dst.items():
-            if key not in src:
-                ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
-            elif src[key] is not value:  # shared parts of a copy-on-write result are skipped unvisited
-                ops.extend(make_patch(src[key], value, f"{path}/{escape(key)}"))
-        return ops
-    if isinstance(src, list) and isinstance(dst, list):
-        ops = []
-        for i in range(min(len(src), len(dst))):
-            if src[i] is not dst[i]:
-                ops.extend(make_patch(src[i], dst[i], f"{path}/{i}"))
+        return
+    kind = type(src)
+    if kind is not type(dst):  # True == 1 in Python, but not in JSON
+        ops.append({"op": "replace", "path": path, "value": dst})
+    elif kind is dict:
+        if not src.keys() <= dst.keys():
+            ops.extend({"op": "remove", "path": f"{path}/{escape(k)}"} for k in src if k not in dst)
+        # The keys whose values are not the very same objects, found without a Python-level loop.
+        for key in compress(dst, map(operator.is_not, map(src.get, dst), dst.values())):
+            if key in src:
+                _diff(src[key], dst[key], f"{path}/{escape(key)}", ops)
+            else:
+                ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": dst[key]})
+    elif kind is list:
+        for i in compress(range(len(dst)), map(operator.is_not, src, dst)):
+            _diff(src[i], dst[i], f"{path}/{i}", ops)
         ops.extend({"op": "add", "path": f"{path}/{i}", "value": dst[i]} for i in range(len(src), len(dst)))
         ops.extend({"op": "remove", "path": f"{path}/{i}"} for i in reversed(range(len(dst), len(src))))
-        return ops
-    if isinstance(src, dict | list) or isinstance(dst, dict | list) or not _same_scalar(src, dst):
-        return [{"op": "replace", "path": path, "value": dst}]
-    return []
+    elif src != dst:
+        ops.append({"op": "replace", "path": path, "value": dst})
 
 
 def _unescape(token: str) -> str:
