@@ -1,55 +1,151 @@
-"""Cost of the pure decision core against the cost of parsing the request it decides on.
+"""Per-request CPU of the handler, piece by piece, against the cost of parsing the request.
 
-    .venv/bin/python bench/core.py
+    make bench-core                     # or: .venv/bin/python bench/core.py [--rounds 15 --calls 1000]
 
-Medians of 7 timings of N calls each, in microseconds per call, for the bench's KKP apiserver
-Pod and Cluster: parsing the review (json + pydantic), the mutation decision (validated, cached
-settings, as the server runs it), the validation decision, and rendering the answer.
+Four requests: the short example apiserver Pod (examples/pods/apiserver.yaml) and a full-size one
+as kube-apiserver admits it (examples/pods/apiserver-admitted.yaml) for /mutate; the bench's Cluster
+(CREATE) and a full-size KKP Cluster with its status (bench/data/cluster-kkp.yaml, UPDATE with the
+old object) for /validate. For each, in microseconds per call:
+
+  parse     json + pydantic, exactly as the server parses a review body
+  decision  the pure core: mutation (cached per-cluster settings, as served) or validation
+  answer    the AdmissionReview answer encoded to bytes
+  handler   the whole handler in process (body read, parse, store lookup, decision, metrics,
+            answer) without HTTP and TLS; its `request` is a stand-in with only `read()`
+  floor     bench/bare.py's echo handler on the same body, the same way
+
+Every row is timed in interleaved rounds (--rounds of --calls calls each) so that the VM's
+drift hits all rows alike; the table shows medians over the rounds, and decision/parse is the
+median of the per-round ratios.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import copy
 import json
 import statistics
 import sys
-import timeit
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import POD, cluster, review  # noqa: E402
+import bare  # noqa: E402
+import yaml  # noqa: E402
+
+from bench import KUBECONFIG, POD, cluster, review  # noqa: E402
+from webhook import decisions  # noqa: E402
+from webhook.metrics import Metrics  # noqa: E402
 from webhook.mutation import decide_mutation, prepare  # noqa: E402
 from webhook.options import Options  # noqa: E402
-from webhook.review import parse_review, to_review  # noqa: E402
+from webhook.review import Answer, encode_review, parse_review  # noqa: E402
+from webhook.server import Webhook  # noqa: E402
+from webhook.store import MemoryStore, Snapshot  # noqa: E402
 from webhook.validation.admission import check_admission  # noqa: E402
 
+FULL_POD = yaml.safe_load((ROOT / "examples/pods/apiserver-admitted.yaml").read_text())
+FULL_CLUSTER = yaml.safe_load((ROOT / "bench/data/cluster-kkp.yaml").read_text())
 
-def per_call_us(fn, n: int = 2000) -> float:
-    return statistics.median(timeit.repeat(fn, number=n, repeat=7)) / n * 1e6
+
+class Request:
+    """Stands in for aiohttp's request: the handlers only read the body."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def read(self) -> bytes:
+        return self.body
+
+
+def update_review(obj: dict[str, Any], uid: str) -> bytes:
+    """An UPDATE of `obj` whose old object differs only in status, as KKP's controllers send them."""
+    old = copy.deepcopy(obj)
+    old["status"]["conditions"]["ClusterControllerReconciledSuccessfully"]["lastHeartbeatTime"] = "2026-11-29T14:04:44Z"
+    body = review(obj, "Cluster", "kubermatic.k8c.io", "", uid)
+    return body.replace(b'"operation": "CREATE"', b'"operation": "UPDATE", "oldObject": ' + json.dumps(old).encode())
+
+
+def cases() -> list[tuple[str, str, bytes]]:
+    """(name, endpoint, body) of each measured request."""
+    return [
+        ("Pod, short example", "mutate", review(POD, "Pod", "", "cluster-bench00000", "core-pod")),
+        ("Pod, full size", "mutate", review(FULL_POD, "Pod", "", "cluster-bench00000", "core-pod-full")),
+        ("Cluster CREATE, bench", "validate", review(cluster(0), "Cluster", "kubermatic.k8c.io", "", "core-c")),
+        ("Cluster UPDATE, full size", "validate", update_review(FULL_CLUSTER, "core-c-full")),
+    ]
+
+
+def rows_for(endpoint: str, body: bytes, webhook: Webhook, options: Options, snapshot: Snapshot
+             ) -> dict[str, Callable[[], Any]]:
+    """The timed calls for one request."""
+    version, req = parse_review(body)
+    loop = asyncio.new_event_loop()
+    if endpoint == "mutate":
+        owner = snapshot.clusters[req.namespace]
+        prepared = prepare(owner, None, options)
+
+        def decide() -> Any:
+            return decide_mutation(req.operation, req.object, owner, None, options, prepared=prepared)
+        handler = webhook.mutate
+    else:
+        secrets = dict(snapshot.secrets)
+
+        def decide() -> Any:
+            return check_admission(req.object, req.oldObject, seed=None, secrets=secrets)
+        handler = webhook.validate
+    decided = decide()
+    answer = decided if isinstance(decided, Answer) else Answer(not decided.errors, warnings=decided.warnings)
+    request = Request(body)
+    return {
+        "parse": lambda: parse_review(body),
+        "decision": decide,
+        "answer": lambda: encode_review(version, req.uid, answer),
+        "handler": lambda: loop.run_until_complete(handler(request)),
+        "floor": lambda: loop.run_until_complete(bare.echo(request)),
+    }
+
+
+def measure(rows: dict[str, Callable[[], Any]], rounds: int, calls: int) -> dict[str, list[float]]:
+    """Microseconds per call of each row, one value per round; rows interleave within a round."""
+    out: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(rounds):
+        for name, fn in rows.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            out[name].append((time.perf_counter() - t0) / calls * 1e6)
+    return out
 
 
 def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--calls", type=int, default=1000)
+    args = p.parse_args()
+
+    decisions.set_level("off")  # as bench.py serves: the decision log is measured on its own below
     options = Options.default()
-    c = cluster(0)
-    body = review(POD, "Pod", "", "cluster-bench00000", "x")
-    version, req = parse_review(body)
-    prepared = prepare(c, None, options)
-    answer = decide_mutation("CREATE", req.object, c, None, options, prepared=prepared)
-    secrets = {("cluster-bench00000", "audit-webhook-backend"): {"webhook.yaml": b"apiVersion: v1\nkind: Config\n"
-               b"current-context: s\ncontexts: [{name: s, context: {cluster: s}}]\n"
-               b"clusters: [{name: s, cluster: {server: 'https://sink.example'}}]\n"}}
-    rows = [
-        ("parse review (json + pydantic)", lambda: parse_review(body)),
-        ("json.loads alone", lambda: json.loads(body)),
-        ("mutation decision (cached settings)", lambda: decide_mutation("CREATE", req.object, c, None, options,
-                                                                        prepared=prepared)),
-        ("validation decision (Cluster)", lambda: check_admission(c, None, seed=None, secrets=secrets)),
-        ("answer (to_review + json.dumps)", lambda: json.dumps(to_review(version, "x", answer))),
-    ]
-    for name, fn in rows:
-        print(f"{name:<40} {per_call_us(fn):8.1f} us")
+    snapshot = Snapshot()
+    snapshot.clusters["cluster-bench00000"] = cluster(0)
+    for ns in ("cluster-bench00000", "cluster-x7k2p9qd4m"):
+        snapshot.secrets[(ns, "audit-webhook-backend")] = {"webhook.yaml": KUBECONFIG.encode()}
+    webhook = Webhook(MemoryStore(snapshot), options, Metrics())
+
+    print(f"microseconds per call, medians of {args.rounds} interleaved rounds of {args.calls} calls")
+    header = f"{'request':<27} {'bytes':>6} {'parse':>7} {'decision':>9} {'answer':>7} {'handler':>8} {'floor':>7}"
+    print(header + f" {'decision/parse':>15}")
+    for name, endpoint, body in cases():
+        t = measure(rows_for(endpoint, body, webhook, options, snapshot), args.rounds, args.calls)
+        med = {k: statistics.median(v) for k, v in t.items()}
+        ratio = statistics.median(d / q for d, q in zip(t["decision"], t["parse"], strict=True))
+        print(f"{name:<27} {len(body):>6} {med['parse']:>7.1f} {med['decision']:>9.1f} {med['answer']:>7.1f} "
+              f"{med['handler']:>8.1f} {med['floor']:>7.1f} {ratio:>15.2f}")
     return 0
 
 

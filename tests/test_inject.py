@@ -7,8 +7,8 @@ import pytest
 from tests.helpers import bare_pod, cluster, container, kkp_pod, seed, webhook_backend
 from webhook import names
 from webhook.inject import NoApiserverContainer, desired_pod, injection_for, set_flags
+from webhook.inject import inject as inject_with_patch
 from webhook.options import Options
-from webhook.patch import make_patch
 from webhook.settings import effective_settings
 
 OPTS = Options.default()
@@ -21,6 +21,10 @@ DC_WEBHOOK = (cluster(name="c1"), seed({"dc1": {"enforcedAuditWebhookSettings": 
 
 def inject(pod, obj, seed_obj=None, options=OPTS):
     return desired_pod(pod, injection_for(effective_settings(obj, seed_obj), options))
+
+
+def patch_of(pod, obj):
+    return inject_with_patch(pod, injection_for(effective_settings(obj, None), OPTS))[1]
 
 
 def volume_names(pod):
@@ -197,7 +201,8 @@ def test_no_apiserver_container_is_reported():
 @pytest.mark.parametrize("pod_factory", [kkp_pod, bare_pod], ids=["kkp", "bare"])
 def test_second_pass_changes_nothing(obj, pod_factory):
     once = inject(pod_factory(), obj)
-    assert make_patch(once, inject(once, obj)) == []
+    assert inject(once, obj) == once
+    assert patch_of(once, obj) == []
 
 
 OWNED_PREFIXES = ("/metadata/annotations", "/spec/volumes", "/spec/containers")
@@ -206,7 +211,7 @@ OWNED_PREFIXES = ("/metadata/annotations", "/spec/volumes", "/spec/containers")
 @pytest.mark.parametrize("obj", [AUDIT_ON, WEBHOOK_ONLY, BOTH], ids=["audit", "webhook", "both"])
 def test_patch_touches_only_what_we_own(obj):
     pod = kkp_pod()
-    ops = make_patch(pod, inject(pod, obj))
+    ops = patch_of(pod, obj)
     assert ops
     for op in ops:
         assert op["path"].startswith(OWNED_PREFIXES), op

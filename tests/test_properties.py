@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 from tests.test_fluentbit import parse_classic
 from webhook import names
 from webhook.fluentbit import render_classic
-from webhook.inject import audit_flags, desired_pod, injection_for
+from webhook.inject import audit_flags, desired_pod, inject, injection_for
 from webhook.model import SidecarConfig
 from webhook.options import Options
-from webhook.patch import make_patch
 from webhook.settings import effective_settings
 from webhook.validation.errors import Path
 from webhook.validation.sidecar import check_sidecar
@@ -45,9 +44,11 @@ env_st = st.lists(st.builds(lambda n, v: {"name": n, "value": v}, st.sampled_fro
 def pods(draw):
     n_before = draw(st.integers(0, 3))
     foreign = [{"name": f"c{i}", "image": draw(names_st), **draw(unknown)} for i in range(draw(st.integers(0, 4)))]
-    apiserver = {"name": "apiserver", "image": "kube-apiserver", "args": draw(args_st),
-                 "volumeMounts": draw(st.lists(mount_st, max_size=4, unique_by=lambda m: m["mountPath"])),
-                 **draw(unknown)}
+    apiserver = {"name": "apiserver", "image": "kube-apiserver", **draw(unknown)}
+    if draw(st.integers(0, 4)):  # sometimes absent: the injection creates it
+        apiserver["args"] = draw(args_st)
+    if draw(st.integers(0, 4)):
+        apiserver["volumeMounts"] = draw(st.lists(mount_st, max_size=4, unique_by=lambda m: m["mountPath"]))
     if draw(st.booleans()):
         apiserver["command"] = ["kube-apiserver", *draw(args_st)]
     containers = [*foreign[:n_before], apiserver, *foreign[n_before:]]
@@ -58,9 +59,12 @@ def pods(draw):
     volumes = [{"name": n, **draw(st.sampled_from([{"emptyDir": {}}, {"configMap": {"name": "x"}},
                                                    {"secret": {"secretName": "y", "defaultMode": 420}}]))}
                for n in volume_names]
+    metadata = {"name": "p", "labels": {"app": "apiserver"}}
+    annotations = draw(st.one_of(st.dictionaries(names_st, names_st, max_size=2), st.none(), st.just("absent")))
+    if annotations != "absent":
+        metadata["annotations"] = annotations
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "p", "labels": {"app": "apiserver"},
-                        "annotations": draw(st.dictionaries(names_st, names_st, max_size=2))},
+           **({"metadata": metadata} if draw(st.integers(0, 9)) else {}),
            "spec": {"containers": containers, **({"volumes": volumes} if volumes or draw(st.booleans()) else {}),
                     **draw(unknown)},
            **draw(unknown)}
@@ -104,10 +108,10 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 @given(pod=pods(), cluster=clusters())
 def test_mutation_is_idempotent_and_the_patch_applies(pod, cluster):
     s = injection_for(effective_settings(cluster, None), OPTS)
-    once = desired_pod(pod, s)
+    once, patch = inject(pod, s)
     assert desired_pod(once, s) == once
-    assert make_patch(once, desired_pod(once, s)) == []
-    assert jsonpatch.apply_patch(pod, make_patch(pod, once)) == once
+    assert inject(once, s)[1] == []
+    assert jsonpatch.apply_patch(pod, patch) == once
 
 
 @PROPERTY
@@ -119,9 +123,11 @@ def test_mutation_never_loses_or_reorders_foreign_data(pod, cluster):
     # Everything outside metadata.annotations and spec stays byte for byte.
     assert {k: v for k, v in out.items() if k not in ("metadata", "spec")} == {
         k: v for k, v in original.items() if k not in ("metadata", "spec")}
-    assert out["metadata"]["labels"] == original["metadata"]["labels"]
+    metadata = original.get("metadata", {})
+    assert {k: v for k, v in out["metadata"].items() if k != "annotations"} == {
+        k: v for k, v in metadata.items() if k != "annotations"}
     assert {k: v for k, v in out["metadata"]["annotations"].items() if k != names.SETTINGS_HASH_ANNOTATION} == \
-        original["metadata"]["annotations"]
+        (metadata.get("annotations") or {})
     assert {k: v for k, v in out["spec"].items() if k not in ("containers", "volumes")} == {
         k: v for k, v in original["spec"].items() if k not in ("containers", "volumes")}
     # Foreign containers: unchanged, same order; ours only appended or updated in place.
@@ -146,7 +152,7 @@ def test_mutation_never_loses_or_reorders_foreign_data(pod, cluster):
     paths = [m["mountPath"].rstrip("/") for m in api_out["volumeMounts"]]
     assert len(paths) == len(set(paths))
     assert [m for m in api_out["volumeMounts"] if m["mountPath"].rstrip("/") not in OUR_PATHS] == [
-        m for m in api_in["volumeMounts"] if m["mountPath"].rstrip("/") not in OUR_PATHS]
+        m for m in api_in.get("volumeMounts", []) if m["mountPath"].rstrip("/") not in OUR_PATHS]
 
 
 hostile = st.text(alphabet=st.sampled_from(list("aZ09 _.-@[]#${}\t\n\r\x00\x0b=*/:'\"&<>ü")), max_size=12)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+
+from pydantic_core import to_json
 
 from webhook.review import AdmissionRequest, Answer
 
@@ -41,4 +42,4 @@ def log_decision(handler: str, req: AdmissionRequest, answer: Answer, seconds: f
         "latency_ms": round(seconds * 1000, 3),
         "dry_run": req.dryRun,
     }
-    log.log(_level, json.dumps(record, separators=(",", ":")))
+    log.log(_level, to_json(record).decode())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,8 +77,12 @@ def classify(dest: Destination, namespace: str) -> Classified:
     return Classified("external", dest)
 
 
+@lru_cache(maxsize=4096)
 def is_outside(host: str) -> bool:
-    """Whether a host is a name outside the cluster, which a NetworkPolicy cannot allow."""
+    """Whether a host is a name outside the cluster, which a NetworkPolicy cannot allow.
+
+    Cached: validation asks on every Cluster update, for the same few hosts.
+    """
     return classify(Destination(host, None, ""), "").kind == "external"
 
 

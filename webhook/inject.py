@@ -18,6 +18,7 @@ from webhook.defaults import defaults
 from webhook.fluentbit import config_key
 from webhook.objects import clone, find_named
 from webhook.options import Options
+from webhook.patch import Op, record_change
 from webhook.quantity import same_quantity
 from webhook.settings import EffectiveSettings
 
@@ -301,15 +302,22 @@ def injection_for(settings: EffectiveSettings, options: Options, settings_hash: 
 
 def desired_pod(pod: Obj, injection: Injection) -> Obj:
     """`pod` with the sidecar, volumes, mounts, flags and settings hash in place; `pod` is not modified."""
-    pod = dict(pod)
-    spec = pod["spec"] = dict(pod["spec"]) if isinstance(pod.get("spec"), dict) else {}
-    containers = spec.get("containers")
-    at = _index(containers, names.APISERVER_CONTAINER) if isinstance(containers, list) else None
-    if at is None or not isinstance(containers, list):
+    return inject(pod, injection)[0]
+
+
+def inject(pod: Obj, injection: Injection) -> tuple[Obj, list[Op]]:
+    """The desired Pod (see `desired_pod`) and the JSON patch that turns `pod` into it."""
+    old_spec = pod.get("spec")
+    old_containers = old_spec.get("containers") if isinstance(old_spec, dict) else None
+    at = _index(old_containers, names.APISERVER_CONTAINER) if isinstance(old_containers, list) else None
+    if at is None or not isinstance(old_spec, dict) or not isinstance(old_containers, list):
         raise NoApiserverContainer
-    containers = spec["containers"] = list(containers)
+    pod = dict(pod)
+    spec = pod["spec"] = dict(old_spec)
+    containers = spec["containers"] = list(old_containers)
+    old_apiserver = old_containers[at]
     # The container, not its lists: _ensure_mounts and set_flags replace the lists they change.
-    apiserver = containers[at] = dict(containers[at])
+    apiserver = containers[at] = dict(old_apiserver)
     volumes = spec.get("volumes")
     spec["volumes"] = _upserted_volumes(volumes if isinstance(volumes, list) else [], injection.volumes)
     _ensure_mounts(apiserver, injection.apiserver_mounts)
@@ -317,8 +325,28 @@ def desired_pod(pod: Obj, injection: Injection) -> Obj:
         _upsert_sidecar(containers, injection.sidecar)
     set_flags(apiserver, injection.flags)
 
-    metadata = pod["metadata"] = dict(pod["metadata"]) if isinstance(pod.get("metadata"), dict) else {}
-    annotations = metadata.get("annotations")
-    annotations = metadata["annotations"] = dict(annotations) if isinstance(annotations, dict) else {}
-    annotations[names.SETTINGS_HASH_ANNOTATION] = injection.settings_hash
-    return pod
+    ops: list[Op] = []
+    container_path = f"/spec/containers/{at}"
+    for field in ("volumeMounts", "command", "args"):
+        if field in apiserver:
+            record_change(ops, container_path, old_apiserver, field, apiserver[field])
+    record_change(ops, "/spec", old_spec, "containers", containers, keep=at)
+    record_change(ops, "/spec", old_spec, "volumes", spec["volumes"])
+    _set_settings_hash(pod, injection.settings_hash, ops)
+    return pod, ops
+
+
+def _set_settings_hash(pod: Obj, value: str, ops: list[Op]) -> None:
+    """Set the settings-hash annotation on the caller's copy of the Pod, recording the change."""
+    before = {"metadata": pod["metadata"]} if "metadata" in pod else {}
+    old_metadata = pod.get("metadata")
+    metadata = pod["metadata"] = dict(old_metadata) if isinstance(old_metadata, dict) else {}
+    old_annotations = metadata.get("annotations")
+    annotations = metadata["annotations"] = dict(old_annotations) if isinstance(old_annotations, dict) else {}
+    annotations[names.SETTINGS_HASH_ANNOTATION] = value
+    if not isinstance(old_metadata, dict):
+        record_change(ops, "", before, "metadata", metadata)
+    elif not isinstance(old_annotations, dict):
+        record_change(ops, "/metadata", old_metadata, "annotations", annotations)
+    else:
+        record_change(ops, "/metadata/annotations", old_annotations, names.SETTINGS_HASH_ANNOTATION, value)

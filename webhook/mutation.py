@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import names
-from webhook.inject import Injection, NoApiserverContainer, desired_pod, injection_for
+from webhook.inject import Injection, NoApiserverContainer, inject, injection_for
 from webhook.objects import dig, name_of
 from webhook.options import Options
-from webhook.patch import make_patch
 from webhook.review import Answer
 from webhook.settings import EffectiveSettings, effective_settings
 from webhook.validation.admission import qualified_kind
@@ -81,9 +80,9 @@ def decide_mutation(
     if not prepared.settings.needs_injection:
         return Answer(True, reason="audit-off")
     try:
-        desired = desired_pod(pod, prepared.injection)
+        _, patch = inject(pod, prepared.injection)
     except NoApiserverContainer:
         text = f'audit-webhook: no container "{names.APISERVER_CONTAINER}", audit logging not injected'
         warning = sanitize_warning(text)
         return Answer(True, warnings=[warning], reason="no-apiserver-container")
-    return Answer(True, patch=make_patch(pod, desired), reason="injected")
+    return Answer(True, patch=patch, reason="injected")

@@ -1,8 +1,8 @@
-"""RFC 6902 JSON patch from the raw request object to the desired one: pure.
+"""RFC 6902 JSON patch operations: recorded as the injection changes a Pod, and applied. Pure.
 
-Diffing the raw object (not a model of it) is what keeps fields we do not know intact.
-Lists are compared position by position and only grow or shrink at the end, which is
-exactly how the injection changes them, so the patch names only what changed.
+The injection builds its result copy-on-write: it replaces only the lists it changes, and in
+them only the items it changes, and it appends. So the patch is recorded field by field from
+what it did, never by diffing whole Pods, and names nothing it did not change.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from itertools import compress
 from typing import Any
 
 Op = dict[str, Any]
+_MISSING = object()
 
 
 def escape(token: str) -> str:
@@ -21,38 +22,31 @@ def escape(token: str) -> str:
     return token
 
 
-def make_patch(src: Any, dst: Any, path: str = "") -> list[Op]:
-    """The operations that turn `src` into `dst`."""
-    ops: list[Op] = []
-    _diff(src, dst, path, ops)
-    return ops
+def record_change(ops: list[Op], parent_path: str, parent: dict[str, Any], key: str, new: Any,
+                  keep: int | None = None) -> None:
+    """Record the operations that turn `parent[key]` into `new`.
 
-
-
-def _diff(src: Any, dst: Any, path: str, ops: list[Op]) -> None:
-    # Parts a copy-on-write result shares with its input are skipped by identity, unvisited;
-    # that is what makes the diff of a large Pod cost only what the injection changed.
-    if src is dst:
+    When both are lists, `new` must share the items it keeps with the old list (copy on write):
+    items that are other objects and unequal are replaced whole, and the list's new tail is
+    added. `keep` is an index whose item was edited in place and recorded on its own.
+    Anything else is one `add` or `replace` of the whole value.
+    """
+    old = parent.get(key, _MISSING)
+    if old is new:
         return
-    kind = type(src)
-    if kind is not type(dst):  # True == 1 in Python, but not in JSON
-        ops.append({"op": "replace", "path": path, "value": dst})
-    elif kind is dict:
-        if not src.keys() <= dst.keys():
-            ops.extend({"op": "remove", "path": f"{path}/{escape(k)}"} for k in src if k not in dst)
-        # The keys whose values are not the very same objects, found without a Python-level loop.
-        for key in compress(dst, map(operator.is_not, map(src.get, dst), dst.values())):
-            if key in src:
-                _diff(src[key], dst[key], f"{path}/{escape(key)}", ops)
-            else:
-                ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": dst[key]})
-    elif kind is list:
-        for i in compress(range(len(dst)), map(operator.is_not, src, dst)):
-            _diff(src[i], dst[i], f"{path}/{i}", ops)
-        ops.extend({"op": "add", "path": f"{path}/{i}", "value": dst[i]} for i in range(len(src), len(dst)))
-        ops.extend({"op": "remove", "path": f"{path}/{i}"} for i in reversed(range(len(dst), len(src))))
-    elif src != dst:
-        ops.append({"op": "replace", "path": path, "value": dst})
+    path = f"{parent_path}/{escape(key)}"
+    if type(old) is not list or type(new) is not list:
+        if old is _MISSING or type(old) is not type(new) or old != new:  # True == 1, but not in JSON
+            ops.append({"op": "add" if old is _MISSING else "replace", "path": path, "value": new})
+        return
+    # Found in C: the positions whose items are not the very same objects.
+    for i in compress(range(len(new)), map(operator.is_not, old, new)):
+        if i != keep and (type(old[i]) is not type(new[i]) or old[i] != new[i]):
+            ops.append({"op": "replace", "path": f"{path}/{i}", "value": new[i]})
+    if len(new) > len(old):
+        ops.extend({"op": "add", "path": f"{path}/{i}", "value": new[i]} for i in range(len(old), len(new)))
+    elif len(old) > len(new):
+        ops.extend({"op": "remove", "path": f"{path}/{i}"} for i in reversed(range(len(new), len(old))))
 
 
 def _unescape(token: str) -> str:
@@ -60,7 +54,7 @@ def _unescape(token: str) -> str:
 
 
 def apply_patch(doc: Any, ops: list[Op]) -> Any:
-    """Apply the add/replace/remove operations `make_patch` emits, in place; returns `doc`."""
+    """Apply the add/replace/remove operations `record_change` records, in place; returns `doc`."""
     for op in ops:
         *parents, last = [_unescape(t) for t in op["path"].split("/")[1:]]
         target = doc

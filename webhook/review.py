@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 SUPPORTED_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 _STATUS_REASONS = {403: "Forbidden", 422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable"}
@@ -92,6 +93,11 @@ def parse_review(body: bytes) -> tuple[str, AdmissionRequest]:
         raise ReviewError(f"AdmissionReview request is malformed: {where}") from None
 
 
+def encode_review(api_version: str, uid: str, answer: Answer) -> bytes:
+    """`to_review` as compact JSON bytes (pydantic-core's encoder: several times faster than json's)."""
+    return to_json(to_review(api_version, uid, answer))
+
+
 def to_review(api_version: str, uid: str, answer: Answer) -> dict[str, Any]:
     """The AdmissionReview that answers request `uid`."""
     response: dict[str, Any] = {"uid": uid, "allowed": answer.allowed}
@@ -102,7 +108,7 @@ def to_review(api_version: str, uid: str, answer: Answer) -> dict[str, Any]:
         response["status"] = {"code": 200, "message": answer.message}
     if answer.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(answer.patch, separators=(",", ":")).encode()).decode()
+        response["patch"] = base64.b64encode(to_json(answer.patch)).decode()
     if answer.warnings:
         response["warnings"] = answer.warnings
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import signal
 import time
@@ -19,7 +18,7 @@ from webhook.certs import CertWatcher, expiry_timestamp
 from webhook.decisions import log_decision
 from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.options import Options
-from webhook.review import AdmissionRequest, Answer, ReviewError, parse_review, to_review
+from webhook.review import AdmissionRequest, Answer, ReviewError, encode_review, parse_review
 from webhook.store import Store
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,7 @@ class Webhook:
                                    "see the webhook's log", code=500, reason="error")
         elapsed = time.perf_counter() - start
         self._observe(name, req, answer, elapsed)
-        return web.Response(body=json.dumps(to_review(api_version, req.uid, answer), separators=(",", ":")),
-                            content_type="application/json")
+        return web.Response(body=encode_review(api_version, req.uid, answer), content_type="application/json")
 
     def _observe(self, name: str, req: AdmissionRequest, answer: Answer, elapsed: float) -> None:
         m = self.metrics

@@ -28,26 +28,25 @@ class ErrorType(StrEnum):
 _NO_VALUE = (ErrorType.REQUIRED, ErrorType.FORBIDDEN)
 
 
-@dataclass(frozen=True)
-class Path:
-    """A field path: `spec.auditLogging.sidecar.config.filters[0][Name]`."""
+class Path(str):
+    """A field path: `spec.auditLogging.sidecar.config.filters[0][Name]`.
 
-    text: str = ""
+    A str, so that building one per visited field (validation does, on every request) is cheap.
+    """
+
+    __slots__ = ()
 
     def child(self, name: str) -> Path:
         """The path of a named field below this one."""
-        return Path(f"{self.text}.{name}" if self.text else name)
+        return Path(f"{self}.{name}" if self else name)
 
     def index(self, i: int) -> Path:
         """The path of a list element."""
-        return Path(f"{self.text}[{i}]")
+        return Path(f"{self}[{i}]")
 
     def key(self, key: str) -> Path:
         """The path of a map entry."""
-        return Path(f"{self.text}[{key}]")
-
-    def __str__(self) -> str:
-        return self.text
+        return Path(f"{self}[{key}]")
 
 
 def format_value(value: Any) -> str:

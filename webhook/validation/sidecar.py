@@ -23,6 +23,9 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
 ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _TRUTHY = {"on", "true", "yes", "1"}
+# A value _check_value has nothing to say about: no control characters, no surrounding spaces, no
+# `$`. Most values are like this; one match spares the individual checks.
+_PLAIN_VALUE = re.compile(r"[^\s\x00-\x1f\x7f$](?:[^\x00-\x1f\x7f$]*[^\s\x00-\x1f\x7f$])?")
 
 
 def _check_value(value: Any, path: Path, env_names: set[str], found: Findings) -> None:
@@ -57,7 +60,8 @@ def check_entry_map(raw: Any, path: Path, env_names: set[str]) -> tuple[Findings
         if lower in ("name", "match", "match_regex") and lower in by_lower:
             found.error(duplicate(path.key(key), key))
         by_lower.setdefault(lower, key)
-        _check_value(value, path.key(key), env_names, found)
+        if type(value) is not str or not _PLAIN_VALUE.fullmatch(value):
+            _check_value(value, path.key(key), env_names, found)
     return found, by_lower
 
 
