@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench fuzz soak clean e2e-bin
+.PHONY: serve test lint bench bench-core fuzz soak clean e2e-bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ soak: $(BIN)/.installed e2e-bin
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench.py $(ARGS)
+
+# Per-request CPU of parse, decision, answer and the whole handler, against the bare floor.
+bench-core: $(BIN)/.installed
+	$(BIN)/python bench/core.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .e2e-bin

@@ -2,10 +2,10 @@
 
     make bench-core                     # or: .venv/bin/python bench/core.py [--rounds 15 --calls 1000]
 
-Four requests: the short example apiserver Pod (examples/pods/apiserver.yaml) and a full-size one
+Five requests: the short example apiserver Pod (examples/pods/apiserver.yaml) and a full-size one
 as kube-apiserver admits it (examples/pods/apiserver-admitted.yaml) for /mutate; the bench's Cluster
-(CREATE) and a full-size KKP Cluster with its status (bench/data/cluster-kkp.yaml, UPDATE with the
-old object) for /validate. For each, in microseconds per call:
+(CREATE), and a full-size KKP Cluster with its status (bench/data/cluster-kkp.yaml) as a CREATE and
+as an UPDATE with the old object, for /validate. For each, in microseconds per call:
 
   parse     json + pydantic, exactly as the server parses a review body
   decision  the pure core: mutation (cached per-cluster settings, as served) or validation
@@ -77,6 +77,8 @@ def cases() -> list[tuple[str, str, bytes]]:
         ("Pod, short example", "mutate", review(POD, "Pod", "", "cluster-bench00000", "core-pod")),
         ("Pod, full size", "mutate", review(FULL_POD, "Pod", "", "cluster-bench00000", "core-pod-full")),
         ("Cluster CREATE, bench", "validate", review(cluster(0), "Cluster", "kubermatic.k8c.io", "", "core-c")),
+        ("Cluster CREATE, full size", "validate",
+         review(FULL_CLUSTER, "Cluster", "kubermatic.k8c.io", "", "core-c-full-create")),
         ("Cluster UPDATE, full size", "validate", update_review(FULL_CLUSTER, "core-c-full")),
     ]
 

@@ -8,12 +8,14 @@ memory; an accepted Cluster never renders a fluent-bit file with more sections t
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
 import ssl
 from pathlib import Path
 
+import jsonpatch
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -151,7 +153,12 @@ def check_answer(body: bytes, status: int, answer: bytes) -> dict | None:
 def test_fuzz_mutate(live, body):
     server, client = live
     status, answer = client.post("/mutate", body)
-    check_answer(body, status, answer)
+    review = check_answer(body, status, answer)
+    if review and "patch" in review["response"]:
+        # Every patch must apply to the object it was made for (else kube-apiserver refuses the Pod).
+        assert review["response"]["patchType"] == "JSONPatch"
+        ops = json.loads(base64.b64decode(review["response"]["patch"]))
+        jsonpatch.apply_patch(json.loads(body)["request"]["object"], ops)
     assert server.proc.poll() is None
 
 

@@ -16,8 +16,8 @@ from webhook.inject import audit_flags, desired_pod, inject, injection_for
 from webhook.model import SidecarConfig
 from webhook.options import Options
 from webhook.settings import effective_settings
-from webhook.validation.errors import Path
-from webhook.validation.sidecar import check_sidecar
+from webhook.validation.errors import Findings, Path
+from webhook.validation.sidecar import _PLAIN_VALUE, _check_value, check_sidecar
 
 OPTS = Options.default()
 OWNED_VOLUMES = {names.VOLUME_AUDIT_LOG, names.VOLUME_AUDIT_CONFIG, names.VOLUME_FLUENTBIT, names.VOLUME_WEBHOOK_BACKEND}
@@ -205,3 +205,12 @@ def test_the_hostile_generator_also_produced_accepted_configs():
     if len(ACCEPTED) < 500:
         test_accepted_sidecar_maps_render_exactly_the_sections_they_ask_for()
     _accepted_rate_is_meaningful(ACCEPTED)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(value=st.text(alphabet=st.sampled_from(list("aZ09 _.-$ {}\t\n\r\x00\x0b\x1c\x7f\x85\xa0\u2028é")), max_size=8))
+def test_plain_value_fast_path_skips_only_values_without_findings(value):
+    found = Findings()
+    _check_value(value, Path("v"), {"CLUSTER_ID"}, found)
+    if _PLAIN_VALUE.fullmatch(value):
+        assert not found.errors and not found.warnings
