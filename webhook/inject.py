@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import compress, repeat
 from typing import Any
 
@@ -201,6 +202,24 @@ def sidecar_resources(settings: EffectiveSettings) -> Obj:
     return clone(defaults()["sidecar"]["resources"])
 
 
+# Injections are kept per cluster (10,000 clusters, 10,000 injections): the parts that do not
+# depend on the cluster are built once and shared, never modified.
+@lru_cache(maxsize=64)
+def _sidecar_common(image: str, fluentbit_format: str) -> Obj:
+    return {
+        "name": names.SIDECAR_CONTAINER,
+        "image": image,
+        "command": ["/fluent-bit/bin/fluent-bit"],
+        "args": ["-c", names.FLUENTBIT_DIR + config_key(fluentbit_format)],
+        "volumeMounts": [_mount(*m) for m in SIDECAR_MOUNTS],
+    }
+
+
+@lru_cache(maxsize=1)
+def _default_sidecar_resources() -> Obj:
+    return clone(defaults()["sidecar"]["resources"])
+
+
 def _sidecar_env(settings: EffectiveSettings) -> list[Obj]:
     return [
         {"name": names.CLUSTER_ID_ENV, "value": settings.cluster_id},
@@ -209,15 +228,17 @@ def _sidecar_env(settings: EffectiveSettings) -> list[Obj]:
 
 
 def sidecar_container(settings: EffectiveSettings, options: Options) -> Obj:
-    """The `audit-logs` container as a new Pod gets it."""
+    """The `audit-logs` container as a new Pod gets it; it shares its fixed parts with other clusters'."""
+    common = _sidecar_common(options.sidecar_image, options.fluentbit_format)
+    resources = _default_sidecar_resources() if settings.sidecar.resources is None else sidecar_resources(settings)
     return {
-        "name": names.SIDECAR_CONTAINER,
-        "image": options.sidecar_image,
-        "command": ["/fluent-bit/bin/fluent-bit"],
-        "args": ["-c", names.FLUENTBIT_DIR + config_key(options.fluentbit_format)],
+        "name": common["name"],
+        "image": common["image"],
+        "command": common["command"],
+        "args": common["args"],
         "env": _sidecar_env(settings),
-        "resources": sidecar_resources(settings),
-        "volumeMounts": [_mount(*m) for m in SIDECAR_MOUNTS],
+        "resources": resources,
+        "volumeMounts": common["volumeMounts"],
     }
 
 
@@ -238,38 +259,44 @@ def _upsert_sidecar(containers: list[Any], wanted: Obj) -> None:
 
 def audit_flags(settings: EffectiveSettings) -> dict[str, str]:
     """The kube-apiserver flags the settings call for, in the order they are appended."""
+    return dict(_flags(settings.enabled, settings.webhook.initial_backoff if settings.webhook else None))
+
+
+@lru_cache(maxsize=256)
+def _flags(enabled: bool, webhook_backoff: str | None) -> dict[str, str]:
     flags: dict[str, str] = {}
-    if settings.enabled:
+    if enabled:
         flags["--audit-log-path"] = names.AUDIT_LOG_PATH
         flags.update(defaults()["auditLogRotation"])
         flags["--audit-policy-file"] = names.POLICY_PATH
-    if settings.webhook is not None:
+    if webhook_backoff is not None:
         flags["--audit-policy-file"] = names.POLICY_PATH
         flags["--audit-webhook-config-file"] = names.WEBHOOK_CONFIG_PATH
-        flags["--audit-webhook-initial-backoff"] = settings.webhook.initial_backoff
+        flags["--audit-webhook-initial-backoff"] = webhook_backoff
     return flags
 
 
-def _pod_volumes(settings: EffectiveSettings) -> list[Obj]:
+@lru_cache(maxsize=256)
+def _pod_volumes(enabled: bool, webhook_secret: str | None) -> list[Obj]:
     """The volumes the settings call for, each once, in the order they are appended."""
     config = {"name": names.VOLUME_AUDIT_CONFIG, "configMap": {"name": names.CONFIGMAP_AUDIT_CONFIG}}
     wanted = []
-    if settings.enabled:
+    if enabled:
         wanted += [{"name": names.VOLUME_AUDIT_LOG, "emptyDir": {}}, config,
                    {"name": names.VOLUME_FLUENTBIT, "secret": {"secretName": names.SECRET_FLUENTBIT}}]
-    if settings.webhook is not None:
-        backend = {"name": names.VOLUME_WEBHOOK_BACKEND, "secret": {"secretName": settings.webhook.secret_name}}
-        wanted += [config, backend]
+    if webhook_secret is not None:
+        wanted += [config, {"name": names.VOLUME_WEBHOOK_BACKEND, "secret": {"secretName": webhook_secret}}]
     return list({v["name"]: v for v in wanted}.values())
 
 
-def _apiserver_mounts(settings: EffectiveSettings) -> list[Mount]:
+@lru_cache(maxsize=4)
+def _apiserver_mounts(enabled: bool, webhook: bool) -> list[Mount]:
     """The apiserver container's mounts the settings call for, each once."""
     wanted: list[Mount] = []
-    if settings.enabled:
+    if enabled:
         wanted += [(names.VOLUME_AUDIT_CONFIG, names.AUDIT_CONFIG_DIR, True),
                    (names.VOLUME_AUDIT_LOG, names.AUDIT_LOG_DIR, False)]
-    if settings.webhook is not None:
+    if webhook:
         wanted += [(names.VOLUME_AUDIT_CONFIG, names.AUDIT_CONFIG_DIR, True),
                    (names.VOLUME_WEBHOOK_BACKEND, names.WEBHOOK_CONFIG_DIR, True)]
     return list(dict.fromkeys(wanted))
@@ -291,10 +318,11 @@ class Injection:
 
 def injection_for(settings: EffectiveSettings, options: Options, settings_hash: str = "") -> Injection:
     """The injection for these settings; `settings_hash` saves recomputing it when the caller has it."""
+    hook = settings.webhook
     return Injection(
-        volumes=_pod_volumes(settings),
-        apiserver_mounts=_apiserver_mounts(settings),
-        flags=audit_flags(settings),
+        volumes=_pod_volumes(settings.enabled, hook.secret_name if hook else None),
+        apiserver_mounts=_apiserver_mounts(settings.enabled, hook is not None),
+        flags=_flags(settings.enabled, hook.initial_backoff if hook else None),
         sidecar=sidecar_container(settings, options) if settings.enabled else None,
         settings_hash=settings_hash or settings.settings_hash(options),
     )
