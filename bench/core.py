@@ -67,8 +67,9 @@ def update_review(obj: dict[str, Any], uid: str) -> bytes:
     """An UPDATE of `obj` whose old object differs only in status, as KKP's controllers send them."""
     old = copy.deepcopy(obj)
     old["status"]["conditions"]["ClusterControllerReconciledSuccessfully"]["lastHeartbeatTime"] = "2026-11-29T14:04:44Z"
-    body = review(obj, "Cluster", "kubermatic.k8c.io", "", uid)
-    return body.replace(b'"operation": "CREATE"', b'"operation": "UPDATE", "oldObject": ' + json.dumps(old).encode())
+    doc = json.loads(review(obj, "Cluster", "kubermatic.k8c.io", "", uid))
+    doc["request"].update(operation="UPDATE", oldObject=old)
+    return json.dumps(doc).encode()
 
 
 def cases() -> list[tuple[str, str, bytes]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import compress, repeat
 from typing import Any
 
@@ -195,11 +195,11 @@ def _set_resources(container: Obj, wanted: Obj) -> None:
 
 
 def sidecar_resources(settings: EffectiveSettings) -> Obj:
-    """The sidecar's resources: `sidecar.resources` when given, else the defaults."""
+    """The sidecar's resources: `sidecar.resources` when given, else the defaults (shared: never modify)."""
     given = settings.sidecar.resources
     if given is not None:
         return given.model_dump(exclude_defaults=True)
-    return clone(defaults()["sidecar"]["resources"])
+    return _default_sidecar_resources()
 
 
 # Injections are kept per cluster (10,000 clusters, 10,000 injections): the parts that do not
@@ -215,7 +215,7 @@ def _sidecar_common(image: str, fluentbit_format: str) -> Obj:
     }
 
 
-@lru_cache(maxsize=1)
+@cache
 def _default_sidecar_resources() -> Obj:
     return clone(defaults()["sidecar"]["resources"])
 
@@ -230,14 +230,13 @@ def _sidecar_env(settings: EffectiveSettings) -> list[Obj]:
 def sidecar_container(settings: EffectiveSettings, options: Options) -> Obj:
     """The `audit-logs` container as a new Pod gets it; it shares its fixed parts with other clusters'."""
     common = _sidecar_common(options.sidecar_image, options.fluentbit_format)
-    resources = _default_sidecar_resources() if settings.sidecar.resources is None else sidecar_resources(settings)
     return {
         "name": common["name"],
         "image": common["image"],
         "command": common["command"],
         "args": common["args"],
         "env": _sidecar_env(settings),
-        "resources": resources,
+        "resources": sidecar_resources(settings),
         "volumeMounts": common["volumeMounts"],
     }
 
