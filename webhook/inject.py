@@ -3,7 +3,7 @@
 Everything is upserted by the names in webhook/names.py: a second pass over our own output
 finds its work and changes nothing, and whatever we do not own keeps its value and position.
 The result shares every part it does not change with the input (copy on write), so the input
-is never modified and the patch diff can skip shared parts by identity.
+is never modified, and the JSON patch is recorded from exactly the parts that were replaced.
 """
 
 from __future__ import annotations
