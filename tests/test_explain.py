@@ -28,15 +28,30 @@ def request_args(req):
     return args
 
 
-@pytest.mark.parametrize(("req", "levels"), [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
-@pytest.mark.parametrize("index", [0, 1, 2], ids=list(presets.PRESETS))
-def test_every_row_of_the_preset_table(capsys, req, levels, index):
-    code, out, _ = explain(capsys, "--preset", presets.PRESETS[index], *request_args(req), "-o", "json")
+@pytest.mark.parametrize(("req", "expected"), [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+@pytest.mark.parametrize("name", presets.PRESETS)
+def test_every_row_of_the_preset_table(capsys, req, expected, name):
+    code, out, _ = explain(capsys, "--preset", name, *request_args(req), "-o", "json")
     assert code == 0
     answer = json.loads(out)
-    assert answer["level"] == levels[index]
-    policy = presets.policy(presets.PRESETS[index])
+    assert answer["level"] == expected[name]
+    policy = presets.policy(name)
     assert answer["rule"] == policy["rules"][answer["rule_index"]]
+
+
+@pytest.mark.parametrize(("argv", "level", "index"), [
+    (["--preset", "minimal", "--verb", "patch", "--resource", "pods/status"], "RequestResponse", 3),
+    (["--preset", "recommended", "--verb", "create", "--resource", "pods", "--subresource", "eviction"],
+     "RequestResponse", 3),
+    (["--preset", "minimal", "--verb", "patch", "--resource", "machinedeployments/scale", "--group", "cluster.k8s.io"],
+     "RequestResponse", 3),
+    (["--preset", "minimal", "--verb", "update", "--resource", "secrets", "--name", "usersshkeys"], "Metadata", 0),
+    (["--preset", "metadata", "--verb", "patch", "--resource", "pods/status"], "Metadata", 0),
+])
+def test_text_output_of_pod_writes_machines_and_secrets(capsys, argv, level, index):
+    code, out, _ = explain(capsys, *argv)
+    assert code == 0
+    assert out.startswith(f'level: {level}\nrule:  rules[{index}] of preset "{argv[1]}"\n')
 
 
 def test_text_output_names_the_rule(capsys):

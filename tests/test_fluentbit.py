@@ -92,3 +92,37 @@ def test_sections_start_at_column_zero_and_entries_are_indented_alike():
     text = render_classic(SidecarConfig(service={"Flush": "1"}), OPTS)
     for line in text.splitlines():
         assert line == "" or re.match(r"^\[[A-Z]+\]$", line) or re.match(r"^ {4}\S+ \S", line), line
+
+
+def _bytes(size: str) -> int:
+    """fluent-bit's size units (flb_utils_size_to_bytes): K, M and G are powers of 1024."""
+    number, unit = re.fullmatch(r"(\d+)([KMG]?)B?", size.upper()).groups()
+    return int(number) * 1024 ** " KMG".index(unit or " ")
+
+
+def test_the_tail_input_ships_every_event_whole_and_early():
+    from webhook.defaults import defaults
+    from webhook.inject import audit_flags
+    from webhook.settings import effective_settings
+
+    tail = dict(parse_classic(render_classic(SidecarConfig(), OPTS))[0][1])
+    assert tail["Name"] == "tail"
+    assert tail["Read_from_Head"] == "On"  # lines written before the sidecar started
+    assert tail["DB"].startswith("/var/log/kubernetes/audit/")  # and no line twice after a restart
+    assert int(tail["Refresh_Interval"]) <= 5  # a new log is found within seconds
+    flags = audit_flags(effective_settings({"metadata": {"name": "c"}, "spec": {"auditLogging": {"enabled": True}}},
+                                           None))
+    assert flags["--audit-log-truncate-enabled"] == "true"
+    largest_line = int(flags["--audit-log-truncate-max-event-size"]) + 1  # the event and its newline
+    assert largest_line <= _bytes(tail["Buffer_Max_Size"])
+    assert defaults()["auditLogTruncation"] == {k: v for k, v in flags.items() if "truncate" in k}
+
+
+def test_an_enforced_datacenter_adds_the_clusters_outputs_to_the_default_one():
+    config = SidecarConfig(outputs=[{"Name": "http", "Match": "*", "Host": "logs.example"}])
+    alone = [s for s in parse_classic(render_classic(config, OPTS)) if s[0] == "OUTPUT"]
+    kept = [s for s in parse_classic(render_classic(config, OPTS, keep_default_output=True)) if s[0] == "OUTPUT"]
+    assert [dict(s[1])["Name"] for s in alone] == ["http"]
+    assert [dict(s[1])["Name"] for s in kept] == ["stdout", "http"]
+    doc = yaml.safe_load(render_yaml(config, OPTS, keep_default_output=True))
+    assert [o["name"] for o in doc["pipeline"]["outputs"]] == ["stdout", "http"]

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import jsonpatch
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import EXAMPLES, kkp_pod
 from tests.test_fluentbit import parse_classic
 from tests.test_serve import Serve
+from webhook import yamlio
 from webhook.fluentbit import render_classic
 from webhook.model import audit_logging
 from webhook.options import Options
@@ -35,11 +37,17 @@ FUZZ = settings(max_examples=EXAMPLES_PER_RUN, deadline=None, derandomize="FUZZ_
 
 odd_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40) | st.sampled_from(
     ["", "\x00", "\n[OUTPUT]\n    Name http", "@INCLUDE /etc/passwd", "${HOME}", "\r\n", "\t", "[", "]]", "\u202e",
-     "a" * 5000, "--audit-policy-file", "cluster-auditon01"])
+     "a" * 5000, "--audit-policy-file", "cluster-auditon01",
+     # Line breaks of some layer on the way (YAML 1.1, kubectl, fluent-bit), variables and the plugin policy.
+     "\x85@INCLUDE /etc/passwd", "x\u2028[OUTPUT]", "\u2029@SET CLUSTER_ID=other", "\x0b", "\x0c", "\ufeff",
+     "${CLUSTER_ID}", "${D}", "$(D)", "on", "lua", "file", "exit", "null", "kubernetes", "stdout x",
+     "/var/log/kubernetes/audit/audit.log", "127.0.0.1", "6443", "cluster_id other"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | odd_text,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(odd_text, inner, max_size=5), max_leaves=30)
-hostile_map = st.dictionaries(odd_text | st.sampled_from(["Name", "Match", "Host", "@SET", "[FILTER]", "Re gex"]),
+hostile_map = st.dictionaries(odd_text | st.sampled_from(["Name", "Match", "Host", "@SET", "[FILTER]", "Re gex", "Daemon",
+                                                          "Log_File", "HTTP_Port", "storage.path", "code", "Record",
+                                                          "Kube_Token_File", "Path"]),
                               odd_text | st.sampled_from(["stdout", "grep", "*"]) | json_values, max_size=5)
 
 
@@ -174,10 +182,12 @@ def test_fuzz_validate(live, body):
         if isinstance(obj, dict) and obj.get("kind") == "Cluster" and isinstance(obj.get("spec"), dict):
             effective_settings(obj, None)  # an accepted Cluster must be usable by every other part
             config = audit_logging(obj["spec"].get("auditLogging")).sidecar.config
-            sections = parse_classic(render_classic(config, Options.default()))
+            text = render_classic(config, Options.default())
+            sections = parse_classic(text)  # str.splitlines: every line break Python knows, NEL and U+2028 too
             asked = bool(config.service) + 1 + 1 + len(config.filters) + max(1, len(config.outputs))
             assert len(sections) == asked
             assert all(not name.startswith("@") for name, _ in sections)
+            assert yaml.safe_load(yamlio.dumps({"conf": text})) == {"conf": text}
 
 
 def test_memory_stays_bounded_and_big_bodies_get_413(live):

@@ -17,11 +17,13 @@ from webhook.model import SidecarConfig
 from webhook.options import Options
 from webhook.settings import effective_settings
 from webhook.validation.errors import Findings, Path
+from webhook.validation.fluentbit_policy import denied_key, policy
 from webhook.validation.sidecar import _PLAIN_VALUE, _check_value, check_sidecar
 
 OPTS = Options.default()
 OWNED_VOLUMES = {names.VOLUME_AUDIT_LOG, names.VOLUME_AUDIT_CONFIG, names.VOLUME_FLUENTBIT, names.VOLUME_WEBHOOK_BACKEND}
 OUR_FLAGS = ["--audit-log-path", "--audit-log-maxage", "--audit-log-maxbackup", "--audit-log-maxsize",
+             "--audit-log-truncate-enabled", "--audit-log-truncate-max-event-size",
              "--audit-policy-file", "--audit-webhook-config-file", "--audit-webhook-initial-backoff"]
 OUR_PATHS = [names.AUDIT_CONFIG_DIR, names.AUDIT_LOG_DIR, names.WEBHOOK_CONFIG_DIR]
 
@@ -155,17 +157,30 @@ def test_mutation_never_loses_or_reorders_foreign_data(pod, cluster):
         m for m in api_in.get("volumeMounts", []) if m["mountPath"].rstrip("/") not in OUR_PATHS]
 
 
-hostile = st.text(alphabet=st.sampled_from(list("aZ09 _.-@[]#${}\t\n\r\x00\x0b=*/:'\"&<>ü")), max_size=12)
-safe_key = st.from_regex(r"[A-Za-z][A-Za-z0-9_.]{0,8}", fullmatch=True).filter(
-    lambda k: k.lower() not in ("name", "match", "match_regex", "daemon"))
-# Printable text: brackets, '@', '#' and '${...}' are fine inside a value, and must stay inside it.
-safe_value = st.text(alphabet=st.sampled_from(list("aZ09 _.-@[]#${}=*/:'\"&<>ü")), min_size=1, max_size=12).filter(
-    lambda v: v.strip() == v and v)
-# Mostly clean, sometimes one hostile entry: both refusals and acceptances need examples.
-entries = st.tuples(
-    st.dictionaries(safe_key, safe_value, max_size=3),
-    st.one_of(st.none(), st.tuples(st.one_of(safe_key, hostile), st.one_of(safe_value, hostile))),
-).map(lambda t: {**t[0], **({t[1][0]: t[1][1]} if t[1] else {})})
+# Every character or token some layer on the way may read as a line break, a directive or a variable.
+HOSTILE_TOKENS = ["a", "Z", "0", " ", "_", ".", "-", "@", "[", "]", "#", "$", "{", "}", "\t", "\n", "\r", "\x00",
+                  "\x0b", "\x0c", "\x1c", "\x7f", "\x85", "\x9f", "\u2028", "\u2029", "\ufeff", "=", "*", "/",
+                  ":", "'", '"', "ü", "${CLUSTER_ID}", "${TEAM}", "${NOPE}", "$(TEAM)", "@INCLUDE ", "@SET "]
+hostile = st.lists(st.sampled_from(HOSTILE_TOKENS), max_size=6).map("".join)
+safe_key = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True).filter(
+    lambda k: k.lower() not in ("name", "match", "match_regex", "daemon", "path", "file", "code", "script",
+                                "database") and not denied_key(k))
+service_key = st.sampled_from(sorted(policy().service_keys - {"storage.path"}))
+# Printable text: brackets, '@', '#' and '${...}' of known variables are fine inside a value, and must stay inside it.
+safe_value = st.lists(st.sampled_from([*"aZ09 _.-@[]#{}=*:'\"&<>ü", "${TEAM}", "${CLUSTER_ID}"]),
+                      min_size=1, max_size=8).map("".join).filter(lambda v: v.strip() == v and v)
+
+
+def _entries(keys):
+    # Mostly clean, sometimes one hostile entry: both refusals and acceptances need examples.
+    return st.tuples(
+        st.dictionaries(keys, safe_value, max_size=3),
+        st.one_of(st.none(), st.tuples(st.one_of(keys, hostile), st.one_of(safe_value, hostile))),
+    ).map(lambda t: {**t[0], **({t[1][0]: t[1][1]} if t[1] else {})})
+
+
+entries = _entries(safe_key)
+service_entries = _entries(service_key)
 
 
 def plugin_entries(plugins):
@@ -182,15 +197,21 @@ ACCEPTED: list[bool] = []
 
 
 @settings(max_examples=500, deadline=None)
-@given(service=entries, filters=st.lists(plugin_entries(["grep", "record_modifier"]), max_size=3),
-       outputs=st.lists(plugin_entries(["stdout", "forward", "http"]), max_size=3))
-def test_accepted_sidecar_maps_render_exactly_the_sections_they_ask_for(service, filters, outputs):
-    raw = {"config": {"service": service, "filters": filters, "outputs": outputs}}
+@given(service=service_entries, filters=st.lists(plugin_entries(["grep", "record_modifier"]), max_size=3),
+       outputs=st.lists(plugin_entries(["stdout", "forward", "http"]), max_size=3),
+       team=st.one_of(safe_value, hostile))
+def test_accepted_sidecar_maps_render_exactly_the_sections_they_ask_for(service, filters, outputs, team):
+    raw = {"extraEnvs": [{"name": "TEAM", "value": team}],
+           "config": {"service": service, "filters": filters, "outputs": outputs}}
     ACCEPTED.append(not check_sidecar(raw, Path("sidecar")).errors)
     if not ACCEPTED[-1]:
         return
     config = SidecarConfig(service=service, filters=filters, outputs=outputs)
-    sections = parse_classic(render_classic(config, OPTS))
+    text = render_classic(config, OPTS)
+    sections = parse_classic(text)
+    # fluent-bit expands variables after splitting lines; even expanded first, nothing may change shape.
+    expanded = parse_classic(text.replace("${TEAM}", team).replace("${CLUSTER_ID}", "cluster"))
+    assert [(h, [k for k, _ in e]) for h, e in expanded] == [(h, [k for k, _ in e]) for h, e in sections]
     head = ["SERVICE"] if service else []
     assert [s[0] for s in sections] == head + ["INPUT", "FILTER"] + ["FILTER"] * len(filters) + \
         ["OUTPUT"] * max(1, len(outputs))
@@ -211,6 +232,6 @@ def test_the_hostile_generator_also_produced_accepted_configs():
 @given(value=st.text(alphabet=st.sampled_from(list("aZ09 _.-$ {}\t\n\r\x00\x0b\x1c\x7f\x85\xa0\u2028é")), max_size=8))
 def test_plain_value_fast_path_skips_only_values_without_findings(value):
     found = Findings()
-    _check_value(value, Path("v"), {"CLUSTER_ID"}, found)
+    _check_value(value, Path("v"), {"CLUSTER_ID": "c"}, False, found)
     if _PLAIN_VALUE.fullmatch(value):
         assert not found.errors and not found.warnings

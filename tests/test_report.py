@@ -120,3 +120,25 @@ def test_report_formats_and_clean_exit(capsys, tmp_path):
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert rows[0]["cluster"] == "aud" and rows[0]["apiserver_pods"] == "1" and rows[0]["drift"] == ""
     assert yaml.safe_load(render_json([]) or "[]") == []
+
+
+def test_report_lists_filters_and_flags_the_ones_that_lose_records():
+    obj = cluster(name="lossy", audit={"enabled": True, "sidecar": {"config": {
+        "filters": [{"Name": "stdout", "Match": "*"}, {"Name": "grep", "Match": "*", "Exclude": "verb get"}],
+        "outputs": [{"Name": "null", "Match": "*"}, {"Name": "http", "Match": "*", "Host": "logs.example"}]}}})
+    row = row_for(obj)
+    assert row.filters == ["stdout", "grep"]
+    assert row.record_loss == ["filters[1] grep: changes or drops records", "outputs[0] null: throws every record away"]
+    assert row.logs_to == ["null", "http logs.example"]
+    table = render_table([row])
+    assert "LOSES RECORDS" in table and "filters[1] grep: changes or drops records" in table
+    assert json.loads(render_json([row]))[0]["record_loss"] == row.record_loss
+
+
+def test_report_shows_the_default_output_an_enforced_datacenter_keeps():
+    obj = cluster(name="enf", audit={"sidecar": {"config": {
+        "outputs": [{"Name": "http", "Match": "*", "Host": "logs.example"}]}}})
+    row = row_for(obj, seed_obj=seed({"dc1": {"enforceAuditLogging": True}}))
+    assert row.audit == "on"
+    assert row.logs_to == ["stdout (sidecar log)", "http logs.example"]
+    assert row.record_loss == []

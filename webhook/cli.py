@@ -21,7 +21,7 @@ from webhook.egress import classify, destinations, network_policy
 from webhook.explain import explain, explain_preset, policy_from_document
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
-from webhook.mutation import decide_mutation
+from webhook.mutation import decide_mutation, prepare
 from webhook.objects import datacenter_of, kind_of, name_of, namespace_of
 from webhook.options import Options
 from webhook.patch import apply_patch
@@ -116,7 +116,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_files(args: argparse.Namespace) -> int:
     """Print the ConfigMap and Secret the cluster's apiserver mounts."""
     cluster, seed = _cluster_and_seed(args)
-    settings = effective_settings(cluster, seed)
+    prepared = prepare(cluster, seed, _options(args))
+    if prepared.settings is None:
+        # The same rules as /validate and render: nothing is printed for settings they refuse.
+        print(f"Error: {prepared.problem}", file=sys.stderr)
+        return 1
+    settings = prepared.settings
     items = needed_files(settings, _options(args))
     # Offline, neither the webhook backend's server (in its Secret) nor Services' selectors are known:
     # the policy covers the sidecar outputs, allowing a named Service's whole namespace.
@@ -408,3 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a Unix tool killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -25,8 +25,12 @@ def config_key(fmt: FluentBitFormat) -> str:
     return names.FLUENTBIT_YAML_KEY if fmt == "yaml" else names.FLUENTBIT_CLASSIC_KEY
 
 
-def sections(config: SidecarConfig, options: Options) -> list[Section]:
-    """The configuration as an ordered list of (SECTION, entries)."""
+def sections(config: SidecarConfig, options: Options, keep_default_output: bool = False) -> list[Section]:
+    """The configuration as an ordered list of (SECTION, entries).
+
+    `keep_default_output`: the cluster's outputs come in addition to the default one, not instead
+    (where a datacenter enforces audit logging, the cluster may add destinations, not replace them).
+    """
     data = defaults()["fluentBit"]
     out: list[Section] = []
     if config.service:
@@ -41,15 +45,16 @@ def sections(config: SidecarConfig, options: Options) -> list[Section]:
     if options.cluster_id_record:
         out.append(("FILTER", {k: str(v) for k, v in data["clusterIdFilter"].items()}))
     out.extend(("FILTER", dict(f)) for f in config.filters)
-    outputs = config.outputs or [{k: str(v) for k, v in data["defaultOutput"].items()}]
+    default = [{k: str(v) for k, v in data["defaultOutput"].items()}]
+    outputs = [*default, *config.outputs] if keep_default_output else (config.outputs or default)
     out.extend(("OUTPUT", dict(o)) for o in outputs)
     return out
 
 
-def render_classic(config: SidecarConfig, options: Options) -> str:
+def render_classic(config: SidecarConfig, options: Options, keep_default_output: bool = False) -> str:
     """fluent-bit's classic format: `[SECTION]` headers, indented `Key value` lines."""
     blocks = []
-    for header, entries in sections(config, options):
+    for header, entries in sections(config, options, keep_default_output):
         lines = [f"[{header}]", *(f"    {key} {value}" for key, value in entries.items())]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
@@ -70,11 +75,11 @@ def _yaml_entries(entries: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def render_yaml(config: SidecarConfig, options: Options) -> str:
+def render_yaml(config: SidecarConfig, options: Options, keep_default_output: bool = False) -> str:
     """fluent-bit's YAML format, written by a YAML serializer (no hand-made quoting)."""
     doc: dict[str, Any] = {}
     pipeline: dict[str, list[dict[str, Any]]] = {"inputs": [], "filters": [], "outputs": []}
-    for header, entries in sections(config, options):
+    for header, entries in sections(config, options, keep_default_output):
         if header == "SERVICE":
             doc["service"] = _yaml_entries(entries)
         else:
@@ -83,8 +88,8 @@ def render_yaml(config: SidecarConfig, options: Options) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1 << 16)
 
 
-def render(config: SidecarConfig, options: Options) -> tuple[str, str]:
+def render(config: SidecarConfig, options: Options, keep_default_output: bool = False) -> tuple[str, str]:
     """(Secret key, file text) in the format the options choose."""
     if options.fluentbit_format == "yaml":
-        return names.FLUENTBIT_YAML_KEY, render_yaml(config, options)
-    return names.FLUENTBIT_CLASSIC_KEY, render_classic(config, options)
+        return names.FLUENTBIT_YAML_KEY, render_yaml(config, options, keep_default_output)
+    return names.FLUENTBIT_CLASSIC_KEY, render_classic(config, options, keep_default_output)

@@ -267,6 +267,7 @@ def _flags(enabled: bool, webhook_backoff: str | None) -> dict[str, str]:
     if enabled:
         flags["--audit-log-path"] = names.AUDIT_LOG_PATH
         flags.update(defaults()["auditLogRotation"])
+        flags.update(defaults()["auditLogTruncation"])
         flags["--audit-policy-file"] = names.POLICY_PATH
     if webhook_backoff is not None:
         flags["--audit-policy-file"] = names.POLICY_PATH

@@ -35,7 +35,7 @@ def audit_config(settings: EffectiveSettings) -> dict[str, Any]:
 
 def fluentbit_secret(settings: EffectiveSettings, options: Options) -> dict[str, Any]:
     """Secret `audit-logs-fluentbit` with the rendered sidecar configuration, as stringData."""
-    key, text = render(settings.sidecar.config, options)
+    key, text = render(settings.sidecar.config, options, settings.keeps_default_output)
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -35,3 +35,9 @@ OPT_OUT_ANNOTATION = "kubermatic.k8c.io/skip-audit-logging-enforcement"
 
 KKP_GROUP = "kubermatic.k8c.io"
 KKP_API_VERSION = f"{KKP_GROUP}/v1"
+
+# Seed annotations: what the operator allows the sidecars of that Seed's clusters beyond the defaults.
+ALLOWED_PLUGINS_ANNOTATION = "audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-plugins"
+ALLOWED_KEYS_ANNOTATION = "audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-keys"
+ALLOW_RECORD_CHANGES_ANNOTATION = "audit-webhook.kubermatic.k8c.io/allow-record-changes"
+RESOURCE_CEILING_ANNOTATION = "audit-webhook.kubermatic.k8c.io/sidecar-resource-ceiling"

@@ -15,6 +15,7 @@ from webhook.mutation import is_apiserver_pod, prepare
 from webhook.objects import datacenter_of, dig, name_of
 from webhook.options import Options
 from webhook.store import Snapshot
+from webhook.validation.fluentbit_policy import record_changes
 from webhook.validation.kubeconfig import server_of
 from webhook.validation.webhook_backend import SecretRef
 
@@ -33,6 +34,9 @@ class Row:
     preset: str
     decided_by: str
     logs_to: list[str] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)
+    # The sidecar's filters and outputs that drop, change or throw away records.
+    record_loss: list[str] = field(default_factory=list)
     webhook_secret: str = ""
     webhook_server: str = ""
     webhook_backoff: str = ""
@@ -88,7 +92,11 @@ def cluster_row(
               audit="on" if s.enabled else "off", preset=s.preset or ("custom" if s.needs_injection else ""),
               decided_by=s.audit_origin.value, apiserver_pods=len(apiserver_pods))
     if s.enabled:
-        row.logs_to = [_destination(o) for o in s.sidecar.config.outputs] or ["stdout (sidecar log)"]
+        config = s.sidecar.config
+        default = ["stdout (sidecar log)"] if s.keeps_default_output or not config.outputs else []
+        row.logs_to = default + [_destination(o) for o in config.outputs]
+        row.filters = [next((v for k, v in f.items() if k.lower() == "name"), "?") for f in config.filters]
+        row.record_loss = record_changes(list(config.filters), list(config.outputs))
     drift: list[str] = []
     if s.webhook is not None:
         row.webhook_secret = f"{s.webhook.secret_namespace}/{s.webhook.secret_name}"
@@ -141,7 +149,8 @@ def secrets_needed(cluster: dict[str, Any], seed: dict[str, Any] | None, options
     return sorted(set(refs))
 
 
-COLUMNS = ("cluster", "namespace", "datacenter", "audit", "preset", "decided_by", "logs_to", "webhook_secret",
+COLUMNS = ("cluster", "namespace", "datacenter", "audit", "preset", "decided_by", "logs_to", "filters", "record_loss",
+           "webhook_secret",
            "webhook_server", "webhook_backoff", "webhook_decided_by", "apiserver_pods", "drift")
 
 
@@ -157,8 +166,10 @@ def _webhook_cell(r: Row) -> str:
 
 def render_table(rows: list[Row]) -> str:
     """A fixed-width table for people; drift as `-` or the problems."""
-    headers = ["CLUSTER", "DC", "AUDIT", "PRESET", "DECIDED BY", "LOGS TO", "WEBHOOK", "PODS", "DRIFT"]
+    headers = ["CLUSTER", "DC", "AUDIT", "PRESET", "DECIDED BY", "LOGS TO", "FILTERS", "LOSES RECORDS", "WEBHOOK",
+               "PODS", "DRIFT"]
     cells = [[r.cluster, r.datacenter, r.audit, r.preset or "-", r.decided_by, _cell(r.logs_to) or "-",
+              ", ".join(r.filters) or "-", _cell(r.record_loss) or "-",
               _webhook_cell(r), str(r.apiserver_pods), _cell(r.drift) or "-"] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]

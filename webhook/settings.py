@@ -57,10 +57,17 @@ class EffectiveSettings(BaseModel):
         """Whether the apiserver Pod needs anything from us."""
         return self.enabled or self.webhook is not None
 
+    @property
+    def keeps_default_output(self) -> bool:
+        """The cluster's own sidecar outputs add to the default one: its datacenter enforces audit logging."""
+        return self.audit_origin is Origin.DATACENTER
+
     def settings_hash(self, options: Options) -> str:
         """A short stable hash of everything that shapes the Pod and the files behind it."""
         data = self.model_dump(mode="json", exclude={"audit_origin", "webhook_origin", "paused"})
         data["options"] = options.model_dump(mode="json")
+        if self.keeps_default_output:  # only when set, so that no other cluster's hash changes
+            data["keeps_default_output"] = True
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -68,6 +68,8 @@ class ControlPlane:
 
     work: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Further kube-apiserver flags, appended after the harness's own (e.g. the --audit-* flags of a render).
+    extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pki = self.work / "pki"
@@ -119,6 +121,7 @@ class ControlPlane:
             # No controller-manager runs here, so no default ServiceAccount is ever created.
             "--disable-admission-plugins=ServiceAccount",
             f"--admission-control-config-file={self.work / 'admission.yaml'}",
+            *self.extra_args,
         ])
         self.kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "e2e",

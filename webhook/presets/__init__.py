@@ -2,6 +2,7 @@
 
 A preset's policy is the file's text, byte for byte: that is what lands in the `audit-config`
 ConfigMap, comments included, so an operator reading the ConfigMap sees why each rule is there.
+Every `<name>.yaml` here is a preset called `<name>`: adding a preset means adding its file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from typing import Any
 
 from webhook import yamlio
 
-PRESETS: tuple[str, ...] = ("metadata", "minimal", "recommended")
+_SUFFIX = ".yaml"
+
+
+def _discover() -> tuple[str, ...]:
+    """The names of the `*.yaml` files beside this module, sorted."""
+    found = (entry.name for entry in resources.files(__name__).iterdir() if entry.is_file())
+    return tuple(sorted(name.removesuffix(_SUFFIX) for name in found if name.endswith(_SUFFIX)))
+
+
+PRESETS: tuple[str, ...] = _discover()
 # What a cluster without a preset starts with (created once, then left to the user).
 DEFAULT_PRESET = "metadata"
 # Accepted values of `auditLogging.policyPreset`; "" means "no preset, a custom policy".
@@ -25,7 +35,7 @@ def policy_text(preset: str) -> str:
     name = preset or DEFAULT_PRESET
     if name not in PRESETS:
         raise KeyError(f"unknown audit policy preset {name!r}")
-    return resources.files(__name__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return resources.files(__name__).joinpath(f"{name}{_SUFFIX}").read_text(encoding="utf-8")
 
 
 def policy(preset: str) -> dict[str, Any]:

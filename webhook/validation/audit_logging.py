@@ -6,16 +6,17 @@ from typing import Any
 
 from webhook import presets
 from webhook.validation.errors import Findings, Path, invalid, unsupported
-from webhook.validation.sidecar import check_sidecar
+from webhook.validation.sidecar import DEFAULT_CONTEXT, SidecarContext, check_sidecar
 from webhook.validation.webhook_backend import Secrets, check_webhook_backend
 
 _FIELDS = ("enabled", "policyPreset", "sidecar", "webhookBackend")
 
 
 def check_audit_logging(
-    raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None
+    raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None,
+    sidecar: SidecarContext = DEFAULT_CONTEXT,
 ) -> Findings:
-    """Every rule for one `auditLogging` map."""
+    """Every rule for one `auditLogging` map; `sidecar` says who wrote it and what the Seed allows."""
     found = Findings()
     if not found.present_as(raw, dict, path, "must be a map with " + ", ".join(f"`{f}`" for f in _FIELDS)):
         return found
@@ -28,7 +29,7 @@ def check_audit_logging(
     preset = raw.get("policyPreset")
     if preset is not None and preset not in presets.SUPPORTED_VALUES:
         found.error(unsupported(path.child("policyPreset"), preset, presets.SUPPORTED_VALUES))
-    found.merge(check_sidecar(raw.get("sidecar"), path.child("sidecar")))
+    found.merge(check_sidecar(raw.get("sidecar"), path.child("sidecar"), sidecar))
     found.merge(check_webhook_backend(raw.get("webhookBackend"), path.child("webhookBackend"),
                                       default_namespace=default_namespace, own_namespace=own_namespace,
                                       secrets=secrets))

@@ -8,6 +8,8 @@ from webhook import names
 from webhook.objects import cluster_namespace, datacenter_of, datacenter_spec, dig, name_of
 from webhook.validation.audit_logging import check_audit_logging
 from webhook.validation.errors import Findings, Path, invalid, required
+from webhook.validation.fluentbit_policy import seed_allowances
+from webhook.validation.sidecar import SidecarContext
 from webhook.validation.webhook_backend import Secrets
 
 _SPEC = Path("spec")
@@ -30,9 +32,19 @@ def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | 
     namespace = cluster_namespace(cluster)
     raw = dig(cluster, "spec", "auditLogging")
     found.merge(check_audit_logging(raw, _AUDIT, default_namespace=namespace, own_namespace=namespace,
-                                    secrets=secrets))
+                                    secrets=secrets, sidecar=_sidecar_context(cluster, seed)))
     _warn_overrides(cluster, raw if isinstance(raw, dict) else {}, seed, found)
     return found
+
+
+def _sidecar_context(cluster: dict[str, Any], seed: dict[str, Any] | None) -> SidecarContext:
+    # Errors in the Seed's annotations are the Seed's to report; a Cluster gets what parses.
+    allowances, _ = seed_allowances(seed)
+    enforced = datacenter_spec(seed, datacenter_of(cluster)).get("enforceAuditLogging") is True
+    opted_out = dig(cluster, "metadata", "annotations", names.OPT_OUT_ANNOTATION) == "true"
+    # Under enforcement with the Seed's own settings the Cluster's maps are not used at all.
+    tenant_maps_enforced = enforced and not opted_out and not dig(seed, "spec", "auditLogging")
+    return SidecarContext(cluster_id=name_of(cluster), allowances=allowances, keep_records=tenant_maps_enforced)
 
 
 def _warn_overrides(cluster: dict[str, Any], raw: dict[str, Any], seed: dict[str, Any] | None, found: Findings) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 from webhook.objects import dig, namespace_of
 from webhook.validation.audit_logging import check_audit_logging
 from webhook.validation.errors import Findings, Path, invalid
+from webhook.validation.fluentbit_policy import seed_allowances
+from webhook.validation.sidecar import SidecarContext
 from webhook.validation.webhook_backend import Secrets, check_webhook_backend
 
 _DATACENTERS = Path("spec").child("datacenters")
@@ -21,8 +23,12 @@ def check_seed(seed: Any, secrets: Secrets | None) -> Findings:
     namespace = namespace_of(seed) or "kubermatic"
     audit = dig(seed, "spec", "auditLogging")
     audit_path = Path("spec").child("auditLogging")
+    allowances, annotation_errors = seed_allowances(seed)
+    for error in annotation_errors:
+        found.error(error)
+    # The Seed's defaults are the operator's own: they may change records, within the same allowances.
     found.merge(check_audit_logging(audit, audit_path, default_namespace=namespace, own_namespace=None,
-                                    secrets=secrets))
+                                    secrets=secrets, sidecar=SidecarContext(allowances=allowances)))
     datacenters = dig(seed, "spec", "datacenters")
     if datacenters is None:
         return found

@@ -1,115 +1,228 @@
-"""Rules for `auditLogging.sidecar`: what may reach the generated fluent-bit file and the Pod."""
+"""Rules for `auditLogging.sidecar`: what may reach the generated fluent-bit file and the Pod.
+
+Every string here is written by the Cluster's owner and passes through YAML (the Secret
+manifest), kubectl, fluent-bit's parsers and its `${VAR}` expansion before it means anything.
+So each value is judged in three steps: its characters (`text.py`: nothing any of those layers
+may read as a line break), then its variables expanded as the sidecar will expand them, then
+the plugin and key policy (`fluentbit_policy.py`) on the expanded value.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from webhook import names
 from webhook.defaults import fluentbit_plugins
 from webhook.egress import is_outside
 from webhook.quantity import QUANTITY_FORMAT, parse_quantity
+from webhook.validation import fluentbit_policy as fb
 from webhook.validation.errors import Findings, Path, duplicate, forbidden, invalid, required, unsupported
+from webhook.validation.text import UNSAFE_DETAIL, has_unsafe_char
 
 # A fluent-bit key is split from its value at the first space; a line break starts a new line
-# (a new section or an @INCLUDE); '[' opens a section or sub-group; '@' starts a directive and
-# '#' a comment. Keys are therefore limited to the characters real plugin keys use.
+# (a new section or an @INCLUDE); '[' opens a section or sub-group; '@' starts a directive, '#'
+# a comment and '$' a variable. Keys are therefore limited to the characters real plugin keys use.
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 KEY_DETAIL = (
     "a fluent-bit key must consist of letters, digits, '_', '.' or '-' and start with a letter or digit "
-    "(no spaces, brackets, '@', '#' or line breaks)"
+    "(no spaces, brackets, '@', '#', '$' or line breaks)"
 )
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
 ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _TRUTHY = {"on", "true", "yes", "1"}
-# A value _check_value has nothing to say about: no control characters, no surrounding spaces, no
-# `$`. Most values are like this; one match spares the individual checks.
-_PLAIN_VALUE = re.compile(r"[^\s\x00-\x1f\x7f$](?:[^\x00-\x1f\x7f$]*[^\s\x00-\x1f\x7f$])?")
+# A value with nothing for the character and variable steps: printable ASCII without `$`, no
+# surrounding spaces. Most values are like this; one match spares the individual checks.
+_PLAIN_VALUE = re.compile(r"[!-#%-~](?:[ !-#%-~]*[!-#%-~])?")
+# Keys whose value a rule decides on: a variable there would hide the value from the rule.
+_DECIDED_KEYS = frozenset({"name", "match", "match_regex", "host", "port", "storage.path", "daemon"})
+_TOKENS = re.compile(r"[\s,]+")
 
 
-def _check_value(value: Any, path: Path, env_names: set[str], found: Findings) -> None:
+@dataclass(frozen=True)
+class SidecarContext:
+    """What the sidecar rules need beyond the map itself."""
+
+    # The value CLUSTER_ID will have in the sidecar (a placeholder for a Seed's defaults).
+    cluster_id: str = "cluster"
+    allowances: fb.Allowances = fb.NO_ALLOWANCES
+    # The maps are a tenant's, in a datacenter that enforces audit logging: records must stay whole.
+    keep_records: bool = False
+
+
+DEFAULT_CONTEXT = SidecarContext()
+
+
+def _expand(value: str, path: Path, env: dict[str, str], decided: bool, found: Findings) -> str | None:
+    """The value as fluent-bit will read it, or None (with an error) when that cannot be known."""
+    if "${" not in value:
+        return value
+    if decided:
+        found.error(forbidden(path, "must not use ${...}: the value decides which rules apply, "
+                                    "so it must be written out"))
+        return None
+    unknown = [var for var in _VAR_RE.findall(value) if var not in env]
+    if unknown:
+        known = ", ".join(f"${{{n}}}" for n in sorted(env))
+        found.error(invalid(path, value, f"${{{unknown[0]}}} is not set in the sidecar; it has {known} "
+                                         "(add variables with extraEnvs)"))
+        return None
+    return _VAR_RE.sub(lambda m: env[m.group(1)], value)
+
+
+def _check_value(value: Any, path: Path, env: dict[str, str], decided: bool, found: Findings) -> str | None:
+    """The expanded value of one entry, or None when it is refused."""
     if not isinstance(value, str):
         hint = f' (quote it: "{value}")' if isinstance(value, int | float | bool) else ""
         found.error(invalid(path, value, f"must be a string{hint}"))
-    elif _CONTROL_RE.search(value):
-        found.error(invalid(path, value, "must not contain line breaks or other control characters: "
-                                         "they would start a new line in the fluent-bit configuration"))
-    elif not value.strip():
+        return None
+    if _PLAIN_VALUE.fullmatch(value):
+        return value
+    if has_unsafe_char(value):
+        found.error(invalid(path, value, UNSAFE_DETAIL))
+        return None
+    if not value.strip():
         found.error(invalid(path, value, "must not be empty: fluent-bit refuses a key without a value"))
-    else:
-        if value != value.strip():
-            found.warn(path, "leading and trailing spaces are dropped by fluent-bit")
-        for var in _VAR_RE.findall(value):
-            if var not in env_names:
-                found.warn(path, f"${{{var}}} is not in the sidecar env; add it to extraEnvs")
+        return None
+    if value != value.strip():
+        found.warn(path, "leading and trailing spaces are dropped by fluent-bit")
+    expanded = _expand(value, path, env, decided, found)
+    if expanded is not None and has_unsafe_char(expanded):
+        found.error(invalid(path, value, UNSAFE_DETAIL))
+        return None
+    return expanded
 
 
-def check_entry_map(raw: Any, path: Path, env_names: set[str]) -> tuple[Findings, dict[str, str]]:
-    """Check one section's `key: value` map; returns the findings and the keys by lower case."""
+Entries = dict[str, tuple[str, str | None]]
+
+
+def check_entry_map(raw: Any, path: Path, env: dict[str, str]) -> tuple[Findings, Entries]:
+    """Check one section's `key: value` map.
+
+    Returns the findings and, by lower-case key, (key as written, value as fluent-bit reads it,
+    or None when the value was refused already).
+    """
     found = Findings()
-    by_lower: dict[str, str] = {}
+    entries: Entries = {}
     if not isinstance(raw, dict):
         found.error(invalid(path, raw, "must be a map of string keys to string values"))
-        return found, by_lower
+        return found, entries
+    seen: set[str] = set()
     for key, value in raw.items():
         if not isinstance(key, str) or not KEY_RE.match(key):
             found.error(invalid(path, key, KEY_DETAIL))
             continue
         lower = key.lower()
-        if lower in ("name", "match", "match_regex") and lower in by_lower:
+        if lower in ("name", "match", "match_regex") and lower in seen:
             found.error(duplicate(path.key(key), key))
-        by_lower.setdefault(lower, key)
-        if type(value) is not str or not _PLAIN_VALUE.fullmatch(value):
-            _check_value(value, path.key(key), env_names, found)
-    return found, by_lower
+        seen.add(lower)
+        entries.setdefault(lower, (key, _check_value(value, path.key(key), env, lower in _DECIDED_KEYS, found)))
+    return found, entries
 
 
-def _check_plugin_list(raw: Any, path: Path, kind: str, env_names: set[str]) -> Findings:
+def _check_protected(path: Path, key: str, value: str, found: Findings) -> None:
+    """Rules no Seed can relax: the audit files and the Pod's own ports stay out of reach."""
+    protected = fb.protected_path_in(value)
+    if protected:
+        found.error(forbidden(path, f"must not name {protected}: the sidecar may not read, write or serve "
+                                    "the audit log, the audit policy or its own configuration"))
+    if key.lower() == "host" and fb.is_loopback(value):
+        found.error(forbidden(path, "must not be the apiserver Pod itself: its ports are kube-apiserver's"))
+
+
+def _check_plugin_entry(entry: Entries, path: Path, kind: str, ctx: SidecarContext,
+                        found: Findings) -> None:
+    known = fluentbit_plugins()[kind]
+    singular = kind[:-1]
+    policy = fb.policy()
+    plugin = ""
+    if "name" not in entry:
+        found.error(required(path.key("Name"), f'every {singular} names its fluent-bit plugin, e.g. "{known[0]}"'))
+    elif entry["name"][1] is not None:
+        key, plugin = entry["name"][0], entry["name"][1] or ""
+        why = fb.denied_plugin(plugin)
+        if why and not ctx.allowances.allows_plugin(plugin):
+            found.error(forbidden(path.key(key), f'"{plugin}" {why}; an operator may allow it for a Seed '
+                                                 f"with the annotation {names.ALLOWED_PLUGINS_ANNOTATION}"))
+        elif plugin not in known and not why:
+            found.error(unsupported(path.key(key), plugin, [p for p in known if not fb.denied_plugin(p)]))
+            plugin = ""
+        elif ctx.keep_records and not ctx.allowances.record_changes:
+            loses = (policy.record_dropping_outputs.get(plugin, "") if kind == "outputs"
+                     else "" if plugin in policy.record_keeping_filters else "changes or drops records")
+            if loses:
+                found.error(forbidden(path.key(key), f'"{plugin}" {loses}, and this datacenter enforces audit '
+                                                     "logging: the cluster may add outputs, not lose records"))
+    for lower, (key, value) in entry.items():
+        if value is None:
+            continue
+        key_path = path.key(key)
+        _check_protected(key_path, key, value, found)
+        why = fb.denied_key(lower)
+        if why and not ctx.allowances.allows_key(plugin, lower):
+            found.error(forbidden(key_path, f"{why}; an operator may allow it for a Seed with the annotation "
+                                            f"{names.ALLOWED_KEYS_ANNOTATION}"))
+        why = fb.denied_value(plugin, lower, value)
+        if why:
+            found.error(forbidden(key_path, f'"{value.strip()}" {why}'))
+        if kind == "filters" and policy.cluster_id_field in (t.lower() for t in _TOKENS.split(value)):
+            found.error(forbidden(key_path, f"{policy.cluster_id_field} is set by the webhook from the cluster "
+                                            "ID; no filter may change, move or remove it"))
+    key, host = entry.get("host", ("", None))
+    if host is not None and is_outside(host):
+        found.warn(path.key(key), "an outside name: allow egress to it yourself")
+    if "match" not in entry and "match_regex" not in entry:
+        found.error(required(path.key("Match"), f'every {singular} needs "Match" or "Match_Regex"; '
+                                                '"*" matches the audit log'))
+
+
+def _check_plugin_list(raw: Any, path: Path, kind: str, env: dict[str, str], ctx: SidecarContext) -> Findings:
     found = Findings()
     if not found.present_as(raw, list, path, f"must be a list of maps, one per [{kind.upper()[:-1]}] section"):
         return found
-    known = fluentbit_plugins()[kind]
-    singular = kind[:-1]
-    for i, entry in enumerate(raw):
+    for i, item in enumerate(raw):
         entry_path = path.index(i)
-        sub, keys = check_entry_map(entry, entry_path, env_names)
+        sub, entry = check_entry_map(item, entry_path, env)
         found.merge(sub)
-        if not isinstance(entry, dict):
-            continue
-        if "name" not in keys:
-            found.error(required(entry_path.key("Name"),
-                                 f'every {singular} names its fluent-bit plugin, e.g. "{known[0]}"'))
-        else:
-            plugin = entry[keys["name"]]
-            if isinstance(plugin, str) and KEY_RE.match(plugin.strip()) and plugin.strip().lower() not in known:
-                found.error(unsupported(entry_path.key(keys["name"]), plugin, known))
-        host = entry.get(keys["host"]) if "host" in keys else None
-        if isinstance(host, str) and KEY_RE.match(host) and is_outside(host):
-            found.warn(entry_path.key(keys["host"]), "an outside name: allow egress to it yourself")
-        if "match" not in keys and "match_regex" not in keys:
-            found.error(required(entry_path.key("Match"), f'every {singular} needs "Match" or "Match_Regex"; '
-                                                          '"*" matches the audit log'))
+        if isinstance(item, dict):
+            _check_plugin_entry(entry, entry_path, kind, ctx, found)
     return found
 
 
-def _check_service(raw: Any, path: Path, env_names: set[str]) -> Findings:
+def _check_service(raw: Any, path: Path, env: dict[str, str], ctx: SidecarContext) -> Findings:
     if raw is None:
         return Findings()
-    found, keys = check_entry_map(raw, path, env_names)
-    daemon = raw.get(keys["daemon"]) if "daemon" in keys else None
-    if isinstance(daemon, str) and daemon.strip().lower() in _TRUTHY:
-        found.error(forbidden(path.key(keys["daemon"]), "fluent-bit would fork into the background and the "
-                                                        "sidecar container would exit and restart forever"))
+    found, entry = check_entry_map(raw, path, env)
+    policy = fb.policy()
+    allowed = ", ".join(sorted(policy.service_keys))
+    for lower, (key, value) in entry.items():
+        if value is None:
+            continue
+        key_path = path.key(key)
+        if lower != "storage.path":  # its own rule below allows one folder of the audit volume
+            _check_protected(key_path, key, value, found)
+        if lower == "daemon" and value.strip().lower() in _TRUTHY:
+            found.error(forbidden(key_path, "fluent-bit would fork into the background and the sidecar "
+                                            "container would exit and restart forever"))
+        elif lower not in policy.service_keys and not ctx.allowances.allows_key("service", lower):
+            found.error(forbidden(key_path, f"not a [SERVICE] key a cluster may set; these are: {allowed}"))
+        elif lower == "storage.path" and not policy.storage_path.fullmatch(value):
+            found.error(invalid(key_path, value, f"must be a folder inside {names.AUDIT_LOG_DIR}/ (not the audit "
+                                                 "log or its database), e.g. "
+                                                 f"{names.AUDIT_LOG_DIR}/buffer"))
+        elif lower.endswith("port") and value.strip() in policy.protected_ports:
+            found.error(forbidden(key_path, f"port {value.strip()} is kube-apiserver's in this Pod"))
     return found
 
 
-def env_names_of(sidecar: Any) -> set[str]:
-    """The env variable names the sidecar will have (CLUSTER_ID and the valid extraEnvs)."""
+def sidecar_env(sidecar: Any, cluster_id: str) -> dict[str, str]:
+    """The variables fluent-bit can expand: CLUSTER_ID and the extraEnvs with plain string values."""
     env = sidecar.get("extraEnvs") if isinstance(sidecar, dict) else None
     entries = env if isinstance(env, list) else []
-    extra = {e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
-    return {names.CLUSTER_ID_ENV, *extra}
+    extra = {e["name"]: e.get("value", "") for e in entries
+             if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("value", ""), str)}
+    return {**extra, names.CLUSTER_ID_ENV: cluster_id}
 
 
 def _check_extra_envs(raw: Any, path: Path) -> Findings:
@@ -137,35 +250,56 @@ def _check_extra_envs(raw: Any, path: Path) -> Findings:
             seen.add(name)
         if "valueFrom" in env:
             found.error(forbidden(env_path.child("valueFrom"), "only `value` is supported"))
-        if "value" in env and not isinstance(env["value"], str):
-            found.error(invalid(env_path.child("value"), env["value"], "must be a string"))
+        value = env.get("value")
+        if "value" in env and not isinstance(value, str):
+            found.error(invalid(env_path.child("value"), value, "must be a string"))
+        elif isinstance(value, str) and has_unsafe_char(value):
+            found.error(invalid(env_path.child("value"), value, UNSAFE_DETAIL))
+        elif isinstance(value, str) and ("$(" in value or "${" in value):
+            found.error(invalid(env_path.child("value"), value, "must not refer to other variables ($(...) or "
+                                                                "${...}): Kubernetes or fluent-bit would expand them"))
     return found
 
 
-def _check_quantities(raw: Any, path: Path, found: Findings) -> dict[str, Any]:
+def _check_quantities(raw: Any, path: Path, ceiling: dict[str, Any], found: Findings) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     if raw is None:
         return parsed
     if not isinstance(raw, dict):
         found.error(invalid(path, raw, "must be a map of resource names to quantities"))
         return parsed
+    supported = fb.policy().resource_names
     for resource, value in raw.items():
+        at = path.key(str(resource))
         q = parse_quantity(value)
-        if q is None:
-            found.error(invalid(path.key(str(resource)), value, f"must match the regular expression {QUANTITY_FORMAT}"))
+        if resource not in supported:
+            found.error(unsupported(at, resource, supported))
+        elif q is None:
+            found.error(invalid(at, value, f"must match the regular expression {QUANTITY_FORMAT}"))
         elif q < 0:
-            found.error(invalid(path.key(str(resource)), value, "must be greater than or equal to 0"))
+            found.error(invalid(at, value, "must be greater than or equal to 0"))
+        elif resource in ceiling and q > ceiling[resource]:
+            found.error(invalid(at, value, f"must be at most {_quantity_text(ceiling[resource])}, the ceiling "
+                                           "the operator sets for audit sidecars"))
         else:
             parsed[resource] = q
     return parsed
 
 
-def _check_resources(raw: Any, path: Path) -> Findings:
+def _quantity_text(q: Any) -> str:
+    for suffix, power in (("Gi", 3), ("Mi", 2), ("Ki", 1)):
+        if q >= 1024 ** power and q % (1024 ** power) == 0:
+            return f"{q // (1024 ** power)}{suffix}"
+    return f"{q.normalize():f}"
+
+
+def _check_resources(raw: Any, path: Path, ctx: SidecarContext) -> Findings:
     found = Findings()
     if not found.present_as(raw, dict, path, "must be a ResourceRequirements map with `requests` and `limits`"):
         return found
-    requests = _check_quantities(raw.get("requests"), path.child("requests"), found)
-    limits = _check_quantities(raw.get("limits"), path.child("limits"), found)
+    ceiling = ctx.allowances.resource_ceiling()
+    requests = _check_quantities(raw.get("requests"), path.child("requests"), ceiling, found)
+    limits = _check_quantities(raw.get("limits"), path.child("limits"), ceiling, found)
     for resource, request in requests.items():
         if resource in limits and request > limits[resource]:
             found.error(invalid(path.child("requests").key(resource), raw["requests"][resource],
@@ -173,19 +307,19 @@ def _check_resources(raw: Any, path: Path) -> Findings:
     return found
 
 
-def check_sidecar(raw: Any, path: Path) -> Findings:
+def check_sidecar(raw: Any, path: Path, ctx: SidecarContext = DEFAULT_CONTEXT) -> Findings:
     """Every rule for `auditLogging.sidecar`."""
     found = Findings()
     if not found.present_as(raw, dict, path, "must be a map with `resources`, `extraEnvs` and `config`"):
         return found
-    env_names = env_names_of(raw)
-    found.merge(_check_resources(raw.get("resources"), path.child("resources")))
+    env = sidecar_env(raw, ctx.cluster_id)
+    found.merge(_check_resources(raw.get("resources"), path.child("resources"), ctx))
     found.merge(_check_extra_envs(raw.get("extraEnvs"), path.child("extraEnvs")))
     config = raw.get("config")
     config_path = path.child("config")
     if not found.present_as(config, dict, config_path, "must be a map with `service`, `filters` and `outputs`"):
         return found
-    found.merge(_check_service(config.get("service"), config_path.child("service"), env_names))
-    found.merge(_check_plugin_list(config.get("filters"), config_path.child("filters"), "filters", env_names))
-    found.merge(_check_plugin_list(config.get("outputs"), config_path.child("outputs"), "outputs", env_names))
+    found.merge(_check_service(config.get("service"), config_path.child("service"), env, ctx))
+    found.merge(_check_plugin_list(config.get("filters"), config_path.child("filters"), "filters", env, ctx))
+    found.merge(_check_plugin_list(config.get("outputs"), config_path.child("outputs"), "outputs", env, ctx))
     return found
