@@ -142,3 +142,17 @@ def test_report_shows_the_default_output_an_enforced_datacenter_keeps():
     assert row.audit == "on"
     assert row.logs_to == ["stdout (sidecar log)", "http logs.example"]
     assert row.record_loss == []
+
+
+def test_a_cluster_kkp_defaulted_with_its_datacenters_webhook_is_reported_as_valid():
+    backend = {"auditWebhookConfig": {"name": "dcwh", "namespace": "kubermatic"}, "auditWebhookInitialBackoff": "0s"}
+    s = seed({"dc1": {"enforceAuditLogging": True, "enforcedAuditWebhookSettings": backend}})
+    obj = cluster(name="kkpdc", audit={"enabled": True, "webhookBackend": backend})
+    row = row_for(obj, seed_obj=s, secrets={("kubermatic", "dcwh"): {"webhook.yaml": KUBECONFIG.encode()}})
+    assert (row.audit, row.datacenter, row.webhook_secret, row.webhook_backoff) == ("on", "dc1", "kubermatic/dcwh", "0s")
+    assert row.webhook_decided_by == "datacenter enforcement"
+
+
+def test_an_invalid_cluster_still_shows_its_namespace_and_datacenter():
+    row = row_for(cluster(name="bad", audit={"enabled": True, "policyPreset": "verbose"}))
+    assert (row.audit, row.namespace, row.datacenter) == ("invalid", "cluster-bad", "dc1")

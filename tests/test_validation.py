@@ -113,9 +113,8 @@ CLUSTER_ERRORS = [
     ("backoff-not-duration", cluster(audit={"webhookBackend": webhook_backend(backoff="10")}),
      [f'{P}.webhookBackend.auditWebhookInitialBackoff: Invalid value: "10": must be a Go duration such as "10s", '
       '"500ms" or "1m30s"']),
-    ("backoff-zero", cluster(audit={"webhookBackend": webhook_backend(backoff="0s")}),
-     [f'{P}.webhookBackend.auditWebhookInitialBackoff: Invalid value: "0s": must be greater than zero']),
-    ("backoff-negative", cluster(audit={"webhookBackend": webhook_backend(backoff="-5s")}), 1),
+    ("backoff-negative", cluster(audit={"webhookBackend": webhook_backend(backoff="-5s")}),
+     [f'{P}.webhookBackend.auditWebhookInitialBackoff: Invalid value: "-5s": must not be negative']),
 ]
 
 MORE_SECRETS = {**SECRETS, ("cluster-abc", "nokey"): {"other": b"x"},
@@ -187,7 +186,7 @@ def test_risky_but_valid_settings_warn(obj, seed_obj, warning):
     found = check_admission(obj, None, seed=seed_obj, secrets=SECRETS)
     assert found.errors == []
     assert warning in found.warnings
-    assert all(len(w) <= 120 and w.isprintable() for w in found.warnings)
+    assert all(len(w) <= 256 and w.isprintable() for w in found.warnings)
 
 
 def test_plain_http_webhook_server_warns_without_quoting_the_secret():
@@ -311,3 +310,38 @@ def test_deleting_what_a_running_apiserver_needs_is_refused():
     assert deletion_message(dc_secret, "kubermatic", ["a", "b"]) == (
         'Secret "kubermatic/dcwh" is in use: clusters "a", "b" need it as the configuration of their audit webhook '
         "backend; turn that off in the Cluster (or the datacenter's settings) first")
+
+
+def test_a_zero_backoff_is_accepted_as_kkp_and_kube_apiserver_accept_it():
+    assert errors_of(cluster(audit={"webhookBackend": webhook_backend(backoff="0s")})) == []
+
+
+ENFORCED_WEBHOOK = {"auditWebhookConfig": {"name": "dc-wh", "namespace": "kubermatic"},
+                    "auditWebhookInitialBackoff": "10s"}
+SEED_ENFORCING_WEBHOOK = seed({"dc1": {"enforceAuditLogging": True, "enforcedAuditWebhookSettings": ENFORCED_WEBHOOK}})
+DC_SECRETS = {**SECRETS, ("kubermatic", "dc-wh"): {"webhook.yaml": KUBECONFIG.encode()},
+              ("kubermatic", "other"): {"webhook.yaml": KUBECONFIG.encode()}}
+
+
+def test_a_cluster_as_kkp_defaulting_writes_it_names_its_datacenters_secret():
+    """KKP copies the datacenter's enforcedAuditWebhookSettings verbatim, Seed namespace and all."""
+    kkp = cluster(audit={"enabled": True, "webhookBackend": ENFORCED_WEBHOOK})
+    assert check_admission(kkp, None, seed=SEED_ENFORCING_WEBHOOK, secrets=DC_SECRETS).errors == []
+    # Only that Secret: any other of the Seed's namespace stays forbidden, and so does the same
+    # reference where the datacenter does not enforce it.
+    other = cluster(audit={"enabled": True, "webhookBackend": {"auditWebhookConfig": {"name": "other",
+                                                                                      "namespace": "kubermatic"}}})
+    assert [str(e) for e in check_admission(other, None, seed=SEED_ENFORCING_WEBHOOK, secrets=DC_SECRETS).errors] == [
+        f'{P}.webhookBackend.auditWebhookConfig.namespace: Forbidden: a cluster may only use Secrets of its own '
+        'namespace "cluster-abc" or its datacenter\'s "kubermatic/dc-wh"']
+    assert len(check_admission(kkp, None, seed=seed({"dc1": {}}), secrets=DC_SECRETS).errors) == 1
+
+
+def test_warnings_are_never_cut_mid_sentence():
+    """A long user key shortens the field path, never the sentence after it."""
+    key = "k" * 400
+    obj = cluster(audit={"enabled": False, key: "x"})
+    (w,) = [w for w in warnings_of(obj) if "unknown field" in w]
+    assert len(w) <= 256 and w.endswith(": unknown field, ignored") and "..." in w
+    long_text = [w for w in warnings_of(cluster(audit={"sidecar": {"config": {}}}))]
+    assert long_text == ["spec.auditLogging.sidecar: has no effect while audit logging is off"]

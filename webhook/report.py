@@ -12,7 +12,7 @@ from typing import Any
 from webhook import names
 from webhook.inject import audit_flags, read_flags
 from webhook.mutation import is_apiserver_pod, prepare
-from webhook.objects import datacenter_of, dig, name_of
+from webhook.objects import cluster_namespace, datacenter_of, dig, name_of
 from webhook.options import Options
 from webhook.store import Snapshot
 from webhook.validation.fluentbit_policy import record_changes
@@ -85,8 +85,8 @@ def cluster_row(
     prepared = prepare(cluster, seed, options)
     apiserver_pods = [p for p in pods if is_apiserver_pod(p)]
     if prepared.settings is None:
-        return Row(name_of(cluster), "", "", "invalid", "", "", apiserver_pods=len(apiserver_pods),
-                   drift=[prepared.problem])
+        return Row(name_of(cluster), cluster_namespace(cluster), datacenter_of(cluster), "invalid", "", "",
+                   apiserver_pods=len(apiserver_pods), drift=[prepared.problem])
     s = prepared.settings
     row = Row(cluster=s.cluster_id, namespace=s.namespace, datacenter=s.datacenter,
               audit="on" if s.enabled else "off", preset=s.preset or ("custom" if s.needs_injection else ""),

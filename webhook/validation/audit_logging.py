@@ -7,14 +7,14 @@ from typing import Any
 from webhook import presets
 from webhook.validation.errors import Findings, Path, invalid, unsupported
 from webhook.validation.sidecar import DEFAULT_CONTEXT, SidecarContext, check_sidecar
-from webhook.validation.webhook_backend import Secrets, check_webhook_backend
+from webhook.validation.webhook_backend import SecretRef, Secrets, check_webhook_backend
 
 _FIELDS = ("enabled", "policyPreset", "sidecar", "webhookBackend")
 
 
 def check_audit_logging(
     raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None,
-    sidecar: SidecarContext = DEFAULT_CONTEXT,
+    sidecar: SidecarContext = DEFAULT_CONTEXT, datacenter_secret: SecretRef | None = None,
 ) -> Findings:
     """Every rule for one `auditLogging` map; `sidecar` says who wrote it and what the Seed allows."""
     found = Findings()
@@ -32,5 +32,5 @@ def check_audit_logging(
     found.merge(check_sidecar(raw.get("sidecar"), path.child("sidecar"), sidecar))
     found.merge(check_webhook_backend(raw.get("webhookBackend"), path.child("webhookBackend"),
                                       default_namespace=default_namespace, own_namespace=own_namespace,
-                                      secrets=secrets))
+                                      secrets=secrets, datacenter_secret=datacenter_secret))
     return found

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from webhook import names
-from webhook.objects import cluster_namespace, datacenter_of, datacenter_spec, dig, name_of
+from webhook.objects import cluster_namespace, datacenter_of, datacenter_spec, dig, name_of, namespace_of
 from webhook.validation.audit_logging import check_audit_logging
 from webhook.validation.errors import Findings, Path, invalid, required
 from webhook.validation.fluentbit_policy import seed_allowances
 from webhook.validation.sidecar import SidecarContext
-from webhook.validation.webhook_backend import Secrets
+from webhook.validation.webhook_backend import SecretRef, Secrets, secret_ref
 
 _SPEC = Path("spec")
 _AUDIT = _SPEC.child("auditLogging")
@@ -32,9 +32,15 @@ def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | 
     namespace = cluster_namespace(cluster)
     raw = dig(cluster, "spec", "auditLogging")
     found.merge(check_audit_logging(raw, _AUDIT, default_namespace=namespace, own_namespace=namespace,
-                                    secrets=secrets, sidecar=_sidecar_context(cluster, seed)))
+                                    secrets=secrets, sidecar=_sidecar_context(cluster, seed),
+                                    datacenter_secret=_datacenter_secret(cluster, seed)))
     _warn_overrides(cluster, raw if isinstance(raw, dict) else {}, seed, found)
     return found
+
+
+def _datacenter_secret(cluster: dict[str, Any], seed: dict[str, Any] | None) -> SecretRef | None:
+    enforced = datacenter_spec(seed, datacenter_of(cluster)).get("enforcedAuditWebhookSettings")
+    return secret_ref(enforced, namespace_of(seed) or "kubermatic") if seed else None
 
 
 def _sidecar_context(cluster: dict[str, Any], seed: dict[str, Any] | None) -> SidecarContext:

@@ -9,9 +9,11 @@ from enum import StrEnum
 from typing import Any
 
 _MAX_VALUE_CHARS = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# kube-apiserver drops warnings with control characters; kubectl lines stay readable under this.
-MAX_WARNING_CHARS = 120
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# kube-apiserver drops warnings with control characters and truncates those over 256 characters
+# (k8s.io/apiserver's admission warning limits). Our own texts are written to fit well under it; a
+# long field path (a user's map key) is shortened in its middle, so the sentence is never cut.
+MAX_WARNING_CHARS = 256
 
 
 class ErrorType(StrEnum):
@@ -112,8 +114,13 @@ def not_found(path: Path, value: Any, detail: str = "") -> FieldError:
 
 
 def warning(path: Path, text: str) -> str:
-    """A warning about a field, fit for kubectl: one line, no control characters."""
-    return sanitize_warning(f"{path}: {text}")
+    """A warning about a field, fit for kubectl: one line, no control characters, the text whole."""
+    shown = _CONTROL.sub(" ", str(path))
+    room = MAX_WARNING_CHARS - len(text) - 2
+    if len(shown) > room:
+        keep = max(room - 3, 8)
+        shown = shown[: keep // 2] + "..." + shown[len(shown) - (keep - keep // 2):]
+    return sanitize_warning(f"{shown}: {text}")
 
 
 def sanitize_warning(text: str) -> str:
@@ -160,7 +167,7 @@ class Findings:
         update Clusters all the time, and a Secret deleted yesterday must not wedge them.
         """
         kept = [e for e in self.errors if e not in old.errors]
-        carried = [sanitize_warning(f"{e.path}: {e.type.value} (wrong before this update too; please fix)")
+        carried = [warning(e.path, f"{e.type.value} (wrong before this update too; please fix)")
                    for e in self.errors if e in old.errors]
         return Findings(kept, [*self.warnings, *carried])
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -142,8 +142,12 @@ def denied_plugin(plugin: str) -> str:
     return policy().denied_plugins.get(plugin, "")
 
 
+@lru_cache(maxsize=4096)
 def denied_key(key: str) -> str:
-    """Why the policy denies a filter or output key, whatever the plugin ("" if it does not)."""
+    """Why the policy denies a filter or output key, whatever the plugin ("" if it does not).
+
+    Cached: real configurations use a few hundred distinct keys, and every Cluster admission asks.
+    """
     lower = key.lower()
     for pattern, why in policy().denied_keys.items():
         if fnmatchcase(lower, pattern):
@@ -152,8 +156,9 @@ def denied_key(key: str) -> str:
 
 
 def denied_value(plugin: str, key: str, value: str) -> str:
-    """Why the policy denies this value of this key of this plugin ("" if it does not)."""
-    return policy().denied_values.get(plugin, {}).get(key.lower(), {}).get(value.strip().lower(), "")
+    """Why the policy denies this value of this (lower-case) key of this plugin ("" if it does not)."""
+    by_key = policy().denied_values.get(plugin)
+    return by_key.get(key, {}).get(value.strip().lower(), "") if by_key else ""
 
 
 _PATH_TOKEN = re.compile(r"[^\s,;=:'\"]*/[^\s,;=:'\"]*")
@@ -161,6 +166,8 @@ _PATH_TOKEN = re.compile(r"[^\s,;=:'\"]*/[^\s,;=:'\"]*")
 
 def protected_path_in(value: str) -> str:
     """The protected path a value names (after `//`, `/./` and `..` are resolved), or ""."""
+    if "/" not in value:
+        return ""
     for token in _PATH_TOKEN.findall(value):
         path = posixpath.normpath("/" + token.lstrip("/"))
         for protected in policy().protected_paths:

@@ -117,18 +117,24 @@ def check_entry_map(raw: Any, path: Path, env: dict[str, str]) -> tuple[Findings
         if lower in ("name", "match", "match_regex") and lower in seen:
             found.error(duplicate(path.key(key), key))
         seen.add(lower)
-        entries.setdefault(lower, (key, _check_value(value, path.key(key), env, lower in _DECIDED_KEYS, found)))
+        if type(value) is str and _PLAIN_VALUE.fullmatch(value):  # the common case, without building a path
+            entries.setdefault(lower, (key, value))
+        else:
+            entries.setdefault(lower, (key, _check_value(value, path.key(key), env, lower in _DECIDED_KEYS, found)))
     return found, entries
 
 
 def _check_protected(path: Path, key: str, value: str, found: Findings) -> None:
-    """Rules no Seed can relax: the audit files and the Pod's own ports stay out of reach."""
+    """Rules no Seed can relax: the audit files and the Pod's own ports stay out of reach.
+
+    `path` is the section's; the entry's is built only for an error.
+    """
     protected = fb.protected_path_in(value)
     if protected:
-        found.error(forbidden(path, f"must not name {protected}: the sidecar may not read, write or serve "
-                                    "the audit log, the audit policy or its own configuration"))
+        found.error(forbidden(path.key(key), f"must not name {protected}: the sidecar may not read, write or "
+                                             "serve the audit log, the audit policy or its own configuration"))
     if key.lower() == "host" and fb.is_loopback(value):
-        found.error(forbidden(path, "must not be the apiserver Pod itself: its ports are kube-apiserver's"))
+        found.error(forbidden(path.key(key), "must not be the apiserver Pod itself: its ports are kube-apiserver's"))
 
 
 def _check_plugin_entry(entry: Entries, path: Path, kind: str, ctx: SidecarContext,
@@ -157,18 +163,18 @@ def _check_plugin_entry(entry: Entries, path: Path, kind: str, ctx: SidecarConte
     for lower, (key, value) in entry.items():
         if value is None:
             continue
-        key_path = path.key(key)
-        _check_protected(key_path, key, value, found)
+        _check_protected(path, key, value, found)
         why = fb.denied_key(lower)
         if why and not ctx.allowances.allows_key(plugin, lower):
-            found.error(forbidden(key_path, f"{why}; an operator may allow it for a Seed with the annotation "
-                                            f"{names.ALLOWED_KEYS_ANNOTATION}"))
+            found.error(forbidden(path.key(key), f"{why}; an operator may allow it for a Seed with the annotation "
+                                                 f"{names.ALLOWED_KEYS_ANNOTATION}"))
         why = fb.denied_value(plugin, lower, value)
         if why:
-            found.error(forbidden(key_path, f'"{value.strip()}" {why}'))
-        if kind == "filters" and policy.cluster_id_field in (t.lower() for t in _TOKENS.split(value)):
-            found.error(forbidden(key_path, f"{policy.cluster_id_field} is set by the webhook from the cluster "
-                                            "ID; no filter may change, move or remove it"))
+            found.error(forbidden(path.key(key), f'"{value.strip()}" {why}'))
+        if kind == "filters" and policy.cluster_id_field in value.lower() and \
+                policy.cluster_id_field in (t.lower() for t in _TOKENS.split(value)):
+            found.error(forbidden(path.key(key), f"{policy.cluster_id_field} is set by the webhook from the "
+                                                 "cluster ID; no filter may change, move or remove it"))
     key, host = entry.get("host", ("", None))
     if host is not None and is_outside(host):
         found.warn(path.key(key), "an outside name: allow egress to it yourself")
@@ -201,7 +207,7 @@ def _check_service(raw: Any, path: Path, env: dict[str, str], ctx: SidecarContex
             continue
         key_path = path.key(key)
         if lower != "storage.path":  # its own rule below allows one folder of the audit volume
-            _check_protected(key_path, key, value, found)
+            _check_protected(path, key, value, found)
         if lower == "daemon" and value.strip().lower() in _TRUTHY:
             found.error(forbidden(key_path, "fluent-bit would fork into the background and the sidecar "
                                             "container would exit and restart forever"))

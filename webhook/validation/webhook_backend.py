@@ -53,12 +53,15 @@ def _check_secret(ref: SecretRef, path: Path, secrets: Secrets, found: Findings)
 
 
 def check_webhook_backend(
-    raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None
+    raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None,
+    datacenter_secret: SecretRef | None = None,
 ) -> Findings:
     """Every rule for a webhook backend map at `path`.
 
     `own_namespace` is set for a Cluster, which may only name Secrets of its own namespace:
-    anything else would let a cluster owner copy another tenant's Secret into their Pod.
+    anything else would let a cluster owner copy another tenant's Secret into their Pod. The one
+    exception is `datacenter_secret`, the Secret its datacenter enforces: KKP's defaulting copies
+    that reference, Seed namespace and all, into the Cluster.
     """
     found = Findings()
     detail = "must be a map with `auditWebhookConfig` and `auditWebhookInitialBackoff`"
@@ -78,9 +81,11 @@ def check_webhook_backend(
             found.error(invalid(ref_path.child("name"), name, "must be a lowercase DNS-1123 subdomain (a Secret name)"))
         if namespace is not None and not isinstance(namespace, str):
             found.error(invalid(ref_path.child("namespace"), namespace, "must be a string"))
-        elif own_namespace and namespace and namespace != own_namespace:
-            found.error(forbidden(ref_path.child("namespace"), f'a cluster may only use Secrets of its own namespace '
-                                                               f'"{own_namespace}"'))
+        elif own_namespace and namespace and namespace != own_namespace and (namespace, name) != datacenter_secret:
+            allowed = f'"{own_namespace}"' + (f' or its datacenter\'s "{datacenter_secret[0]}/{datacenter_secret[1]}"'
+                                              if datacenter_secret else "")
+            found.error(forbidden(ref_path.child("namespace"), f"a cluster may only use Secrets of its own namespace "
+                                                               f"{allowed}"))
         elif not found.errors:
             resolved = secret_ref(raw, default_namespace)
             if resolved is not None and secrets is not None:
@@ -91,6 +96,7 @@ def check_webhook_backend(
         seconds = parse_duration(backoff) if isinstance(backoff, str) else None
         if seconds is None:
             found.error(invalid(backoff_path, backoff, 'must be a Go duration such as "10s", "500ms" or "1m30s"'))
-        elif seconds <= 0:
-            found.error(invalid(backoff_path, backoff, "must be greater than zero"))
+        elif seconds < 0:
+            # 0s is valid: KKP's CRD accepts it and kube-apiserver retries at once.
+            found.error(invalid(backoff_path, backoff, "must not be negative"))
     return found
