@@ -5,6 +5,7 @@ import pytest
 from tests.helpers import bare_pod, cluster, seed
 from webhook.mutation import decide_mutation
 from webhook.options import Options
+from webhook.validation.admission import check_admission
 
 OPTS = Options.default()
 ON = cluster(audit={"enabled": True})
@@ -50,3 +51,22 @@ def test_invalid_stored_cluster_is_refused_with_its_field_errors():
 def test_missing_apiserver_container_warns():
     answer = decide_mutation("CREATE", no_apiserver(), ON, None, OPTS)
     assert answer.warnings == ['audit-webhook: no container "apiserver", audit logging not injected']
+
+
+def test_a_stored_cluster_that_breaks_a_later_policy_rule_is_still_injected_with_a_warning():
+    """Tightening an admission-policy rule (here the sidecar ceiling) never stops a running control plane."""
+    big = cluster(audit={"enabled": True, "sidecar": {"resources": {"limits": {"cpu": "4"}}}})
+    answer = decide_mutation("CREATE", bare_pod(), big, None, Options.default())
+    assert answer.allowed and answer.reason == "injected" and answer.patch
+    assert answer.warnings == ["spec.auditLogging.sidecar.resources.limits[cpu]: Invalid value: breaks a rule the "
+                               "Cluster predates; injected anyway, please fix"]
+    # The same settings are refused when the Cluster itself is admitted.
+    assert check_admission(big, None, seed=None, secrets={}).errors
+
+
+def test_a_stored_cluster_whose_settings_are_unsafe_to_render_is_not_injected():
+    lua = cluster(audit={"enabled": True, "sidecar": {"config": {"filters": [
+        {"Name": "lua", "Match": "*", "code": "function f() os.execute('id') end", "call": "f"}]}}})
+    answer = decide_mutation("CREATE", bare_pod(), lua, None, Options.default())
+    assert not answer.allowed and answer.reason == "invalid-settings"
+    assert '"lua" runs Lua code' in answer.message

@@ -13,7 +13,7 @@ from webhook.review import Answer
 from webhook.settings import EffectiveSettings, effective_settings
 from webhook.validation.admission import qualified_kind
 from webhook.validation.cluster import check_cluster
-from webhook.validation.errors import invalid_message, sanitize_warning
+from webhook.validation.errors import Tier, invalid_message, sanitize_warning, warning
 from webhook.validation.seed import check_seed
 
 
@@ -23,16 +23,22 @@ def is_apiserver_pod(pod: Any) -> bool:
     return dig(pod, "metadata", "labels", key) == value
 
 
-def _stored_settings_errors(cluster: dict[str, Any], seed: dict[str, Any] | None) -> str:
-    # Secrets are not re-checked here: a missing one is the reconciler's business, and the
-    # Pod references it by name only. Shapes are re-checked because objects may predate us.
-    cluster_errors = check_cluster(cluster, seed, secrets=None).errors
-    if cluster_errors:
-        return invalid_message(qualified_kind(cluster), name_of(cluster), cluster_errors)
-    seed_errors = check_seed(seed, secrets=None).errors if seed else []
-    if seed_errors:
-        return invalid_message(qualified_kind(seed), name_of(seed), seed_errors)
-    return ""
+def _stored_settings_problems(cluster: dict[str, Any], seed: dict[str, Any] | None) -> tuple[str, tuple[str, ...]]:
+    """Why the stored objects cannot be rendered (or ""), and the admission-policy rules they break.
+
+    Secrets are not re-checked here: a missing one is the reconciler's business, and the Pod
+    references it by name only. Shapes are re-checked because objects may predate us. Only
+    render-safety rules stop injection (see Tier); the others become warnings.
+    """
+    notes: list[str] = []
+    for obj, errors in ((cluster, check_cluster(cluster, seed, secrets=None).errors),
+                        (seed, check_seed(seed, secrets=None).errors if seed else [])):
+        unsafe = [e for e in errors if e.tier is Tier.SAFETY]
+        if unsafe:
+            return invalid_message(qualified_kind(obj), name_of(obj), unsafe), ()
+        notes += [warning(e.path, f"{e.type.value}: breaks a rule the {qualified_kind(obj).split('.')[0]} "
+                                  "predates; injected anyway, please fix") for e in errors]
+    return "", tuple(notes)
 
 
 @dataclass(frozen=True)
@@ -43,16 +49,18 @@ class Prepared:
     settings: EffectiveSettings | None
     settings_hash: str
     injection: Injection | None = None
+    # Admission-policy rules the stored objects break (injected anyway), as warnings.
+    notes: tuple[str, ...] = ()
 
 
 def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
     """Validate the stored objects and work out the settings once, for every Pod of the cluster."""
-    problem = _stored_settings_errors(cluster, seed)
+    problem, notes = _stored_settings_problems(cluster, seed)
     if problem:
         return Prepared(problem, None, "")
     settings = effective_settings(cluster, seed)
     settings_hash = settings.settings_hash(options)
-    return Prepared("", settings, settings_hash, injection_for(settings, options, settings_hash))
+    return Prepared("", settings, settings_hash, injection_for(settings, options, settings_hash), notes)
 
 
 def decide_mutation(
@@ -85,4 +93,4 @@ def decide_mutation(
         text = f'audit-webhook: no container "{names.APISERVER_CONTAINER}", audit logging not injected'
         warning = sanitize_warning(text)
         return Answer(True, warnings=[warning], reason="no-apiserver-container")
-    return Answer(True, patch=patch, reason="injected")
+    return Answer(True, patch=patch, warnings=list(prepared.notes), reason="injected")

@@ -97,7 +97,12 @@ class Reconciler:
                 self._seen_problems[cluster_id] = prepared.problem
                 self.event(cluster, "Warning", "InvalidAuditSettings", f"not reconciled: {prepared.problem}")
             return []
-        self._seen_problems.pop(cluster_id, None)
+        if prepared.notes and self._seen_problems.get(cluster_id) != "; ".join(prepared.notes):
+            self._seen_problems[cluster_id] = "; ".join(prepared.notes)
+            self.event(cluster, "Warning", "AuditSettingsOutOfPolicy",
+                       f"reconciled and injected, but: {'; '.join(prepared.notes)}")
+        elif not prepared.notes:
+            self._seen_problems.pop(cluster_id, None)
         settings = prepared.settings
         if settings.paused:
             return []

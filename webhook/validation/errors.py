@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +28,20 @@ class ErrorType(StrEnum):
 
 
 _NO_VALUE = (ErrorType.REQUIRED, ErrorType.FORBIDDEN)
+
+
+class Tier(StrEnum):
+    """Whether a rule gates injection, or only admission.
+
+    SAFETY: the rendered files and flags would be unsafe or unloadable (a line break in a value,
+    code execution, a policy kube-apiserver refuses); no Pod is injected with such settings.
+    POLICY: the operator's choices (plugin lists, ceilings, what an enforced datacenter keeps).
+    They refuse a Cluster at admission, but a stored Cluster that breaks one added later is still
+    injected, with a warning and an Event: tightening a rule never stops a running control plane.
+    """
+
+    SAFETY = "safety"
+    POLICY = "policy"
 
 
 class Path(str):
@@ -76,10 +90,16 @@ class FieldError:
     path: Path
     value: Any = None
     detail: str = ""
+    tier: Tier = Tier.SAFETY
 
     def __str__(self) -> str:
         body = self.type.value if self.type in _NO_VALUE else f"{self.type.value}: {format_value(self.value)}"
         return f"{self.path}: {body}: {self.detail}" if self.detail else f"{self.path}: {body}"
+
+
+def policy_rule(err: FieldError) -> FieldError:
+    """The same error from an admission-policy rule (see Tier)."""
+    return replace(err, tier=Tier.POLICY)
 
 
 def required(path: Path, detail: str = "") -> FieldError:

@@ -18,7 +18,16 @@ from webhook.defaults import fluentbit_plugins
 from webhook.egress import is_outside
 from webhook.quantity import QUANTITY_FORMAT, parse_quantity
 from webhook.validation import fluentbit_policy as fb
-from webhook.validation.errors import Findings, Path, duplicate, forbidden, invalid, required, unsupported
+from webhook.validation.errors import (
+    Findings,
+    Path,
+    duplicate,
+    forbidden,
+    invalid,
+    policy_rule,
+    required,
+    unsupported,
+)
 from webhook.validation.text import UNSAFE_DETAIL, has_unsafe_char
 
 # A fluent-bit key is split from its value at the first space; a line break starts a new line
@@ -152,14 +161,15 @@ def _check_plugin_entry(entry: Entries, path: Path, kind: str, ctx: SidecarConte
             found.error(forbidden(path.key(key), f'"{plugin}" {why}; an operator may allow it for a Seed '
                                                  f"with the annotation {names.ALLOWED_PLUGINS_ANNOTATION}"))
         elif plugin not in known and not why:
-            found.error(unsupported(path.key(key), plugin, [p for p in known if not fb.denied_plugin(p)]))
+            found.error(policy_rule(unsupported(path.key(key), plugin, [p for p in known if not fb.denied_plugin(p)])))
             plugin = ""
         elif ctx.keep_records and not ctx.allowances.record_changes:
             loses = (policy.record_dropping_outputs.get(plugin, "") if kind == "outputs"
                      else "" if plugin in policy.record_keeping_filters else "changes or drops records")
             if loses:
-                found.error(forbidden(path.key(key), f'"{plugin}" {loses}, and this datacenter enforces audit '
-                                                     "logging: the cluster may add outputs, not lose records"))
+                found.error(policy_rule(forbidden(path.key(key), f'"{plugin}" {loses}, and this datacenter enforces '
+                                                                 "audit logging: the cluster may add outputs, not lose "
+                                                                 "records")))
     for lower, (key, value) in entry.items():
         if value is None:
             continue
@@ -285,8 +295,8 @@ def _check_quantities(raw: Any, path: Path, ceiling: dict[str, Any], found: Find
         elif q < 0:
             found.error(invalid(at, value, "must be greater than or equal to 0"))
         elif resource in ceiling and q > ceiling[resource]:
-            found.error(invalid(at, value, f"must be at most {_quantity_text(ceiling[resource])}, the ceiling "
-                                           "the operator sets for audit sidecars"))
+            found.error(policy_rule(invalid(at, value, f"must be at most {_quantity_text(ceiling[resource])}, the "
+                                                       "ceiling the operator sets for audit sidecars")))
         else:
             parsed[resource] = q
     return parsed
