@@ -19,6 +19,7 @@ from webhook import __version__, decisions, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.egress import classify, destinations, network_policy
 from webhook.explain import explain, explain_preset, policy_from_document
+from webhook.images import with_registry
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
 from webhook.mutation import decide_mutation, prepare
@@ -51,7 +52,7 @@ def bundled_examples() -> Path:
 def _options(args: argparse.Namespace) -> Options:
     base = Options.default()
     return base.model_copy(update={
-        "sidecar_image": args.sidecar_image or base.sidecar_image,
+        "sidecar_image": with_registry(args.sidecar_image or base.sidecar_image, args.sidecar_registry or ""),
         "fluentbit_format": args.fluent_bit_format or base.fluentbit_format,
         "cluster_id_record": not args.no_cluster_id_record,
     })
@@ -59,6 +60,9 @@ def _options(args: argparse.Namespace) -> Options:
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sidecar-image", help="fluent-bit image of the sidecar (default: webhook/data/defaults.yaml)")
+    p.add_argument("--sidecar-registry", metavar="REGISTRY",
+                   help="pull new sidecars' image from this registry instead (like KKP's overwriteRegistry); "
+                        "an existing sidecar's fluent-bit image keeps its registry and tag")
     p.add_argument("--fluent-bit-format", choices=("classic", "yaml"),
                    help="fluent-bit configuration format (default: classic)")
     p.add_argument("--no-cluster-id-record", action="store_true",

@@ -17,6 +17,7 @@ from typing import Any
 from webhook import names
 from webhook.defaults import defaults
 from webhook.fluentbit import config_key
+from webhook.images import same_repository
 from webhook.objects import clone, find_named
 from webhook.options import Options
 from webhook.patch import Op, record_change
@@ -249,7 +250,11 @@ def _upsert_sidecar(containers: list[Any], wanted: Obj) -> None:
     # A sidecar already there (a re-invocation, or a stale copy): bring what we own to the wanted
     # state and keep everything else kube-apiserver or others added (defaults, LimitRange values).
     sidecar = containers[at] = clone(containers[at])
-    for key in ("image", "command", "args"):
+    # An image of the same repository keeps its registry and pinned tag or digest: KKP rewrites it
+    # for air-gapped seeds (overwriteRegistry), and a mirror we do not know of is still the image.
+    if not same_repository(sidecar.get("image"), wanted["image"]):
+        sidecar["image"] = wanted["image"]
+    for key in ("command", "args"):
         sidecar[key] = wanted[key]
     _upsert_env(sidecar, wanted["env"])
     _set_resources(sidecar, wanted["resources"])
