@@ -1,5 +1,7 @@
 """Validation of Clusters, Seeds and ConfigMaps: every rule, its exact kubectl-style message."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import KUBECONFIG, cluster, seed, webhook_backend
@@ -283,8 +285,9 @@ def test_a_preset_owns_the_policy_configmap():
     owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": "minimal"}), None)
     edited = configmap("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n")
     assert [str(e) for e in check_admission(edited, None, seed=None, secrets=SECRETS, owner=owner).errors] == [
-        'data[policy.yaml]: Forbidden: cluster "abc" uses the audit policy preset "minimal", which owns this policy; '
-        'to write your own, first set spec.auditLogging.policyPreset to "" on the Cluster']
+        'data[policy.yaml]: Forbidden: cluster "abc" uses the audit policy preset "minimal", which records "create '
+        'pods" at RequestResponse or more; this policy gives None (and 18 more short). To write your own, first set '
+        'spec.auditLogging.policyPreset to "" on the Cluster']
     assert check_admission(configmap(presets.policy_text("minimal")), None, seed=None, secrets=SECRETS,
                            owner=owner).errors == []
     custom = effective_settings(cluster(audit={"enabled": True}), None)
@@ -345,3 +348,26 @@ def test_warnings_are_never_cut_mid_sentence():
     assert len(w) <= 256 and w.endswith(": unknown field, ignored") and "..." in w
     long_text = [w for w in warnings_of(cluster(audit={"sidecar": {"config": {}}}))]
     assert long_text == ["spec.auditLogging.sidecar: has no effect while audit logging is off"]
+
+
+KKP_POLICIES = Path(__file__).resolve().parents[2] / "shared/kkp/audit-policies"
+
+
+@pytest.mark.parametrize("preset", ["metadata", "minimal", "recommended"])
+def test_kkps_own_policy_text_is_accepted_for_its_preset(preset):
+    """KKP's controllers write their own text for each preset into audit-config; refusing it would stop
+    KKP from creating the control plane (it reconciles ConfigMaps before Deployments)."""
+    from webhook.settings import effective_settings
+
+    owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": preset}), None)
+    text = (KKP_POLICIES / f"{preset}.yaml").read_text(encoding="utf-8")
+    assert check_admission(configmap(text), None, seed=None, secrets=SECRETS, owner=owner).errors == []
+
+
+def test_a_policy_that_records_less_than_its_preset_promises_is_refused():
+    from webhook.settings import effective_settings
+
+    owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": "recommended"}), None)
+    kkp_minimal = (KKP_POLICIES / "minimal.yaml").read_text(encoding="utf-8")  # None for reads, not Metadata
+    (error,) = check_admission(configmap(kkp_minimal), None, seed=None, secrets=SECRETS, owner=owner).errors
+    assert 'preset "recommended", which records "get pods" at Metadata or more; this policy gives None' in str(error)

@@ -90,7 +90,7 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     edit = ("patch", "configmap", "audit-config", "-n", NS, "--type=merge", "-p",
             json.dumps({"data": {"policy.yaml": custom_policy}}))
     refused = plane.kubectl(*edit, check=False)
-    assert refused.returncode != 0 and "which owns this policy" in refused.stderr
+    assert refused.returncode != 0 and 'uses the audit policy preset' in refused.stderr
     assert template_hash(plane) == first  # nothing changed: no rollout
 
     # 3. Switching to a custom policy rolls the apiserver; the user's policy is then left alone.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook import names, presets
+from webhook import names, presets, yamlio
 from webhook.objects import dig, name_of
 from webhook.settings import EffectiveSettings
 from webhook.validation.errors import Findings, Path, forbidden, required
 from webhook.validation.policy import check_policy_text
+from webhook.validation.preset_promise import broken_promises, describe
 
 _DATA = Path("data")
 
@@ -27,11 +28,19 @@ def check_configmap(configmap: Any, owner: EffectiveSettings | None = None) -> F
     if not isinstance(data, dict) or names.POLICY_KEY not in data:
         found.error(required(path, "the audit policy that kube-apiserver loads"))
         return found
-    if owner is not None and owner.preset and owner.needs_injection:
-        if data[names.POLICY_KEY] != presets.policy_text(owner.preset):
-            found.error(forbidden(path, f'cluster "{owner.cluster_id}" uses the audit policy preset "{owner.preset}", '
-                                        "which owns this policy; to write your own, first set "
-                                        'spec.auditLogging.policyPreset to "" on the Cluster'))
+    text = data[names.POLICY_KEY]
+    preset = owner.preset if owner is not None and owner.needs_injection else ""
+    if preset and text == presets.policy_text(preset):
         return found
-    found.merge(check_policy_text(data[names.POLICY_KEY], path))
+    found.merge(check_policy_text(text, path))
+    if preset and not found.errors:
+        # Not our text (KKP's controllers write their own): accepted when it keeps the preset's promise.
+        broken = broken_promises(yamlio.load(text), preset)
+        if broken:
+            req, level, floor = broken[0]
+            found.error(forbidden(path, f'cluster "{owner.cluster_id}" uses the audit policy preset "{preset}", which '
+                                        f'records "{describe(req)}" at {floor} or more; this policy gives {level}'
+                                        f"{f' (and {len(broken) - 1} more short)' if len(broken) > 1 else ''}. "
+                                        'To write your own, first set spec.auditLogging.policyPreset to "" on the '
+                                        "Cluster"))
     return found
