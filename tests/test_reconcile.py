@@ -131,3 +131,34 @@ NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
 ])
 def test_lease_expiry(renewed, duration, is_expired):
     assert expired(renewed, duration, NOW) is is_expired
+
+
+def kkp_owned(obj):
+    """The same object as KKP's controllers write it: no labels of ours."""
+    return existing({**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "labels"}})
+
+
+def test_an_object_of_our_name_that_is_not_ours_is_reported_and_left_alone():
+    obj = cluster(audit={"enabled": True, "policyPreset": "minimal"})
+    want = desired(obj)
+    kkp_secret = kkp_owned({**want[1], "data": {"fluent-bit.conf": "S0tQ"}})
+    kkp_config = kkp_owned({**want[0], "data": {"policy.yaml": "KKP's own minimal text"}})
+    actions = plan(settings_of(obj), want, [kkp_config, kkp_secret])
+    assert verbs(actions) == [("report", "ConfigMap", "audit-config"), ("report", "Secret", "audit-logs-fluentbit")]
+    assert actions[1].reason == "Secret audit-logs-fluentbit exists and is not managed by audit-webhook: left alone"
+    # Never deleted either, even when nothing is needed any more.
+    assert plan(settings_of(cluster()), [], [kkp_config, kkp_secret]) == []
+
+
+def test_kkp_mode_keeps_only_the_egress_policy_and_never_rolls():
+    obj = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [
+        {"Name": "forward", "Match": "*", "Host": "10.0.0.7", "Port": "24224"}]}}})
+    s = settings_of(obj)
+    egress = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "audit-logging-egress", "namespace": "cluster-abc"}, "spec": {}}
+    assert kinds(desired_objects(s, OPTS, SOURCE, egress, mode="kkp")) == [("NetworkPolicy", "audit-logging-egress")]
+    assert kinds(desired_objects(s, OPTS, SOURCE, egress, mode="standalone")) == [
+        ("ConfigMap", "audit-config"), ("Secret", "audit-logs-fluentbit"), ("NetworkPolicy", "audit-logging-egress")]
+    p = prepare(obj, None, OPTS)
+    assert rollout_patch(deployment(), p.settings, p.settings_hash, mode="kkp") is None
+    assert rollout_patch(deployment(), p.settings, p.settings_hash, mode="standalone") is not None

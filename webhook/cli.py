@@ -28,6 +28,7 @@ from webhook.options import Options
 from webhook.patch import apply_patch
 from webhook.policy_eval import AuditRequest
 from webhook.presets import PRESETS
+from webhook.reconcile import MODES
 from webhook.settings import effective_settings
 from webhook.store import LoadError, MemoryStore, Snapshot, Store
 from webhook.store.files import FileStore, load_snapshot, manifest_files, read_manifests
@@ -275,7 +276,8 @@ def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: lis
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(api, os.environ.get("POD_NAMESPACE") or args.namespace, "audit-webhook-reconciler",
                                 identity)
-        Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval).start()
+        Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode).start()
+        log.info("reconciling in %s mode", args.mode)
     log.info("watching Clusters and Seeds through the Kubernetes API")
     return store
 
@@ -332,7 +334,12 @@ def parser() -> argparse.ArgumentParser:
                        help="with --source kube: keep each cluster's audit-config ConfigMap, fluent-bit Secret and "
                             "copied webhook Secret, and roll its apiserver Deployment when settings change "
                             "(one replica at a time, by Lease)")
-    serve.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS")
+    serve.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
+                       help="seconds between reconcile passes")
+    serve.add_argument("--mode", choices=MODES, default="kkp",
+                       help="kkp: KKP's controllers own the apiserver Deployment, audit-config, audit-logs-fluentbit "
+                            "and the copied webhook Secret, and the reconciler keeps only the egress NetworkPolicy; "
+                            "standalone: the reconciler keeps all of them (default: kkp)")
     serve.add_argument("--tls-secret", help="keep the CA and serving certificate in this Secret of the webhook's "
                                             "namespace ($POD_NAMESPACE or --namespace), shared by all replicas")
     serve.add_argument("--webhook-config-name", action="append",

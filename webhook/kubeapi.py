@@ -25,3 +25,12 @@ def list_items(list_call: Callable[..., Any], *args: Any, api_version: str, kind
     """The items of a `list_*` call as raw objects, with the apiVersion and kind list items lack."""
     response = list_call(*args, _preload_content=False, _request_timeout=60, **params)
     return [{"apiVersion": api_version, "kind": kind, **item} for item in json.loads(response.data)["items"]]
+
+
+def api_message(exc: ApiException) -> str:
+    """What kube-apiserver said (it names the verb, resource and object), without the request's body."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason or "")

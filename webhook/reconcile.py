@@ -18,12 +18,18 @@ from webhook.objects import dig, kind_of, name_of
 from webhook.options import Options
 from webhook.settings import EffectiveSettings
 
-Verb = Literal["create", "update", "delete"]
+Verb = Literal["create", "update", "delete", "report"]
+# Who owns the objects behind the apiserver's volumes. On a KKP seed, KKP's controllers write the
+# apiserver Deployment, audit-config, audit-logs-fluentbit and the copied webhook Secret: we only
+# add what KKP does not (the egress NetworkPolicy). Standalone, we keep all of them.
+Mode = Literal["kkp", "standalone"]
+MODES: tuple[Mode, ...] = ("kkp", "standalone")
 
 
 @dataclass(frozen=True)
 class Action:
-    """One write to the API, and why (the text becomes an Event on the Cluster)."""
+    """One write to the API, and why (the text becomes an Event on the Cluster). A `report` writes
+    nothing: an object of the name we need is not ours, and is left alone."""
 
     verb: Verb
     obj: dict[str, Any]
@@ -50,13 +56,15 @@ def webhook_secret_copy(settings: EffectiveSettings, source: Mapping[str, bytes]
 
 
 def desired_objects(settings: EffectiveSettings, options: Options, webhook_source: Mapping[str, bytes] | None,
-                    egress: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every object the cluster namespace should hold for this cluster's apiserver; `egress` is
-    its NetworkPolicy (webhook/egress.py), when its sinks need one."""
-    objects = [_as_data(o) if o["kind"] == "Secret" else o for o in needed_files(settings, options)]
-    copy = webhook_secret_copy(settings, webhook_source)
-    if copy is not None:
-        objects.append(copy)
+                    egress: dict[str, Any] | None = None, mode: Mode = "standalone") -> list[dict[str, Any]]:
+    """Every object we keep in the cluster namespace for this cluster's apiserver; `egress` is its
+    NetworkPolicy (webhook/egress.py), when its sinks need one. In KKP mode, KKP keeps the rest."""
+    objects: list[dict[str, Any]] = []
+    if mode == "standalone":
+        objects = [_as_data(o) if o["kind"] == "Secret" else o for o in needed_files(settings, options)]
+        copy = webhook_secret_copy(settings, webhook_source)
+        if copy is not None:
+            objects.append(copy)
     if egress is not None:
         objects.append(egress)
     return objects
@@ -77,10 +85,13 @@ def is_managed(obj: dict[str, Any], cluster_id: str) -> bool:
 
 
 def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[Action]:
-    """Creates, updates and deletes that turn `existing` (what the namespace holds) into `desired`.
+    """Creates, updates and deletes that turn `existing` (what the namespace holds: what we manage,
+    and whatever has the name of a desired object) into `desired`.
 
-    The `audit-config` ConfigMap is the preset's while a preset is set (manual edits are
-    restored); without a preset it is created once and then belongs to the user.
+    Only objects we created (our labels) are ever updated or deleted. One of a desired name that
+    is not ours (KKP's, a user's) is reported and left alone; so is a user's `audit-config`
+    without a preset, which is created once and then belongs to the user. Ours is kept equal to
+    the preset's policy while a preset is set.
     """
     current = {_key(o): o for o in existing}
     actions: list[Action] = []
@@ -94,6 +105,9 @@ def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: l
         user_policy = kind == "ConfigMap" and name == names.CONFIGMAP_AUDIT_CONFIG and not settings.preset
         if user_policy or _content(have) == _content(want):
             continue
+        if not is_managed(have, settings.cluster_id):
+            actions.append(Action("report", have, f"{label} exists and is not managed by audit-webhook: left alone"))
+            continue
         update = {**want, "metadata": {**want["metadata"], "resourceVersion": dig(have, "metadata", "resourceVersion")}}
         why = (f'restored {label} to the "{settings.preset}" preset' if kind == "ConfigMap" else f"updated {label}")
         actions.append(Action("update", update, why))
@@ -104,14 +118,14 @@ def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: l
     return actions
 
 
-def rollout_patch(deployment: dict[str, Any] | None, settings: EffectiveSettings, settings_hash: str
-                  ) -> dict[str, Any] | None:
+def rollout_patch(deployment: dict[str, Any] | None, settings: EffectiveSettings, settings_hash: str,
+                  mode: Mode = "standalone") -> dict[str, Any] | None:
     """A patch of the apiserver Deployment's pod template that rolls it, or None when nothing changed.
 
     A Deployment that never carried our annotation and needs nothing is left alone, so turning the
-    reconciler on does not roll every apiserver of the seed.
+    reconciler on does not roll every apiserver of the seed. In KKP mode the Deployment is KKP's.
     """
-    if deployment is None:
+    if deployment is None or mode == "kkp":
         return None
     current = dig(deployment, "spec", "template", "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
     if current == settings_hash or (current is None and not settings.needs_injection):

@@ -13,13 +13,13 @@ from kubernetes.client.rest import ApiException
 
 from webhook import names
 from webhook.egress import classify, destinations, network_policy
-from webhook.kubeapi import list_items, read_or_none
+from webhook.kubeapi import api_message, list_items, read_or_none
 from webhook.leader import LeaderElector
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import prepare
 from webhook.objects import datacenter_of, dig, name_of, namespace_of
 from webhook.options import Options
-from webhook.reconcile import Action, desired_objects, plan, rollout_patch
+from webhook.reconcile import Action, Mode, desired_objects, plan, rollout_patch
 from webhook.settings import EffectiveSettings
 from webhook.store import decode_secret
 from webhook.store.kube import KubeStore
@@ -32,7 +32,7 @@ class Reconciler:
     """Runs `reconcile_all` every `interval` seconds while this replica holds the Lease."""
 
     def __init__(self, api_client: client.ApiClient, store: KubeStore, options: Options, elector: LeaderElector,
-                 *, interval: float = 10.0, deployment: str = "apiserver") -> None:
+                 *, interval: float = 10.0, deployment: str = "apiserver", mode: Mode = "standalone") -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.net = client.NetworkingV1Api(api_client)
@@ -40,6 +40,9 @@ class Reconciler:
         self.interval, self.deployment = interval, deployment
         self._stop = threading.Event()
         self._seen_problems: dict[str, str] = {}
+        self.mode = mode
+        # (cluster, reason) of objects in our way already reported, so each gets one Event.
+        self._reported: set[tuple[str, str]] = set()
 
     def start(self) -> None:
         """Run in a daemon thread."""
@@ -64,23 +67,33 @@ class Reconciler:
             try:
                 self.reconcile(cluster)
             except ApiException as exc:
-                log.warning("cluster %s: API error %s while reconciling", name_of(cluster), exc.status)
+                log.warning("cluster %s: API error %s while reconciling: %s", name_of(cluster), exc.status,
+                            api_message(exc))
 
-    def _existing(self, namespace: str, cluster_id: str) -> list[dict[str, Any]]:
+    def _existing(self, namespace: str, cluster_id: str, desired: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What we manage for the cluster, and whatever else holds the name of a desired object."""
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{CLUSTER_LABEL}={cluster_id}"
         found = [
-            *list_items(self.core.list_namespaced_config_map, namespace, api_version="v1", kind="ConfigMap",
-                        label_selector=selector),
-            *list_items(self.core.list_namespaced_secret, namespace, api_version="v1", kind="Secret",
-                        label_selector=selector),
             *list_items(self.net.list_namespaced_network_policy, namespace, api_version="networking.k8s.io/v1",
                         kind="NetworkPolicy", label_selector=selector),
         ]
-        if not any(name_of(o) == names.CONFIGMAP_AUDIT_CONFIG for o in found if o["kind"] == "ConfigMap"):
-            # a policy the user created by hand counts as existing
-            users = read_or_none(self.core.read_namespaced_config_map, names.CONFIGMAP_AUDIT_CONFIG, namespace)
-            if users is not None:
-                found.append({"apiVersion": "v1", "kind": "ConfigMap", **users})
+        if self.mode == "standalone":
+            found += [
+                *list_items(self.core.list_namespaced_config_map, namespace, api_version="v1", kind="ConfigMap",
+                            label_selector=selector),
+                *list_items(self.core.list_namespaced_secret, namespace, api_version="v1", kind="Secret",
+                            label_selector=selector),
+            ]
+        reads = {"ConfigMap": ("v1", self.core.read_namespaced_config_map),
+                 "Secret": ("v1", self.core.read_namespaced_secret),
+                 "NetworkPolicy": ("networking.k8s.io/v1", self.net.read_namespaced_network_policy)}
+        listed = {(o["kind"], name_of(o)) for o in found}
+        for want in desired:
+            if (want["kind"], name_of(want)) not in listed:
+                api_version, read = reads[want["kind"]]
+                other = read_or_none(read, name_of(want), namespace)
+                if other is not None:
+                    found.append({"apiVersion": api_version, "kind": want["kind"], **other})
         return found
 
     def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
@@ -115,11 +128,18 @@ class Reconciler:
                 self.event(cluster, "Warning", "WebhookSecretMissing",
                            f"Secret {settings.webhook.secret_namespace}/{settings.webhook.secret_name} not found")
         egress = self._egress(settings, source)
-        actions = plan(settings, desired_objects(settings, self.options, source, egress),
-                       self._existing(settings.namespace, cluster_id))
+        desired = desired_objects(settings, self.options, source, egress, self.mode)
+        actions = plan(settings, desired, self._existing(settings.namespace, cluster_id, desired))
         for action in actions:
+            if action.verb == "report":
+                if (cluster_id, action.reason) not in self._reported:
+                    self._reported.add((cluster_id, action.reason))
+                    self.event(cluster, "Warning", "ObjectInTheWay", action.reason)
+                continue
             self._apply(action)
             self.event(cluster, "Normal", "AuditObjectsReconciled", action.reason)
+        if self.mode == "kkp":
+            return actions  # the Deployment is KKP's: it rolls it when the Cluster changes
         deployment = read_or_none(self.apps.read_namespaced_deployment, self.deployment, settings.namespace)
         patch = rollout_patch(deployment, settings, prepared.settings_hash)
         if patch is not None:

@@ -27,7 +27,7 @@ def reconciler(plane: ControlPlane, webhook: WebhookProcess) -> Iterator[Webhook
     namespace(plane, "audit-webhook")
     cert_dir = plane.work / "reconciler-certs"
     ensure_certs(cert_dir, ServiceName())
-    proc = WebhookProcess(plane, cert_dir, extra=("--reconcile", "--reconcile-interval", "0.3",
+    proc = WebhookProcess(plane, cert_dir, extra=("--reconcile", "--mode", "standalone", "--reconcile-interval", "0.3",
                                                   "--webhook-config-name", "none"), label="reconciler")
     proc.start()
     yield proc
