@@ -96,7 +96,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="audit-webhook-soak-"))
     plane = ControlPlane(work)
     plane.start()
-    plane.kubectl("apply", "-f", str(ROOT / "deploy/crds"))
+    plane.kubectl("apply", "-k", str(ROOT / "deploy/crds"))
     plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/clusters.kubermatic.k8c.io")
     plane.kubectl("create", "namespace", "cluster-soak01")
     plane.apply(CLUSTER)

@@ -37,7 +37,7 @@ def test_minimal_config_tails_the_audit_log_tags_the_cluster_and_prints_to_stdou
     assert tail["Path"] == "/var/log/kubernetes/audit/audit.log"
     assert tail["DB"].startswith("/var/log/kubernetes/audit/")
     assert "Tag" not in tail
-    assert dict(sections[1][1]) == {"Name": "record_modifier", "Match": "*", "Record": "cluster_id ${CLUSTER_ID}"}
+    assert dict(sections[1][1]) == {"Name": "modify", "Match": "*", "Set": "cluster_id ${CLUSTER_ID}"}
     assert dict(sections[2][1]) == {"Name": "stdout", "Match": "*"}
 
 
@@ -46,7 +46,7 @@ def test_cluster_id_filter_can_be_switched_off():
     assert [s[0] for s in sections] == ["INPUT", "OUTPUT"]
 
 
-def test_user_sections_in_order_after_the_cluster_id_filter():
+def test_user_sections_in_order_and_the_cluster_id_filter_last():
     config = SidecarConfig(
         service={"Flush": "10", "Log_Level": "debug"},
         filters=[{"Name": "grep", "Match": "*", "Regex": "log user@example.com"},
@@ -56,9 +56,10 @@ def test_user_sections_in_order_after_the_cluster_id_filter():
     sections = parse_classic(render_classic(config, OPTS))
     assert [s[0] for s in sections] == ["SERVICE", "INPUT", "FILTER", "FILTER", "FILTER", "OUTPUT", "OUTPUT"]
     assert sections[0][1] == [("Flush", "10"), ("Log_Level", "debug")]
-    assert dict(sections[2][1])["Name"] == "record_modifier"
-    assert sections[3][1] == [("Name", "grep"), ("Match", "*"), ("Regex", "log user@example.com")]
-    assert dict(sections[4][1])["Record"] == "team ${TEAM}"
+    assert sections[2][1] == [("Name", "grep"), ("Match", "*"), ("Regex", "log user@example.com")]
+    assert dict(sections[3][1])["Record"] == "team ${TEAM}"
+    # Last: whatever the cluster's filters did to cluster_id, it is set again from the env.
+    assert dict(sections[4][1]) == {"Name": "modify", "Match": "*", "Set": "cluster_id ${CLUSTER_ID}"}
     assert sections[5][1] == [("Name", "forward"), ("Match", "*"), ("Host", "fluentd.svc")]
 
 
@@ -67,7 +68,7 @@ def test_values_are_written_verbatim(value):
     config = SidecarConfig(filters=[{"Name": "grep", "Match": "*", "Regex": value}])
     assert f"    Regex {value}\n" in render_classic(config, OPTS)
     doc = yaml.safe_load(render_yaml(config, OPTS))
-    assert doc["pipeline"]["filters"][-1]["regex"] == value
+    assert doc["pipeline"]["filters"][0]["regex"] == value
 
 
 def test_yaml_format_is_the_same_pipeline():
@@ -77,9 +78,9 @@ def test_yaml_format_is_the_same_pipeline():
     doc = yaml.safe_load(render_yaml(config, OPTS))
     assert doc["service"] == {"flush": "5"}
     assert [i["name"] for i in doc["pipeline"]["inputs"]] == ["tail"]
-    assert doc["pipeline"]["filters"][0]["name"] == "record_modifier"
+    assert [f["name"] for f in doc["pipeline"]["filters"]] == ["record_modifier", "modify"]
     # Two keys that differ only in case are one key with both values.
-    assert doc["pipeline"]["filters"][1]["record"] == ["a 1", "b 2"]
+    assert doc["pipeline"]["filters"][0]["record"] == ["a 1", "b 2"]
     assert doc["pipeline"]["outputs"] == [{"name": "forward", "match": "*", "host": "h"}]
 
 

@@ -84,10 +84,14 @@ def test_sidecar_is_fluent_bit_with_its_mounts_env_and_default_resources():
                                                    ("audit-log", "/var/log/kubernetes/audit", False)]
 
 
-def test_sidecar_resources_are_replaced_when_given():
+def test_given_sidecar_resources_replace_the_defaults_one_by_one():
+    """Merged with the defaults, so a sidecar always has limits (an empty map or requests alone included)."""
     res = {"requests": {"cpu": "20m"}, "limits": {"cpu": "1", "memory": "1Gi"}}
     out = inject(bare_pod(), cluster(audit={"enabled": True, "sidecar": {"resources": res}}))
-    assert container(out, "audit-logs")["resources"] == res
+    assert container(out, "audit-logs")["resources"] == {"requests": {"memory": "10Mi", "cpu": "20m"},
+                                                         "limits": {"memory": "1Gi", "cpu": "1"}}
+    out = inject(bare_pod(), cluster(audit={"enabled": True, "sidecar": {"resources": {}}}))
+    assert container(out, "audit-logs")["resources"]["limits"] == {"memory": "60Mi", "cpu": "50m"}
 
 
 def test_yaml_format_points_the_sidecar_at_the_yaml_file():

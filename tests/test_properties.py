@@ -165,7 +165,16 @@ hostile = st.lists(st.sampled_from(HOSTILE_TOKENS), max_size=6).map("".join)
 safe_key = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True).filter(
     lambda k: k.lower() not in ("name", "match", "match_regex", "daemon", "path", "file", "code", "script",
                                 "database") and not denied_key(k))
-service_key = st.sampled_from(sorted(policy().service_keys - {"storage.path"}))
+def _valid_service_value(rule):
+    if rule and "number" in rule:
+        return st.sampled_from([str(rule["number"][0]), str(rule["number"][1])])
+    if rule and "oneOf" in rule:
+        return st.sampled_from([str(w) for w in rule["oneOf"]])
+    return st.just("64M")
+
+
+SERVICE_RULES = {k: v for k, v in policy().service_keys.items() if k != "storage.path"}
+service_key = st.sampled_from(sorted(SERVICE_RULES))
 # Printable text: brackets, '@', '#' and '${...}' of known variables are fine inside a value, and must stay inside it.
 safe_value = st.lists(st.sampled_from([*"aZ09 _.-@[]#{}=*:'\"&<>ü", "${TEAM}", "${CLUSTER_ID}"]),
                       min_size=1, max_size=8).map("".join).filter(lambda v: v.strip() == v and v)
@@ -180,7 +189,13 @@ def _entries(keys):
 
 
 entries = _entries(safe_key)
-service_entries = _entries(service_key)
+# Service keys take values of their own kind: a valid value each, sometimes one hostile entry.
+service_entries = st.tuples(
+    st.lists(service_key, unique=True, max_size=3).flatmap(
+        lambda keys: st.tuples(*(_valid_service_value(SERVICE_RULES[k]) for k in keys)).map(
+            lambda values, keys=keys: dict(zip(keys, values, strict=True)))),
+    st.one_of(st.none(), st.tuples(st.one_of(service_key, hostile), hostile)),
+).map(lambda t: {**t[0], **({t[1][0]: t[1][1]} if t[1] else {})})
 
 
 def plugin_entries(plugins):
@@ -215,8 +230,10 @@ def test_accepted_sidecar_maps_render_exactly_the_sections_they_ask_for(service,
     head = ["SERVICE"] if service else []
     assert [s[0] for s in sections] == head + ["INPUT", "FILTER"] + ["FILTER"] * len(filters) + \
         ["OUTPUT"] * max(1, len(outputs))
-    # Drop our INPUT and cluster-id FILTER: what is left is the user's maps, entry for entry.
-    user_sections = sections[: len(head)] + sections[len(head) + 2:]
+    # Drop our INPUT and our cluster-id FILTER (after the user's): what is left is the user's maps.
+    ours = len(head) + 1 + len(filters)
+    assert dict(sections[ours][1])["Set"] == "cluster_id ${CLUSTER_ID}"
+    user_sections = sections[: len(head)] + sections[len(head) + 1: ours] + sections[ours + 1:]
     user_maps = ([service] if service else []) + filters + (outputs or [{"Name": "stdout", "Match": "*"}])
     for (_, entries), given_map in zip(user_sections, user_maps, strict=True):
         assert entries == [(k, v.strip()) for k, v in given_map.items()]

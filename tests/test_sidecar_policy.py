@@ -28,7 +28,7 @@ def sidecar(config=None, envs=None, resources=None, **kw):
 
 
 def out(**entries):
-    return {"outputs": [{"Name": "forward", "Match": "*", **entries}]}
+    return {"outputs": [{"Name": "forward", "Match": "*", "Host": "fluentd.example.com", **entries}]}
 
 
 def errors(obj, seed_obj=None):
@@ -95,21 +95,69 @@ REFUSED = [
     ("plugin-via-env", sidecar({"outputs": [{"Name": "${PLUGIN}", "Match": "*"}]}, envs={"PLUGIN": "file"}),
      "[Name]: Forbidden: must not use ${...}"),
     ("host-via-env", sidecar(out(Host="${H}"), envs={"H": "evil.example.com"}), "[Host]: Forbidden: must not use"),
-    ("unknown-var", sidecar(out(Tag="${HOSTNAME}")),
-     f'{CFG}.outputs[0][Tag]: Invalid value: "${{HOSTNAME}}": ${{HOSTNAME}} is not set in the sidecar; it has '
-     "${CLUSTER_ID} (add variables with extraEnvs)"),
+    ("unknown-var", sidecar(out(Tag="${NOPE}")),
+     f'{CFG}.outputs[0][Tag]: Invalid value: "${{NOPE}}": ${{NOPE}} is not set in the sidecar; it has '
+     "${CLUSTER_ID}, ${HOSTNAME} (add variables with extraEnvs)"),
     ("path-via-env", sidecar(out(Tag="x", Retry_Limit="${P}"), envs={"P": "/var/log/kubernetes/audit/audit.log"}),
      "must not name /var/log/kubernetes/audit"),
     ("env-refers-to-env", sidecar(envs={"A": "$(CLUSTER_ID)"}), "must not refer to other variables"),
     ("plugin-with-space", sidecar({"outputs": [{"Name": "stdout x", "Match": "*"}]}),
      f'{CFG}.outputs[0][Name]: Unsupported value: "stdout x": supported values: '),
     ("plugin-case", sidecar({"outputs": [{"Name": "File", "Match": "*"}]}), 'Unsupported value: "File"'),
-    # cluster_id is the webhook's.
-    ("forge-cluster-id", sidecar({"filters": [{"Name": "record_modifier", "Match": "*",
-                                               "Record": "cluster_id other-tenant"}]}),
-     "cluster_id is set by the webhook from the cluster ID"),
-    ("rename-cluster-id", sidecar({"filters": [{"Name": "modify", "Match": "*", "Rename": "cluster_id x"}]}),
-     "cluster_id is set by the webhook"),
+    # Found by a red-team review: a second spelling of a key, cloud identities, librdkafka, the env.
+    ("second-spelling", sidecar(out(HOST="127.0.0.1")),
+     f'{CFG}.outputs[0][HOST]: Duplicate value: "HOST": fluent-bit keys are case-insensitive and the last one wins; '
+     "set each key once"),
+    ("second-spelling-action", sidecar({"filters": [{"Name": "expect", "Match": "*", "key_exists": "x",
+                                                     "action": "warn", "ACTION": "exit"}]}), "Duplicate value"),
+    ("second-storage-path", sidecar({"service": {"storage.path": "/var/log/kubernetes/audit/b",
+                                                 "Storage.Path": "/etc/fluent-bit"}}), "Duplicate value"),
+    ("multi-value-checked", sidecar({"filters": [{"Name": "grep", "Match": "*", "Regex": "a b",
+                                                  "regex": "log /var/run/secrets/x"}]}), "must not name /var/run/secrets"),
+    ("flush-a-day", sidecar({"service": {"Flush": "86400"}}),
+     f'{CFG}.service[Flush]: Invalid value: "86400": must be a number from 0.1 to 10'),
+    ("flush-zero", sidecar({"service": {"Flush": "0"}}), "must be a number from 0.1 to 10"),
+    ("coro-stack", sidecar({"service": {"coro_stack_size": "1"}}), "not a [SERVICE] key a cluster may set"),
+    ("log-level", sidecar({"service": {"Log_Level": "bogus"}}), "must be one of off, error, warn"),
+    ("stackdriver-token", sidecar({"outputs": [{"Name": "stackdriver", "Match": "*", "resource": "global",
+                                                "cloud_logging_base_url": "https://attacker.example"}]}),
+     "sends the node's cloud token elsewhere"),
+    ("azure-identity", sidecar({"outputs": [{"Name": "azure_kusto", "Match": "*", "auth_type": "managed_identity",
+                                             "ingestion_endpoint": "https://attacker.example"}]}),
+     "borrows the node's cloud identity"),
+    ("aws-auth", sidecar({"outputs": [{"Name": "es", "Match": "*", "Host": "es.example.com", "AWS_Auth": "On"}]}),
+     "signs with the node's cloud credentials"),
+    ("kafka-gssapi", sidecar({"outputs": [{"Name": "kafka", "Match": "*", "Brokers": "k.example.com:9092",
+                                           "rdkafka.sasl.mechanisms": "GSSAPI"}]}), "run kinit"),
+    ("kafka-principal", sidecar({"outputs": [{"Name": "kafka", "Match": "*", "Brokers": "k.example.com:9092",
+                                              "rdkafka.sasl.kerberos.principal": "a; id #"}]}),
+     "is not one of the rdkafka.* settings a cluster may set"),
+    ("kafka-providers", sidecar({"outputs": [{"Name": "kafka", "Match": "*", "Brokers": "k.example.com:9092",
+                                              "rdkafka.ssl.providers": "/tmp/x.so"}]}), "rdkafka.* settings"),
+    ("oracle-config", sidecar({"outputs": [{"Name": "oracle_log_analytics", "Match": "*",
+                                            "config_file_location": "/etc/passwd"}]}), "names a file"),
+    ("ld-preload", sidecar(envs={"LD_PRELOAD": "/tmp/x.so"}),
+     f"{SC}.extraEnvs[0].name: Forbidden: LD_PRELOAD is read by the dynamic loader, TLS libraries, proxies or cloud "
+     "SDKs in the sidecar"),
+    ("proxy-env", sidecar(envs={"https_proxy": "http://127.0.0.1:6443"}), "read by the dynamic loader"),
+    ("metadata-env", sidecar(envs={"METADATA_SERVER": "attacker.example"}), "read by the dynamic loader"),
+    ("env-path", sidecar(envs={"DIR": "/var/log/kubernetes/audit/x"}),
+     f"{SC}.extraEnvs[0].value: Forbidden: must not name /var/log/kubernetes/audit"),
+    ("no-host", sidecar({"outputs": [{"Name": "http", "Match": "*", "Port": "6443", "tls": "On"}]}),
+     f"{CFG}.outputs[0][Host]: Required value: without it http sends to 127.0.0.1, the apiserver Pod itself"),
+    ("ip6-loopback", sidecar(out(Host="ip6-loopback")), "must not be the apiserver Pod itself"),
+    ("inet-aton-short", sidecar(out(Host="127.1")), "must not be the apiserver Pod itself"),
+    ("inet-aton-number", sidecar(out(Host="2130706433")), "must not be the apiserver Pod itself"),
+    ("proxy-loopback", sidecar({"outputs": [{"Name": "http", "Match": "*", "Host": "logs.example.com",
+                                             "proxy": "http://127.0.0.1:6443"}]}), "[proxy]: Forbidden: must not be"),
+    ("brokers-loopback", sidecar({"outputs": [{"Name": "kafka", "Match": "*", "Brokers": "k.example.com:9092,127.0.0.1:6443"}]}),
+     "[Brokers]: Forbidden: must not be the apiserver Pod itself"),
+    ("parser-filter", sidecar({"filters": [{"Name": "parser", "Match": "*", "Key_Name": "log", "Parser": "json"}]}),
+     "needs a parsers file"),
+    ("tiny-memory", sidecar(resources={"limits": {"memory": "1Mi"}}),
+     f'{SC}.resources.limits[memory]: Invalid value: "1Mi": must be at least 32Mi'),
+    ("request-above-default-limit", sidecar(resources={"requests": {"memory": "100Mi"}}),
+     f'{SC}.resources.requests[memory]: Invalid value: "100Mi": must be less than or equal to memory limit of 60Mi'),
     # Resources.
     ("bogus-resource", sidecar(resources={"limits": {"bogus": "1"}}),
      f'{SC}.resources.limits[bogus]: Unsupported value: "bogus": supported values: "cpu", "memory", '
@@ -168,6 +216,12 @@ ACCEPTED = [
     ("storage-in-audit-volume", {"service": {"storage.path": "/var/log/kubernetes/audit/buffer", "Flush": "1"}}),
     ("grep-include", {"filters": [{"Name": "grep", "Match": "*", "Regex": "verb create"}]}),
     ("unicode-text", out(Tag="prüfung-日本")),
+    ("hostname-var", {"filters": [{"Name": "record_modifier", "Match": "*", "Record": "hostname ${HOSTNAME}"}]}),
+    ("reads-cluster-id", {"filters": [{"Name": "grep", "Match": "*", "Regex": "cluster_id ^prod-"}]}),
+    ("system-trust-store", out(tls="On", **{"tls.ca_file": "/etc/ssl/certs/ca-certificates.crt"})),
+    ("multi-value-keys", {"filters": [{"Name": "modify", "Match": "*", "Add": "a 1", "add": "b 2"}]}),
+    ("kafka-sasl", {"outputs": [{"Name": "kafka", "Match": "*", "Brokers": "k.example.com:9092",
+                                 "rdkafka.sasl.mechanisms": "SCRAM-SHA-512", "rdkafka.sasl.username": "u"}]}),
 ]
 
 
@@ -194,7 +248,7 @@ def test_a_seed_allows_plugins_and_keys_but_never_the_protected_ones():
     everything = _allowing(**{names.ALLOWED_PLUGINS_ANNOTATION: "file", names.ALLOWED_KEYS_ANNOTATION: "*:path"})
     assert [e for e in errors(on_log, everything)] == [
         f"{CFG}.outputs[0][Path]: Forbidden: must not name /var/log/kubernetes/audit: the sidecar may not read, "
-        "write or serve the audit log, the audit policy or its own configuration"]
+        "write or serve the audit log, the audit policy, its own configuration or service-account tokens"]
     listen = sidecar({"service": {"HTTP_Server": "On", "HTTP_Port": "6443"}})
     assert errors(listen, _allowing(**{names.ALLOWED_KEYS_ANNOTATION: "service:http_server service:http_port"})) == [
         f"{CFG}.service[HTTP_Port]: Forbidden: port 6443 is kube-apiserver's in this Pod"]

@@ -72,7 +72,8 @@ CLUSTER_ERRORS = [
       "audit log"]),
     ("unknown-plugin", sidecar_cluster(outputs=[{"Name": "carrier-pigeon", "Match": "*"}]), 1),
     ("duplicate-name", sidecar_cluster(outputs=[{"Name": "stdout", "name": "http", "Match": "*"}]),
-     [f'{CFG}.outputs[0][name]: Duplicate value: "name"']),
+     [f'{CFG}.outputs[0][name]: Duplicate value: "name": fluent-bit keys are case-insensitive and the last one '
+      "wins; set each key once"]),
     ("filters-not-list", sidecar_cluster(filters={"Name": "grep"}), 1),
     ("filter-not-map", sidecar_cluster(filters=["Name grep"]), 1),
     ("env-valuefrom", cluster(audit={"enabled": True, "sidecar": {"extraEnvs": [
@@ -371,3 +372,16 @@ def test_a_policy_that_records_less_than_its_preset_promises_is_refused():
     kkp_minimal = (KKP_POLICIES / "minimal.yaml").read_text(encoding="utf-8")  # None for reads, not Metadata
     (error,) = check_admission(configmap(kkp_minimal), None, seed=None, secrets=SECRETS, owner=owner).errors
     assert 'preset "recommended", which records "get pods" at Metadata or more; this policy gives None' in str(error)
+
+
+def test_deleting_the_cluster_or_seed_crd_is_refused_unless_annotated():
+    from webhook.validation.admission import ALLOW_CRD_DELETION_ANNOTATION, crd_deletion_message
+
+    def crd(name, **annotations):
+        return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": name, "annotations": annotations}}
+
+    assert crd_deletion_message(crd("seeds.kubermatic.k8c.io")).startswith(
+        'CustomResourceDefinition "seeds.kubermatic.k8c.io" is protected: deleting it deletes every Seed with it.')
+    assert crd_deletion_message(crd("clusters.kubermatic.k8c.io", **{ALLOW_CRD_DELETION_ANNOTATION: "true"})) == ""
+    assert crd_deletion_message(crd("machines.cluster.k8s.io")) == ""

@@ -276,7 +276,9 @@ def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: lis
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(api, os.environ.get("POD_NAMESPACE") or args.namespace, "audit-webhook-reconciler",
                                 identity)
-        Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode).start()
+        Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode,
+                   webhook_configs=tuple(args.webhook_config_name or ()),
+                   own_namespace=os.environ.get("POD_NAMESPACE") or args.namespace).start()
         log.info("reconciling in %s mode", args.mode)
     log.info("watching Clusters and Seeds through the Kubernetes API")
     return store

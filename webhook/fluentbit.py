@@ -42,9 +42,10 @@ def sections(config: SidecarConfig, options: Options, keep_default_output: bool 
         **{k: str(v) for k, v in data["input"].items() if k != "Name"},
     }
     out.append(("INPUT", tail))
-    if options.cluster_id_record:
-        out.append(("FILTER", {k: str(v) for k, v in data["clusterIdFilter"].items()}))
     out.extend(("FILTER", dict(f)) for f in config.filters)
+    if options.cluster_id_record:
+        # Last, so that no filter of the cluster's can forge, move or remove the field.
+        out.append(("FILTER", {k: str(v) for k, v in data["clusterIdFilter"].items()}))
     default = [{k: str(v) for k, v in data["defaultOutput"].items()}]
     outputs = [*default, *config.outputs] if keep_default_output else (config.outputs or default)
     out.extend(("OUTPUT", dict(o)) for o in outputs)

@@ -15,6 +15,7 @@ from webhook.validation.admission import (
     CLUSTER,
     CONFIGMAP,
     check_admission,
+    crd_deletion_message,
     deletion_blockers,
     deletion_message,
     kind_key,
@@ -101,6 +102,9 @@ async def validate(req: AdmissionRequest, store: Store, options: Options, cache:
 
 def _validate_delete(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
     obj = req.oldObject
+    refused = crd_deletion_message(obj)
+    if refused:
+        return Answer(False, refused, code=403, reason="protected-crd")
     if kind_of(obj)[1] not in ("Secret", "ConfigMap") or req.userInfo.username in CLEANUP_USERS:
         return Answer(True, reason="not-checked")
     users = []

@@ -196,11 +196,15 @@ def _set_resources(container: Obj, wanted: Obj) -> None:
 
 
 def sidecar_resources(settings: EffectiveSettings) -> Obj:
-    """The sidecar's resources: `sidecar.resources` when given, else the defaults (shared: never modify)."""
+    """The sidecar's resources: the defaults, with what `sidecar.resources` sets in their place.
+
+    Merged, so the sidecar always has limits (the defaults are shared: never modify them).
+    """
     given = settings.sidecar.resources
-    if given is not None:
-        return given.model_dump(exclude_defaults=True)
-    return _default_sidecar_resources()
+    default = _default_sidecar_resources()
+    if given is None:
+        return default
+    return {"requests": {**default["requests"], **given.requests}, "limits": {**default["limits"], **given.limits}}
 
 
 # Injections are kept per cluster (10,000 clusters, 10,000 injections): the parts that do not

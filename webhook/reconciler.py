@@ -12,12 +12,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from webhook import names
+from webhook.audited_namespaces import selector_patch
 from webhook.egress import classify, destinations, network_policy
 from webhook.kubeapi import api_message, list_items, read_or_none
 from webhook.leader import LeaderElector
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from webhook.mutation import prepare
-from webhook.objects import datacenter_of, dig, name_of, namespace_of
+from webhook.mutation import Prepared, prepare
+from webhook.objects import cluster_namespace, datacenter_of, dig, name_of, namespace_of
 from webhook.options import Options
 from webhook.reconcile import Action, Mode, desired_objects, plan, rollout_patch
 from webhook.settings import EffectiveSettings
@@ -32,8 +33,12 @@ class Reconciler:
     """Runs `reconcile_all` every `interval` seconds while this replica holds the Lease."""
 
     def __init__(self, api_client: client.ApiClient, store: KubeStore, options: Options, elector: LeaderElector,
-                 *, interval: float = 10.0, deployment: str = "apiserver", mode: Mode = "standalone") -> None:
+                 *, interval: float = 10.0, deployment: str = "apiserver", mode: Mode = "standalone",
+                 webhook_configs: tuple[str, ...] = (), own_namespace: str = "audit-webhook") -> None:
         self.core = client.CoreV1Api(api_client)
+        self.admission = client.AdmissionregistrationV1Api(api_client)
+        # The MutatingWebhookConfigurations whose namespace lists follow the audited clusters.
+        self.webhook_configs, self.own_namespace = webhook_configs, own_namespace
         self.apps = client.AppsV1Api(api_client)
         self.net = client.NetworkingV1Api(api_client)
         self.store, self.options, self.elector = store, options, elector
@@ -62,13 +67,30 @@ class Reconciler:
             self._stop.wait(self.interval)
 
     def reconcile_all(self) -> None:
-        """One pass over every cached Cluster."""
+        """One pass over every cached Cluster, then the webhook's list of audited namespaces."""
+        audited = []
         for cluster in list(self.store.clusters.objects.values()):
+            prepared = prepare(cluster, self.store.seed_for_datacenter(datacenter_of(cluster)), self.options)
+            # Settings we cannot render still ask for audit logging: fail closed for them too.
+            if prepared.settings is None or prepared.settings.needs_injection:
+                audited.append(cluster_namespace(cluster))
             try:
-                self.reconcile(cluster)
+                self.reconcile(cluster, prepared)
             except ApiException as exc:
                 log.warning("cluster %s: API error %s while reconciling: %s", name_of(cluster), exc.status,
                             api_message(exc))
+        self._sync_webhook_selectors(audited)
+
+    def _sync_webhook_selectors(self, audited: list[str]) -> None:
+        for name in self.webhook_configs:
+            try:
+                current = read_or_none(self.admission.read_mutating_webhook_configuration, name)
+                body = selector_patch(current, self.own_namespace, audited) if current else None
+                if body:
+                    self.admission.patch_mutating_webhook_configuration(name, body, _request_timeout=10)
+                    log.info("MutatingWebhookConfiguration %s: %d audited namespaces fail closed", name, len(audited))
+            except ApiException as exc:
+                log.warning("cannot update MutatingWebhookConfiguration %s: %s", name, api_message(exc))
 
     def _existing(self, namespace: str, cluster_id: str, desired: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What we manage for the cluster, and whatever else holds the name of a desired object."""
@@ -100,10 +122,10 @@ class Reconciler:
         raw = read_or_none(self.core.read_namespaced_secret, name, namespace)
         return None if raw is None else decode_secret(raw, f"Secret {namespace}/{name}")
 
-    def reconcile(self, cluster: dict[str, Any]) -> list[Action]:
+    def reconcile(self, cluster: dict[str, Any], prepared: Prepared | None = None) -> list[Action]:
         """Bring one cluster's namespace and apiserver Deployment to the desired state."""
-        seed = self.store.seed_for_datacenter(datacenter_of(cluster))
-        prepared = prepare(cluster, seed, self.options)
+        if prepared is None:
+            prepared = prepare(cluster, self.store.seed_for_datacenter(datacenter_of(cluster)), self.options)
         cluster_id = name_of(cluster)
         if prepared.settings is None:
             if self._seen_problems.get(cluster_id) != prepared.problem:

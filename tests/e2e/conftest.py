@@ -17,7 +17,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     cp = ControlPlane(tmp_path_factory.mktemp("e2e"))
     try:
         cp.start()
-        cp.kubectl("apply", "-f", str(ROOT / "deploy/crds"))
+        cp.kubectl("apply", "-k", str(ROOT / "deploy/crds"))
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/clusters.kubermatic.k8c.io",
                    "crd/seeds.kubermatic.k8c.io")
         yield cp

@@ -116,3 +116,19 @@ def deletion_message(obj: Any, namespace: str, clusters: list[str]) -> str:
 def object_label(obj: Any) -> str:
     """`name` of an object, for messages."""
     return name_of(obj) or "<unnamed>"
+
+
+PROTECTED_CRDS = (f"clusters.{names.KKP_GROUP}", f"seeds.{names.KKP_GROUP}")
+ALLOW_CRD_DELETION_ANNOTATION = "audit-webhook.kubermatic.k8c.io/allow-deletion"
+
+
+def crd_deletion_message(obj: Any) -> str:
+    """Why deleting this CRD is refused ("" when it is not): it would delete every Cluster or Seed."""
+    name = name_of(obj)
+    if kind_of(obj)[1] != "CustomResourceDefinition" or name not in PROTECTED_CRDS:
+        return ""
+    if dig(obj, "metadata", "annotations", ALLOW_CRD_DELETION_ANNOTATION) == "true":
+        return ""
+    return (f'CustomResourceDefinition "{name}" is protected: deleting it deletes every '
+            f'{name.split(".")[0][:-1].capitalize()} with it. Annotate it {ALLOW_CRD_DELETION_ANNOTATION}="true" '
+            "first if that is what you want")

@@ -118,9 +118,9 @@ def unsupported(path: Path, value: Any, supported: list[str] | tuple[str, ...]) 
     return FieldError(ErrorType.UNSUPPORTED, path, value, f"supported values: {listed}")
 
 
-def duplicate(path: Path, value: Any) -> FieldError:
+def duplicate(path: Path, value: Any, detail: str = "") -> FieldError:
     """A value that may appear once and appears again."""
-    return FieldError(ErrorType.DUPLICATE, path, value)
+    return FieldError(ErrorType.DUPLICATE, path, value, detail)
 
 
 def forbidden(path: Path, detail: str) -> FieldError:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+import socket
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from webhook import names, yamlio
 from webhook.objects import dig
@@ -29,19 +31,31 @@ _ANNOTATIONS = Path("metadata").child("annotations")
 class Policy:
     """`fluentbit-policy.yaml`, parsed."""
 
-    service_keys: frozenset[str]
+    service_keys: dict[str, dict[str, Any] | None]
+    multi_value_keys: frozenset[str]
     denied_plugins: dict[str, str]
     denied_keys: dict[str, str]
     denied_values: dict[str, dict[str, dict[str, str]]]
+    key_allow_lists: dict[str, frozenset[str]]
+    trust_store_keys: frozenset[str]
+    trust_store_paths: tuple[str, ...]
+    destination_keys: tuple[str, ...]
+    host_required: frozenset[str]
+    denied_env_names: tuple[str, ...]
     record_keeping_filters: frozenset[str]
     record_dropping_outputs: dict[str, str]
     protected_paths: tuple[str, ...]
     storage_path: re.Pattern[str]
     protected_ports: frozenset[str]
     loopback_hosts: frozenset[str]
-    cluster_id_field: str
     resource_names: tuple[str, ...]
+    floor: dict[str, Decimal]
     ceiling: dict[str, Decimal]
+
+
+def _quantities(raw: dict[str, Any]) -> dict[str, Decimal]:
+    parsed = {k: parse_quantity(str(v)) for k, v in raw.items()}
+    return {k: v for k, v in parsed.items() if v is not None}
 
 
 @cache
@@ -50,22 +64,28 @@ def policy() -> Policy:
     text = resources.files("webhook").joinpath("data", "fluentbit-policy.yaml").read_text(encoding="utf-8")
     data = yamlio.load(text)
     protected = data["protected"]
-    ceiling = {k: parse_quantity(str(v)) for k, v in data["resources"]["ceiling"].items()}
     return Policy(
-        service_keys=frozenset(k.lower() for k in data["serviceKeys"]),
+        service_keys={k.lower(): v for k, v in data["serviceKeys"].items()},
+        multi_value_keys=frozenset(k.lower() for k in data["multiValueKeys"]),
         denied_plugins=dict(data["deniedPlugins"]),
         denied_keys={k.lower(): v for k, v in data["deniedKeys"].items()},
         denied_values={p: {k.lower(): {str(v).lower(): why for v, why in vals.items()} for k, vals in keys.items()}
                        for p, keys in data["deniedValues"].items()},
+        key_allow_lists={p.lower(): frozenset(k.lower() for k in keys) for p, keys in data["keyAllowLists"].items()},
+        trust_store_keys=frozenset(k.lower() for k in data["trustStoreKeys"]),
+        trust_store_paths=tuple(data["trustStorePaths"]),
+        destination_keys=tuple(k.lower() for k in data["destinationKeys"]),
+        host_required=frozenset(data["hostRequired"]),
+        denied_env_names=tuple(n.upper() for n in data["deniedEnvNames"]),
         record_keeping_filters=frozenset(data["recordKeepingFilters"]),
         record_dropping_outputs=dict(data["recordDroppingOutputs"]),
         protected_paths=tuple(protected["paths"]),
         storage_path=re.compile(protected["storagePath"]),
         protected_ports=frozenset(str(p) for p in protected["ports"]),
         loopback_hosts=frozenset(h.lower() for h in protected["loopbackHosts"]),
-        cluster_id_field=protected["clusterIdField"].lower(),
         resource_names=tuple(data["resources"]["names"]),
-        ceiling={k: v for k, v in ceiling.items() if v is not None},
+        floor=_quantities(data["resources"]["floor"]),
+        ceiling=_quantities(data["resources"]["ceiling"]),
     )
 
 
@@ -152,13 +172,35 @@ def denied_key(key: str) -> str:
     for pattern, why in policy().denied_keys.items():
         if fnmatchcase(lower, pattern):
             return why
+    for pattern, allowed in policy().key_allow_lists.items():
+        if fnmatchcase(lower, pattern) and lower not in allowed:
+            return f"is not one of the {pattern} settings a cluster may set"
     return ""
+
+
+def trusted_certificate_path(key: str, value: str) -> bool:
+    """Whether a certificate-authority key names the image's own trust store (read-only, public)."""
+    if key.lower() not in policy().trust_store_keys:
+        return False
+    path = posixpath.normpath("/" + value.strip().lstrip("/"))
+    return any(path == p or path.startswith(p + "/") for p in policy().trust_store_paths)
+
+
+def denied_env_name(name: str) -> bool:
+    """Whether an extraEnvs name is one the loader, TLS libraries, proxies or cloud SDKs read."""
+    upper = name.upper()
+    return any(fnmatchcase(upper, pattern) for pattern in policy().denied_env_names)
 
 
 def denied_value(plugin: str, key: str, value: str) -> str:
     """Why the policy denies this value of this (lower-case) key of this plugin ("" if it does not)."""
-    by_key = policy().denied_values.get(plugin)
-    return by_key.get(key, {}).get(value.strip().lower(), "") if by_key else ""
+    word = value.strip().lower()
+    for owner in (plugin, "*"):
+        by_key = policy().denied_values.get(owner)
+        why = by_key.get(key, {}).get(word, "") if by_key else ""
+        if why:
+            return why
+    return ""
 
 
 _PATH_TOKEN = re.compile(r"[^\s,;=:'\"]*/[^\s,;=:'\"]*")
@@ -177,16 +219,53 @@ def protected_path_in(value: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether an output host is the apiserver Pod itself (its own network namespace)."""
+    """Whether an output host is the apiserver Pod itself (its own network namespace).
+
+    Addresses are read as the C library reads them (`127.1`, `0`, `2130706433` are loopback too);
+    a DNS name that resolves to loopback cannot be judged here.
+    """
     lower = host.strip().strip("[]").lower().rstrip(".")
     if lower in policy().loopback_hosts or lower.endswith(".localhost"):
         return True
     try:
         address = ipaddress.ip_address(lower)
     except ValueError:
-        return False
+        try:
+            address = ipaddress.ip_address(socket.inet_aton(lower))
+        except OSError:
+            return False
     mapped = getattr(address, "ipv4_mapped", None) or address
     return mapped.is_loopback or mapped.is_unspecified
+
+
+_HOST_TOKEN = re.compile(r"[\s,;]+")
+
+
+def hosts_in(value: str) -> list[str]:
+    """The hosts a destination value names: `h`, `h:port`, `[v6]:port`, URLs, lists of them."""
+    hosts = []
+    for token in _HOST_TOKEN.split(value.strip()):
+        if not token:
+            continue
+        if "://" in token:
+            try:
+                host = urlsplit(token).hostname or ""
+            except ValueError:
+                host = token
+        elif token.startswith("["):
+            host = token[1:].partition("]")[0]
+        elif token.count(":") == 1:
+            host = token.partition(":")[0]
+        else:
+            host = token
+        hosts.append(host)
+    return hosts
+
+
+def is_destination_key(key: str) -> bool:
+    """Whether a key's value picks where records are sent."""
+    lower = key.lower()
+    return any(fnmatchcase(lower, pattern) for pattern in policy().destination_keys)
 
 
 def record_changes(filters: list[dict[str, str]], outputs: list[dict[str, str]]) -> list[str]:

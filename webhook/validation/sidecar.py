@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import names
-from webhook.defaults import fluentbit_plugins
+from webhook.defaults import defaults, fluentbit_plugins
 from webhook.egress import is_outside
 from webhook.quantity import QUANTITY_FORMAT, parse_quantity
 from webhook.validation import fluentbit_policy as fb
@@ -103,51 +103,64 @@ def _check_value(value: Any, path: Path, env: dict[str, str], decided: bool, fou
     return expanded
 
 
+# By lower-case key: (key as written, value as fluent-bit reads it, or None when already refused).
+# A key appears once (a second spelling is refused), except fluent-bit's multi-value keys, whose
+# every line is in `Section.items`.
 Entries = dict[str, tuple[str, str | None]]
 
 
-def check_entry_map(raw: Any, path: Path, env: dict[str, str]) -> tuple[Findings, Entries]:
-    """Check one section's `key: value` map.
+@dataclass
+class Section:
+    """One checked `key: value` map."""
 
-    Returns the findings and, by lower-case key, (key as written, value as fluent-bit reads it,
-    or None when the value was refused already).
-    """
+    entries: Entries
+    items: list[tuple[str, str, str]]  # (lower-case key, key as written, value as read), values not refused
+
+
+def check_entry_map(raw: Any, path: Path, env: dict[str, str]) -> tuple[Findings, Section]:
+    """Check one section's `key: value` map: its keys, its characters, its variables."""
     found = Findings()
-    entries: Entries = {}
+    section = Section({}, [])
     if not isinstance(raw, dict):
         found.error(invalid(path, raw, "must be a map of string keys to string values"))
-        return found, entries
-    seen: set[str] = set()
+        return found, section
+    multi = fb.policy().multi_value_keys
     for key, value in raw.items():
         if not isinstance(key, str) or not KEY_RE.match(key):
             found.error(invalid(path, key, KEY_DETAIL))
             continue
         lower = key.lower()
-        if lower in ("name", "match", "match_regex") and lower in seen:
-            found.error(duplicate(path.key(key), key))
-        seen.add(lower)
+        if lower in section.entries and lower not in multi:
+            found.error(duplicate(path.key(key), key, "fluent-bit keys are case-insensitive and the last one wins; "
+                                                      "set each key once"))
+            continue
         if type(value) is str and _PLAIN_VALUE.fullmatch(value):  # the common case, without building a path
-            entries.setdefault(lower, (key, value))
+            read: str | None = value
         else:
-            entries.setdefault(lower, (key, _check_value(value, path.key(key), env, lower in _DECIDED_KEYS, found)))
-    return found, entries
+            read = _check_value(value, path.key(key), env, lower in _DECIDED_KEYS, found)
+        section.entries.setdefault(lower, (key, read))
+        if read is not None:
+            section.items.append((lower, key, read))
+    return found, section
 
 
-def _check_protected(path: Path, key: str, value: str, found: Findings) -> None:
+def _check_protected(path: Path, key: str, value: str, found: Findings, at: Path | None = None) -> None:
     """Rules no Seed can relax: the audit files and the Pod's own ports stay out of reach.
 
-    `path` is the section's; the entry's is built only for an error.
+    `path` is the section's; the entry's (`at`, else `path[key]`) is built only for an error.
     """
     protected = fb.protected_path_in(value)
     if protected:
-        found.error(forbidden(path.key(key), f"must not name {protected}: the sidecar may not read, write or "
-                                             "serve the audit log, the audit policy or its own configuration"))
-    if key.lower() == "host" and fb.is_loopback(value):
-        found.error(forbidden(path.key(key), "must not be the apiserver Pod itself: its ports are kube-apiserver's"))
+        found.error(forbidden(at or path.key(key), f"must not name {protected}: the sidecar may not read, write or "
+                                             "serve the audit log, the audit policy, its own configuration or "
+                                             "service-account tokens"))
+    if fb.is_destination_key(key) and any(fb.is_loopback(h) for h in fb.hosts_in(value)):
+        found.error(forbidden(at or path.key(key), "must not be the apiserver Pod itself: its ports are "
+                                                   "kube-apiserver's"))
 
 
-def _check_plugin_entry(entry: Entries, path: Path, kind: str, ctx: SidecarContext,
-                        found: Findings) -> None:
+def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarContext, found: Findings) -> None:
+    entry = section.entries
     known = fluentbit_plugins()[kind]
     singular = kind[:-1]
     policy = fb.policy()
@@ -170,24 +183,22 @@ def _check_plugin_entry(entry: Entries, path: Path, kind: str, ctx: SidecarConte
                 found.error(policy_rule(forbidden(path.key(key), f'"{plugin}" {loses}, and this datacenter enforces '
                                                                  "audit logging: the cluster may add outputs, not lose "
                                                                  "records")))
-    for lower, (key, value) in entry.items():
-        if value is None:
-            continue
-        _check_protected(path, key, value, found)
+    for lower, key, value in section.items:
+        trusted = fb.trusted_certificate_path(lower, value)
+        if not trusted:
+            _check_protected(path, key, value, found)
         why = fb.denied_key(lower)
-        if why and not ctx.allowances.allows_key(plugin, lower):
+        if why and not trusted and not ctx.allowances.allows_key(plugin, lower):
             found.error(forbidden(path.key(key), f"{why}; an operator may allow it for a Seed with the annotation "
                                                  f"{names.ALLOWED_KEYS_ANNOTATION}"))
         why = fb.denied_value(plugin, lower, value)
         if why:
             found.error(forbidden(path.key(key), f'"{value.strip()}" {why}'))
-        if kind == "filters" and policy.cluster_id_field in value.lower() and \
-                policy.cluster_id_field in (t.lower() for t in _TOKENS.split(value)):
-            found.error(forbidden(path.key(key), f"{policy.cluster_id_field} is set by the webhook from the "
-                                                 "cluster ID; no filter may change, move or remove it"))
     key, host = entry.get("host", ("", None))
     if host is not None and is_outside(host):
         found.warn(path.key(key), "an outside name: allow egress to it yourself")
+    if kind == "outputs" and plugin in policy.host_required and "host" not in entry:
+        found.error(required(path.key("Host"), f"without it {plugin} sends to 127.0.0.1, the apiserver Pod itself"))
     if "match" not in entry and "match_regex" not in entry:
         found.error(required(path.key("Match"), f'every {singular} needs "Match" or "Match_Regex"; '
                                                 '"*" matches the audit log'))
@@ -199,22 +210,36 @@ def _check_plugin_list(raw: Any, path: Path, kind: str, env: dict[str, str], ctx
         return found
     for i, item in enumerate(raw):
         entry_path = path.index(i)
-        sub, entry = check_entry_map(item, entry_path, env)
+        sub, section = check_entry_map(item, entry_path, env)
         found.merge(sub)
         if isinstance(item, dict):
-            _check_plugin_entry(entry, entry_path, kind, ctx, found)
+            _check_plugin_entry(section, entry_path, kind, ctx, found)
     return found
+
+
+def _service_value_problem(rule: dict[str, Any] | None, value: str) -> str:
+    """What is wrong with a [SERVICE] value under its rule from the policy ("" if nothing)."""
+    if not rule:
+        return ""
+    text = value.strip()
+    if "number" in rule:
+        low, high = rule["number"]
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        return "" if low <= number <= high else f"must be a number from {low} to {high}"
+    words = rule.get("oneOf") or []
+    return "" if text.lower() in {str(w).lower() for w in words} else "must be one of " + ", ".join(map(str, words))
 
 
 def _check_service(raw: Any, path: Path, env: dict[str, str], ctx: SidecarContext) -> Findings:
     if raw is None:
         return Findings()
-    found, entry = check_entry_map(raw, path, env)
+    found, section = check_entry_map(raw, path, env)
     policy = fb.policy()
     allowed = ", ".join(sorted(policy.service_keys))
-    for lower, (key, value) in entry.items():
-        if value is None:
-            continue
+    for lower, key, value in section.items:
         key_path = path.key(key)
         if lower != "storage.path":  # its own rule below allows one folder of the audit volume
             _check_protected(path, key, value, found)
@@ -229,6 +254,8 @@ def _check_service(raw: Any, path: Path, env: dict[str, str], ctx: SidecarContex
                                                  f"{names.AUDIT_LOG_DIR}/buffer"))
         elif lower.endswith("port") and value.strip() in policy.protected_ports:
             found.error(forbidden(key_path, f"port {value.strip()} is kube-apiserver's in this Pod"))
+        elif problem := _service_value_problem(policy.service_keys.get(lower), value):
+            found.error(invalid(key_path, value, problem))
     return found
 
 
@@ -238,7 +265,8 @@ def sidecar_env(sidecar: Any, cluster_id: str) -> dict[str, str]:
     entries = env if isinstance(env, list) else []
     extra = {e["name"]: e.get("value", "") for e in entries
              if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("value", ""), str)}
-    return {**extra, names.CLUSTER_ID_ENV: cluster_id}
+    # The container runtime sets HOSTNAME (the Pod's name); fluent-bit's own examples use it.
+    return {**extra, "HOSTNAME": "apiserver-pod", names.CLUSTER_ID_ENV: cluster_id}
 
 
 def _check_extra_envs(raw: Any, path: Path) -> Findings:
@@ -262,6 +290,9 @@ def _check_extra_envs(raw: Any, path: Path) -> Findings:
                                                           "cluster ID and cannot be overridden"))
         elif name in seen:
             found.error(duplicate(env_path.child("name"), name))
+        elif fb.denied_env_name(name):
+            found.error(forbidden(env_path.child("name"), f"{name} is read by the dynamic loader, TLS libraries, "
+                                                          "proxies or cloud SDKs in the sidecar"))
         else:
             seen.add(name)
         if "valueFrom" in env:
@@ -274,10 +305,13 @@ def _check_extra_envs(raw: Any, path: Path) -> Findings:
         elif isinstance(value, str) and ("$(" in value or "${" in value):
             found.error(invalid(env_path.child("value"), value, "must not refer to other variables ($(...) or "
                                                                 "${...}): Kubernetes or fluent-bit would expand them"))
+        elif isinstance(value, str):
+            _check_protected(env_path, "value", value, found, at=env_path.child("value"))
     return found
 
 
-def _check_quantities(raw: Any, path: Path, ceiling: dict[str, Any], found: Findings) -> dict[str, Any]:
+def _check_quantities(raw: Any, path: Path, ceiling: dict[str, Any], floor: dict[str, Any], found: Findings
+                      ) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     if raw is None:
         return parsed
@@ -297,6 +331,10 @@ def _check_quantities(raw: Any, path: Path, ceiling: dict[str, Any], found: Find
         elif resource in ceiling and q > ceiling[resource]:
             found.error(policy_rule(invalid(at, value, f"must be at most {_quantity_text(ceiling[resource])}, the "
                                                        "ceiling the operator sets for audit sidecars")))
+        elif resource in floor and q < floor[resource]:
+            found.error(policy_rule(invalid(at, value, f"must be at least {_quantity_text(floor[resource])}: below "
+                                                       "that fluent-bit falls behind or is killed, and records are "
+                                                       "lost")))
         else:
             parsed[resource] = q
     return parsed
@@ -306,20 +344,26 @@ def _quantity_text(q: Any) -> str:
     for suffix, power in (("Gi", 3), ("Mi", 2), ("Ki", 1)):
         if q >= 1024 ** power and q % (1024 ** power) == 0:
             return f"{q // (1024 ** power)}{suffix}"
+    if q < 1 and (q * 1000) == (q * 1000).to_integral_value():
+        return f"{int(q * 1000)}m"
     return f"{q.normalize():f}"
 
 
 def _check_resources(raw: Any, path: Path, ctx: SidecarContext) -> Findings:
+    """Requests and limits, each merged with the defaults as the sidecar gets them (inject.py)."""
     found = Findings()
     if not found.present_as(raw, dict, path, "must be a ResourceRequirements map with `requests` and `limits`"):
         return found
     ceiling = ctx.allowances.resource_ceiling()
-    requests = _check_quantities(raw.get("requests"), path.child("requests"), ceiling, found)
-    limits = _check_quantities(raw.get("limits"), path.child("limits"), ceiling, found)
+    requests = _check_quantities(raw.get("requests"), path.child("requests"), ceiling, {}, found)
+    limits = _check_quantities(raw.get("limits"), path.child("limits"), ceiling, fb.policy().floor, found)
+    default = defaults()["sidecar"]["resources"]
+    all_limits = {**{r: parse_quantity(q) for r, q in default["limits"].items()}, **limits}
+    shown_limits = {**default["limits"], **(raw.get("limits") if isinstance(raw.get("limits"), dict) else {})}
     for resource, request in requests.items():
-        if resource in limits and request > limits[resource]:
+        if resource in all_limits and request > all_limits[resource]:
             found.error(invalid(path.child("requests").key(resource), raw["requests"][resource],
-                                f"must be less than or equal to {resource} limit of {raw['limits'][resource]}"))
+                                f"must be less than or equal to {resource} limit of {shown_limits[resource]}"))
     return found
 
 

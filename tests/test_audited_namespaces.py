@@ -1,0 +1,32 @@
+"""The webhook configuration's namespace lists: Fail for the namespaces of audited clusters,
+Ignore for the rest (webhook/audited_namespaces.py)."""
+
+from pathlib import Path
+
+import yaml
+
+from webhook.audited_namespaces import NONE_PLACEHOLDER, selector_patch, wanted_selector
+
+DEPLOYED = next(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/base/webhooks.yaml").read_text()))
+
+
+def test_the_deployed_configuration_starts_with_no_audited_namespace():
+    assert selector_patch(DEPLOYED, "audit-webhook", []) is None
+    policies = {w["name"].split(".")[0]: w["failurePolicy"] for w in DEPLOYED["webhooks"]}
+    assert policies == {"inject": "Fail", "inject-marked": "Fail", "inject-other": "Ignore"}
+
+
+def test_audited_namespaces_fail_closed_and_leave_the_others_to_ignore():
+    patch = selector_patch(DEPLOYED, "audit-webhook", ["cluster-b", "cluster-a", "cluster-a"])
+    by_name = {w["name"].split(".")[0]: w["namespaceSelector"]["matchExpressions"][0] for w in patch["webhooks"]}
+    assert by_name["inject"] == {"key": "kubernetes.io/metadata.name", "operator": "In",
+                                 "values": ["cluster-a", "cluster-b"]}
+    for other in ("inject-marked", "inject-other"):
+        assert by_name[other]["operator"] == "NotIn"
+        assert by_name[other]["values"] == ["audit-webhook", "cluster-a", "cluster-b"]
+    # Applied, nothing more to change; and back to none, the placeholder keeps `In` non-empty.
+    applied = {"webhooks": [{**w, **next(p for p in patch["webhooks"] if p["name"] == w["name"])}
+                            for w in DEPLOYED["webhooks"]]}
+    assert selector_patch(applied, "audit-webhook", ["cluster-a", "cluster-b"]) is None
+    assert wanted_selector("inject.x", "audit-webhook", [])["matchExpressions"][0]["values"] == [NONE_PLACEHOLDER]
+    assert wanted_selector("protect.x", "audit-webhook", ["cluster-a"]) is None
