@@ -210,12 +210,15 @@ class WebhookProcess:
     proc: subprocess.Popen[bytes] | None = None
     extra: tuple[str, ...] = ()
     label: str = "webhook"
+    # Whose credentials it runs with: the admin's by default, or e.g. its ServiceAccount's token.
+    kubeconfig: Path | None = None
 
     def start(self) -> None:
         self.log_path = self.plane.work / f"{self.label}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "webhook", "serve", "--source", "kube", "--kubeconfig", str(self.plane.kubeconfig),
+            [sys.executable, "-m", "webhook", "serve", "--source", "kube", "--kubeconfig",
+             str(self.kubeconfig or self.plane.kubeconfig),
              "--host", "127.0.0.1", "--port", str(self.port), "--cert-dir", str(self.cert_dir),
              "--reload-interval", "0.5", "--client-ca", str(self.plane.pki / "ca.crt"), *self.extra],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -1,0 +1,236 @@
+"""Beside KKP on a real kube-apiserver: KKP's own CRDs (not ours), a KKP-shaped Seed, Clusters as
+KKP's defaulting writes them, KKP's audit-config texts and KKP's apiserver Pods.
+
+Real: etcd, kube-apiserver, kubectl, KKP's CRDs from `shared/kkp/crds/`, the webhook and its
+reconciler (KKP mode) running with the token of the `deploy/` ServiceAccount and the RBAC of the
+`kkp` overlay. Not real: KKP's controllers do not run here, so the objects they would write
+(audit-config, audit-logs-fluentbit, the copied webhook Secret, the apiserver Pods from KKP's
+rendered Deployment) are written by the test, exactly as KKP writes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, webhook_configurations
+from tests.helpers import KUBECONFIG
+from webhook import names
+from webhook.certs import ServiceName, ensure_certs
+
+KKP = ROOT.parent / "shared/kkp"
+KKP_DEPLOYMENTS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((KKP / "apiserver").glob("*.yaml"))}
+RBAC_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+DC_SECRET = "dc-audit-webhook"
+# Each datacenter kind of a KKP seed: (datacenter spec, Cluster auditLogging as KKP's defaulting leaves it).
+ENFORCED_WEBHOOK = {"auditWebhookConfig": {"name": DC_SECRET, "namespace": "kubermatic"},
+                    "auditWebhookInitialBackoff": "0s"}
+DATACENTERS = {
+    "plain": ({}, {"enabled": True, "policyPreset": "minimal"}),
+    "enforced": ({"enforceAuditLogging": True}, {"enabled": True, "policyPreset": "recommended"}),
+    "enforced-webhook": ({"enforceAuditLogging": True, "enforcedAuditWebhookSettings": ENFORCED_WEBHOOK},
+                         {"enabled": True, "policyPreset": "metadata", "webhookBackend": ENFORCED_WEBHOOK}),
+    "webhook-only": ({"enforcedAuditWebhookSettings": ENFORCED_WEBHOOK}, {"webhookBackend": ENFORCED_WEBHOOK}),
+}
+KKP_SIDECAR_IMAGE = "registry.corp.example/fluent/fluent-bit:4.0.0"
+
+
+def kkp_cluster(name: str, dc: str, audit: dict[str, Any] | None) -> dict[str, Any]:
+    """A Cluster with the fields KKP's CRD requires and its defaulting fills in."""
+    spec: dict[str, Any] = {
+        "cloud": {"dc": dc, "providerName": "bringyourown", "bringyourown": {}},
+        "clusterNetwork": {"dnsDomain": "cluster.local", "pods": {"cidrBlocks": ["172.25.0.0/16"]},
+                           "proxyMode": "ipvs", "services": {"cidrBlocks": ["10.240.16.0/20"]}},
+        "exposeStrategy": "NodePort", "humanReadableName": name, "version": "1.36.0",
+    }
+    if audit is not None:
+        spec["auditLogging"] = copy.deepcopy(audit)
+    return {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": name}, "spec": spec}
+
+
+def kkp_seed() -> dict[str, Any]:
+    return {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed", "metadata": {"name": "kubermatic",
+                                                                               "namespace": "kubermatic"},
+            "spec": {"country": "DE", "kubeconfig": {"name": "kubeconfig-seed", "namespace": "kubermatic"},
+                     "datacenters": {f"kkp-{dc}": {"country": "DE", "location": dc, "spec": {"aws": {"region": "x"},
+                                                                                            **spec}}
+                                     for dc, (spec, _) in DATACENTERS.items()}}}
+
+
+def kkp_pod(ns: str, fixture: str, with_sidecar: bool) -> dict[str, Any]:
+    """An apiserver Pod from KKP's rendered Deployment; with KKP's own audit sidecar and policy flag if asked."""
+    template = copy.deepcopy(KKP_DEPLOYMENTS[fixture]["spec"]["template"])
+    name = f"apiserver-{sorted(KKP_DEPLOYMENTS).index(fixture)}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": name, "namespace": ns},
+           "spec": template["spec"]}
+    if with_sidecar:
+        api = next(c for c in pod["spec"]["containers"] if c["name"] == "apiserver")
+        api["args"] += ["--audit-policy-file", "/etc/kubernetes/audit/policy.yaml"]
+        pod["spec"]["containers"].append({
+            "name": "audit-logs", "image": KKP_SIDECAR_IMAGE, "args": ["-c", "/etc/fluent-bit/fluent-bit.conf"],
+            "volumeMounts": [{"name": "audit-log", "mountPath": "/var/log/kubernetes/audit"},
+                             {"name": "fluent-bit", "mountPath": "/etc/fluent-bit", "readOnly": True}]})
+        pod["spec"]["volumes"].append({"name": "fluent-bit", "secret": {"secretName": "audit-logs-fluentbit"}})
+    return pod
+
+
+def _get(plane: ControlPlane, *args: str) -> dict[str, Any] | None:
+    result = plane.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _sa_kubeconfig(plane: ControlPlane, work: Path) -> Path:
+    token = plane.kubectl("create", "token", "audit-webhook", "-n", "audit-webhook", "--duration=2h").stdout.strip()
+    path = work / "sa-kubeconfig"
+    admin = yaml.safe_load(plane.kubeconfig.read_text())
+    admin["users"] = [{"name": "admin", "user": {"token": token}}]
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+@pytest.fixture(scope="module")
+def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, WebhookProcess]]:
+    """A control plane with KKP's CRDs and the webhook of the kkp overlay, as its ServiceAccount."""
+    work = tmp_path_factory.mktemp("kkp")
+    plane = ControlPlane(work)
+    hook = None
+    try:
+        plane.start()
+        plane.kubectl("apply", "--server-side", "-f", str(KKP / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/clusters.kubermatic.k8c.io",
+                      "crd/seeds.kubermatic.k8c.io")
+        rendered = list(yaml.safe_load_all(plane.kubectl("kustomize", str(ROOT / "deploy/overlays/kkp")).stdout))
+        plane.apply(*[d for d in rendered if d["kind"] in RBAC_KINDS])
+        plane.kubectl("create", "namespace", "kubermatic")
+        cert_dir = work / "webhook-certs"
+        ensure_certs(cert_dir, ServiceName())
+        hook = WebhookProcess(plane, cert_dir, kubeconfig=_sa_kubeconfig(plane, work), extra=(
+            "--reconcile", "--mode", "kkp", "--reconcile-interval", "0.3", "--namespace", "audit-webhook"))
+        plane.apply(*webhook_configurations(hook.port))
+        hook.start()
+        yield plane, hook
+    finally:
+        if hook is not None:
+            hook.stop()
+        plane.stop()
+
+
+def _wait(predicate, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
+def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlPlane, WebhookProcess]):
+    plane, hook = kkp
+    plane.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": DC_SECRET, "namespace": "kubermatic"},
+                 "stringData": {"webhook.yaml": KUBECONFIG}})
+    plane.apply(kkp_seed())  # through our validating webhook
+
+    kkp_owned: dict[tuple[str, str, str], str] = {}
+    for dc, (_, audit) in DATACENTERS.items():
+        name = f"kkp{dc.replace('-', '')}"
+        ns = f"cluster-{name}"
+        plane.kubectl("create", "namespace", ns)
+        # As KKP's defaulting writes it, Seed-namespace Secret included: accepted.
+        plane.apply(kkp_cluster(name, f"kkp-{dc}", audit))
+        # What KKP's controllers write, unlabelled: accepted, and never touched by us.
+        preset = audit.get("policyPreset") or "metadata"
+        objects = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": ns},
+                    "data": {"policy.yaml": (KKP / "audit-policies" / f"{preset}.yaml").read_text()}}]
+        if audit.get("enabled"):
+            objects.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": names.SECRET_FLUENTBIT,
+                                                                              "namespace": ns},
+                            "stringData": {"fluent-bit.conf": "[INPUT]\n    Name tail\n"}})
+        if "webhookBackend" in audit:
+            objects.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": DC_SECRET, "namespace": ns},
+                            "stringData": {"webhook.yaml": KUBECONFIG}})
+        for obj in objects:
+            plane.apply(obj)
+            created = _get(plane, obj["kind"].lower(), obj["metadata"]["name"], "-n", ns)
+            kkp_owned[(obj["kind"].lower(), ns, obj["metadata"]["name"])] = created["metadata"]["resourceVersion"]
+
+        for fixture in KKP_DEPLOYMENTS:
+            for with_sidecar in (False, True):
+                _check_injected(plane, ns, fixture, with_sidecar, webhook="webhookBackend" in audit,
+                                enabled=bool(audit.get("enabled")))
+
+    # Several reconcile passes later, no KKP object was written, relabelled or deleted.
+    time.sleep(2)
+    for (kind, ns, name), version in kkp_owned.items():
+        now = _get(plane, kind, name, "-n", ns)
+        assert now is not None, (kind, ns, name)
+        assert now["metadata"]["resourceVersion"] == version, (kind, ns, name)
+        assert "app.kubernetes.io/managed-by" not in (now["metadata"].get("labels") or {})
+    # The reconciler still did its own part: the namespace lists of the webhook configuration.
+    config = _get(plane, "mutatingwebhookconfiguration", "audit-webhook")
+    audited = next(w for w in config["webhooks"] if w["name"].startswith("inject."))
+    assert set(audited["namespaceSelector"]["matchExpressions"][0]["values"]) == {
+        f"cluster-kkp{dc.replace('-', '')}" for dc in DATACENTERS}
+    assert "403" not in hook.log_path.read_text()
+
+
+def _check_injected(plane: ControlPlane, ns: str, fixture: str, with_sidecar: bool, *, webhook: bool,
+                    enabled: bool) -> None:
+    pod = kkp_pod(ns, fixture, with_sidecar)
+    pod["metadata"]["name"] += "-sidecar" if with_sidecar else ""
+    created = _wait(lambda: _created_when_injected(plane, pod))
+    spec, original = created["spec"], pod["spec"]
+    # Every container, volume and foreign flag of KKP's is kept, in order.
+    assert [c["name"] for c in spec["containers"]][: len(original["containers"])] == [
+        c["name"] for c in original["containers"]]
+    assert {v["name"] for v in original["volumes"]} <= {v["name"] for v in spec["volumes"]}
+    api = next(c for c in spec["containers"] if c["name"] == "apiserver")
+    kkp_api = next(c for c in original["containers"] if c["name"] == "apiserver")
+    foreign = [a for a in kkp_api["args"] if not a.startswith("--audit")]
+    assert [a for a in api["args"] if a in foreign] == foreign
+    assert ("--audit-webhook-config-file=" + names.WEBHOOK_CONFIG_PATH in api["args"]) is webhook
+    sidecar = next((c for c in spec["containers"] if c["name"] == names.SIDECAR_CONTAINER), None)
+    assert (sidecar is not None) is (enabled or with_sidecar)
+    if with_sidecar:
+        assert sidecar["image"] == KKP_SIDECAR_IMAGE  # KKP's registry and tag are kept
+    # Idempotent: the admitted Pod, admitted again, comes back unchanged.
+    again = copy.deepcopy(created)
+    again["metadata"] = {k: v for k, v in created["metadata"].items()
+                         if k in ("labels", "annotations", "namespace")} | {"name": pod["metadata"]["name"] + "-again"}
+    replay = plane.create_json(again, "--dry-run=server")
+    assert replay["spec"]["containers"] == spec["containers"]
+    assert replay["spec"]["volumes"] == spec["volumes"]
+
+
+def _created_when_injected(plane: ControlPlane, pod: dict[str, Any]) -> dict[str, Any] | None:
+    """Create the Pod once the webhook's cache knows its cluster (a dry run shows the settings hash)."""
+    trial = plane.create_json(pod, "--dry-run=server")
+    if names.SETTINGS_HASH_ANNOTATION not in (trial["metadata"].get("annotations") or {}):
+        return None
+    return plane.create_json(pod)
+
+
+def test_apply_and_delete_of_the_kkp_overlay_keep_kkps_crds_clusters_and_seeds(
+        kkp: tuple[ControlPlane, WebhookProcess]):
+    plane, hook = kkp
+    plane.apply(kkp_cluster("kkpkeep", "kkp-plain", None))
+    schema_before = _get(plane, "crd", "clusters.kubermatic.k8c.io")["spec"]["versions"]
+    hook.stop()
+    plane.kubectl("delete", "mutatingwebhookconfiguration,validatingwebhookconfiguration", "audit-webhook")
+    overlay = str(ROOT / "deploy/overlays/kkp")
+    plane.kubectl("apply", "-k", overlay)
+    assert _get(plane, "crd", "clusters.kubermatic.k8c.io")["spec"]["versions"] == schema_before
+    # Uninstall in the documented order: webhook configurations first, then the overlay.
+    plane.kubectl("delete", "mutatingwebhookconfiguration,validatingwebhookconfiguration", "audit-webhook")
+    plane.kubectl("delete", "-k", overlay, "--ignore-not-found", "--wait=false")
+    for crd in ("clusters.kubermatic.k8c.io", "seeds.kubermatic.k8c.io"):
+        assert _get(plane, "crd", crd) is not None
+    assert _get(plane, "crd", "clusters.kubermatic.k8c.io")["spec"]["versions"] == schema_before
+    assert _get(plane, "cluster", "kkpkeep") is not None
+    assert _get(plane, "seed", "kubermatic", "-n", "kubermatic") is not None
