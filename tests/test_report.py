@@ -16,7 +16,8 @@ from webhook.cli import main
 from webhook.inject import desired_pod
 from webhook.mutation import prepare
 from webhook.options import Options
-from webhook.report import cluster_row, render_csv, render_json, render_table
+from webhook.report import cluster_row, render_csv, render_json, render_table, rows_of
+from webhook.store import Snapshot
 
 OPTS = Options.default()
 AUDITED = cluster(name="aud", audit={
@@ -156,3 +157,15 @@ def test_a_cluster_kkp_defaulted_with_its_datacenters_webhook_is_reported_as_val
 def test_an_invalid_cluster_still_shows_its_namespace_and_datacenter():
     row = row_for(cluster(name="bad", audit={"enabled": True, "policyPreset": "verbose"}))
     assert (row.audit, row.namespace, row.datacenter) == ("invalid", "cluster-bad", "dc1")
+
+
+def test_an_object_in_the_reconcilers_way_is_a_drift_row_in_standalone_mode():
+    obj = cluster(name="way", audit={"enabled": True, "policyPreset": "minimal"})
+    snap = Snapshot.of([obj, secret("cluster-way", names.SECRET_FLUENTBIT, {"fluent-bit.conf": "x"}),
+                        {"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "audit-config", "namespace": "cluster-way"}, "data": {}}])
+    (row,) = rows_of(snap, OPTS, "standalone")
+    assert "Secret audit-logs-fluentbit exists and is not managed by audit-webhook (left alone)" in row.drift
+    assert "ConfigMap audit-config exists and is not managed by audit-webhook (left alone)" in row.drift
+    (kkp_row,) = rows_of(snap, OPTS, "kkp")
+    assert not [d for d in kkp_row.drift if "not managed" in d]  # KKP's own objects, as expected

@@ -59,6 +59,13 @@ def _options(args: argparse.Namespace) -> Options:
     })
 
 
+def _add_mode_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=MODES, default="kkp",
+                   help="kkp: KKP's controllers own the apiserver Deployment, audit-config, audit-logs-fluentbit "
+                        "and the copied webhook Secret, and the reconciler keeps only the egress NetworkPolicy; "
+                        "standalone: the reconciler keeps all of them (default: kkp)")
+
+
 def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sidecar-image", help="fluent-bit image of the sidecar (default: webhook/data/defaults.yaml)")
     p.add_argument("--sidecar-registry", metavar="REGISTRY",
@@ -219,7 +226,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             snapshot = load_snapshot(Path(args.source) if args.source else bundled_examples())
         except LoadError as exc:
             raise UsageError(str(exc)) from None
-    rows = report.rows_of(snapshot, options)
+    rows = report.rows_of(snapshot, options, args.mode)
     render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
     sys.stdout.write(render(rows))
     drifting = [r.cluster for r in rows if r.drift]
@@ -338,10 +345,7 @@ def parser() -> argparse.ArgumentParser:
                             "(one replica at a time, by Lease)")
     serve.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
                        help="seconds between reconcile passes")
-    serve.add_argument("--mode", choices=MODES, default="kkp",
-                       help="kkp: KKP's controllers own the apiserver Deployment, audit-config, audit-logs-fluentbit "
-                            "and the copied webhook Secret, and the reconciler keeps only the egress NetworkPolicy; "
-                            "standalone: the reconciler keeps all of them (default: kkp)")
+    _add_mode_option(serve)
     serve.add_argument("--tls-secret", help="keep the CA and serving certificate in this Secret of the webhook's "
                                             "namespace ($POD_NAMESPACE or --namespace), shared by all replicas")
     serve.add_argument("--webhook-config-name", action="append",
@@ -385,6 +389,7 @@ def parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, $KUBECONFIG)")
     report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table")
     report_cmd.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any cluster drifts")
+    _add_mode_option(report_cmd)
     _add_render_options(report_cmd)
     report_cmd.set_defaults(func=cmd_report)
 

@@ -6,14 +6,17 @@ import csv
 import io
 import json
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from webhook import names
 from webhook.inject import audit_flags, read_flags
+from webhook.manifests import MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import is_apiserver_pod, prepare
 from webhook.objects import cluster_namespace, datacenter_of, dig, name_of
 from webhook.options import Options
+from webhook.reconcile import Mode
 from webhook.store import Snapshot
 from webhook.validation.fluentbit_policy import record_changes
 from webhook.validation.kubeconfig import server_of
@@ -80,8 +83,14 @@ def cluster_row(
     secrets: Mapping[SecretRef, Mapping[str, bytes] | None],
     configmaps: set[tuple[str, str]],
     options: Options,
+    not_ours: AbstractSet[tuple[str, str, str]] = frozenset(),
+    mode: Mode = "standalone",
 ) -> Row:
-    """The report row of one cluster, given what exists in its namespace (and its Secrets)."""
+    """The report row of one cluster, given what exists in its namespace (and its Secrets).
+
+    `not_ours`: (kind, namespace, name) of objects there without our labels. Standalone, an
+    object we should keep that is someone else's is drift: the reconciler leaves it alone.
+    """
     prepared = prepare(cluster, seed, options)
     apiserver_pods = [p for p in pods if is_apiserver_pod(p)]
     if prepared.settings is None:
@@ -115,6 +124,14 @@ def cluster_row(
             drift.append(f"ConfigMap {names.CONFIGMAP_AUDIT_CONFIG} missing")
         if s.enabled and secrets.get((s.namespace, names.SECRET_FLUENTBIT)) is None:
             drift.append(f"Secret {names.SECRET_FLUENTBIT} missing")
+        if mode == "standalone":
+            owned = [("Secret", s.namespace, names.SECRET_FLUENTBIT)] if s.enabled else []
+            if s.preset:
+                owned.append(("ConfigMap", s.namespace, names.CONFIGMAP_AUDIT_CONFIG))
+            if s.webhook is not None and s.webhook.secret_namespace != s.namespace:
+                owned.append(("Secret", s.namespace, s.webhook.secret_name))
+            drift += [f"{kind} {name} exists and is not managed by audit-webhook (left alone)"
+                      for kind, ns, name in owned if (kind, ns, name) in not_ours]
         expected = audit_flags(s)
         for pod in apiserver_pods:
             drift.extend(_pod_drift(pod, expected, s.enabled, prepared.settings_hash))
@@ -126,14 +143,24 @@ def cluster_row(
     return row
 
 
-def rows_of(snapshot: Snapshot, options: Options) -> list[Row]:
+def _not_ours(snapshot: Snapshot) -> set[tuple[str, str, str]]:
+    def ours(labels: Mapping[str, Any]) -> bool:
+        return labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+
+    found = {("ConfigMap", ns, name) for (ns, name), cm in snapshot.configmaps.items()
+             if not ours(dig(cm, "metadata", "labels") or {})}
+    return found | {("Secret", ns, name) for (ns, name), labels in snapshot.secret_labels.items() if not ours(labels)}
+
+
+def rows_of(snapshot: Snapshot, options: Options, mode: Mode = "standalone") -> list[Row]:
     """A row per Cluster of a snapshot (which also holds the Pods, Secrets and ConfigMaps it needs)."""
     rows = []
+    not_ours = _not_ours(snapshot)
     for namespace, cluster in sorted(snapshot.clusters.items(), key=lambda item: name_of(item[1])):
         seed = snapshot.seeds.get(datacenter_of(cluster))
         secrets = {ref: snapshot.secrets.get(ref) for ref in secrets_needed(cluster, seed, options)}
         rows.append(cluster_row(cluster, seed, pods=snapshot.pods.get(namespace, []), secrets=secrets,
-                                configmaps=set(snapshot.configmaps), options=options))
+                                configmaps=set(snapshot.configmaps), options=options, not_ours=not_ours, mode=mode))
     return rows
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,7 +178,9 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlP
     audited = next(w for w in config["webhooks"] if w["name"].startswith("inject."))
     assert set(audited["namespaceSelector"]["matchExpressions"][0]["values"]) == {
         f"cluster-kkp{dc.replace('-', '')}" for dc in DATACENTERS}
-    assert "403" not in hook.log_path.read_text()
+    # Its ServiceAccount may do all it needs: no request of the reconciler was refused.
+    log = hook.log_path.read_text()
+    assert not re.search(r"(API error|HTTP) 403|is forbidden", log), re.findall(r".*403.*forbidden.*", log)[:3]
 
 
 def _check_injected(plane: ControlPlane, ns: str, fixture: str, with_sidecar: bool, *, webhook: bool,

@@ -68,6 +68,8 @@ class Snapshot:
     configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     seed_objects: list[dict[str, Any]] = field(default_factory=list)
     pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by namespace, for reports
+    # Secrets' labels, for reports: whether an object in a cluster namespace is ours.
+    secret_labels: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def add(self, obj: dict[str, Any], where: str = "") -> None:
         """Index one object; objects of other kinds are ignored."""
@@ -86,6 +88,7 @@ class Snapshot:
             self.pods.setdefault(namespace_of(obj), []).append(obj)
         elif kind_of(obj) == ("v1", "Secret"):
             self.secrets[(namespace_of(obj), name_of(obj))] = decode_secret(obj, where or name_of(obj))
+            self.secret_labels[(namespace_of(obj), name_of(obj))] = dig(obj, "metadata", "labels") or {}
 
     @classmethod
     def of(cls, objects: Iterable[dict[str, Any]]) -> Snapshot:
