@@ -111,3 +111,18 @@ rules:
     assert evaluate(policy, R("get", "pods")).rule == 1
     assert evaluate({"rules": []}, R("get", "pods")).level == "None"
     assert evaluate({"rules": []}, R("get", "pods")).rule is None
+
+
+def test_an_alias_bomb_is_refused_before_it_is_built():
+    """A 300-byte "billion laughs" policy would expand to 387 million nodes; it is refused on the
+    parser's events, without building it."""
+    from webhook.validation.errors import Path as FieldPath
+    from webhook.validation.policy import check_policy_text
+
+    levels = ["a: &a [x,x,x,x,x,x,x,x,x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(levels) + "\n"
+    errors = [str(e) for e in check_policy_text(bomb, FieldPath("data[policy.yaml]")).errors]
+    assert errors == ['data[policy.yaml]: Invalid value: "<policy.yaml>": has more than 200000 nodes with its '
+                      "aliases expanded"]

@@ -306,9 +306,20 @@ async def test_rejections_count_by_rule_with_bounded_labels(start_server):
         obj = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [{"Name": "http", "Match": "*",
                                                                                     "Host": host}]}}})
         await server.post("/validate", review(obj, kind="Cluster", group="kubermatic.k8c.io"))
+    # A map key with a bracket in it cannot escape the folding.
+    odd = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [{"Name": "http", "Match": "*",
+                                                                               "a]b[c": "x"}]}}})
+    await server.post("/validate", review(odd, kind="Cluster", group="kubermatic.k8c.io"))
+    # Kinds and operations a client makes up are "other".
+    for kind, operation in (("Frob1", "CREATE"), ("Frob2", "FROBNICATE"), ("Pod", "X" * 50)):
+        body = review({"kind": kind}, kind=kind)
+        body["request"]["operation"] = operation
+        await server.post("/validate", body)
     _, text = await server.get("/metrics")
-    assert ('audit_webhook_rejections_total{handler="validate",rule="spec.auditLogging.sidecar.config.outputs[*][*]"} '
-            "2.0") in text
+    assert ('audit_webhook_rejections_total{handler="validate",rule="spec.auditLogging.sidecar.config.outputs[*]"} '
+            "3.0") in text
+    assert "Frob" not in text and "FROBNICATE" not in text and "XXXX" not in text
+    assert 'kind="other",operation="other"' in text
 
 
 async def test_decision_log_is_one_json_line_per_admission(start_server, caplog):

@@ -385,3 +385,18 @@ def test_deleting_the_cluster_or_seed_crd_is_refused_unless_annotated():
         'CustomResourceDefinition "seeds.kubermatic.k8c.io" is protected: deleting it deletes every Seed with it.')
     assert crd_deletion_message(crd("clusters.kubermatic.k8c.io", **{ALLOW_CRD_DELETION_ANNOTATION: "true"})) == ""
     assert crd_deletion_message(crd("machines.cluster.k8s.io")) == ""
+
+
+def test_the_ratchet_excuses_an_old_error_only_while_its_value_is_unchanged():
+    """A Cluster that already names a foreign Secret may keep it on UPDATE (KKP updates Clusters all
+    the time), but not switch to another tenant's."""
+    def naming(ns, name="wh"):
+        return cluster(audit={"webhookBackend": {"auditWebhookConfig": {"name": name, "namespace": ns}}})
+
+    secrets = {**SECRETS, ("cluster-other", "wh"): {"webhook.yaml": KUBECONFIG.encode()},
+               ("cluster-victim", "wh"): {"webhook.yaml": KUBECONFIG.encode()}}
+    old = naming("cluster-other")
+    same = check_admission(naming("cluster-other"), old, seed=None, secrets=secrets)
+    assert same.errors == [] and any("wrong before this update too" in w for w in same.warnings)
+    switched = check_admission(naming("cluster-victim"), old, seed=None, secrets=secrets)
+    assert [e.path for e in switched.errors] == ["spec.auditLogging.webhookBackend.auditWebhookConfig.namespace"]

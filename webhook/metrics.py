@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 # The _created series double every counter for little use on a webhook.
@@ -12,12 +10,22 @@ disable_created_metrics()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-_SUBSCRIPT = re.compile(r"\[[^\]]*\]")
+# Label values come from fixed sets: anything a request may name freely becomes "other", so no
+# client can grow the registry (and /metrics) without bound.
+KINDS = frozenset({"Pod", "Cluster", "Seed", "ConfigMap", "Secret", "CustomResourceDefinition"})
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
+
+def bounded(value: str, allowed: frozenset[str]) -> str:
+    """`value` when it is one of `allowed`, else "other"."""
+    return value if value in allowed else "other"
 
 
 def rule_label(path: str) -> str:
-    """A field path with its indices and map keys folded, so the label set stays bounded."""
-    return _SUBSCRIPT.sub("[*]", path)
+    """A field path cut at its first index or map key: map keys are the client's and may hold
+    anything, brackets included, so only the part our rules name is kept."""
+    head, bracket, _ = path.partition("[")
+    return head + ("[*]" if bracket else "")
 
 
 class Metrics:

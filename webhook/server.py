@@ -16,7 +16,7 @@ from aiohttp import web
 from webhook import handlers
 from webhook.certs import CertWatcher, expiry_timestamp
 from webhook.decisions import log_decision
-from webhook.metrics import CONTENT_TYPE, Metrics
+from webhook.metrics import CONTENT_TYPE, KINDS, OPERATIONS, Metrics, bounded
 from webhook.options import Options
 from webhook.review import AdmissionRequest, Answer, ReviewError, encode_review, parse_review
 from webhook.store import Store
@@ -67,7 +67,7 @@ class Webhook:
     def _observe(self, name: str, req: AdmissionRequest, answer: Answer, elapsed: float) -> None:
         m = self.metrics
         decision = "allowed" if answer.allowed else "denied"
-        m.requests.labels(name, req.kind.kind or "unknown", req.operation or "unknown", decision).inc()
+        m.requests.labels(name, bounded(req.kind.kind, KINDS), bounded(req.operation, OPERATIONS), decision).inc()
         m.duration.labels(name).observe(elapsed)
         if answer.patch:
             m.injections.inc()

@@ -13,13 +13,53 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YAMLError = yaml.YAMLError
 
 
-def load(text: str | bytes) -> Any:
-    """One YAML document, safely (no object construction)."""
+# What one document may cost, aliases expanded: a 600-byte "billion laughs" alias bomb expands to
+# hundreds of millions of nodes, and whatever walks the result (validation, JSON) pays for each.
+# A KKP audit policy has about a thousand nodes, a kubeconfig a few dozen, a Cluster a few hundred.
+MAX_NODES = 200_000
+MAX_BYTES = 8 * 1024 * 1024
+
+
+class TooLarge(yaml.YAMLError):
+    """A document over the budget; refused before it is built."""
+
+
+def _check_budget(text: str | bytes, max_nodes: int) -> None:
+    """Count the nodes of every document as if its aliases were expanded, on the parser's events."""
+    if len(text) > MAX_BYTES:
+        raise TooLarge(f"is {len(text)} bytes; at most {MAX_BYTES} are read")
+    sizes: dict[str, int] = {}
+    open_collections: list[tuple[str | None, int]] = []
+    expanded = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.DocumentStartEvent):
+            sizes, expanded = {}, 0
+        elif isinstance(event, yaml.ScalarEvent):
+            expanded += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            expanded += sizes.get(event.anchor, 1)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            expanded += 1
+            open_collections.append((event.anchor, expanded - 1))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, start = open_collections.pop()
+            if anchor:
+                sizes[anchor] = expanded - start
+        if expanded > max_nodes:
+            raise TooLarge(f"has more than {max_nodes} nodes with its aliases expanded")
+
+
+def load(text: str | bytes, max_nodes: int = MAX_NODES) -> Any:
+    """One YAML document, safely (no object construction) and within a budget of nodes and bytes."""
+    _check_budget(text, max_nodes)
     return yaml.load(text, Loader=_Loader)
 
 
-def load_all(text: str) -> Iterator[Any]:
-    """Every document of a multi-document YAML text, safely."""
+def load_all(text: str, max_nodes: int = MAX_NODES) -> Iterator[Any]:
+    """Every document of a multi-document YAML text, safely, each within the budget."""
+    _check_budget(text, max_nodes)
     return yaml.load_all(text, Loader=_Loader)
 
 

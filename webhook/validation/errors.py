@@ -91,6 +91,9 @@ class FieldError:
     value: Any = None
     detail: str = ""
     tier: Tier = Tier.SAFETY
+    # The value a Forbidden or Required error is about, never shown: the UPDATE ratchet excuses an
+    # old error only while this is unchanged (switching one foreign Secret for another is new).
+    offending: Any = None
 
     def __str__(self) -> str:
         body = self.type.value if self.type in _NO_VALUE else f"{self.type.value}: {format_value(self.value)}"
@@ -123,9 +126,9 @@ def duplicate(path: Path, value: Any, detail: str = "") -> FieldError:
     return FieldError(ErrorType.DUPLICATE, path, value, detail)
 
 
-def forbidden(path: Path, detail: str) -> FieldError:
-    """A field that may not be set (to this value)."""
-    return FieldError(ErrorType.FORBIDDEN, path, None, detail)
+def forbidden(path: Path, detail: str, offending: Any = None) -> FieldError:
+    """A field that may not be set (to this value, `offending`, compared by the ratchet but not shown)."""
+    return FieldError(ErrorType.FORBIDDEN, path, None, detail, offending=offending)
 
 
 def not_found(path: Path, value: Any, detail: str = "") -> FieldError:

@@ -127,6 +127,10 @@ def check_policy_text(text: Any, path: Path) -> Findings:
         return found
     try:
         doc = yamlio.load(text)
+    except yamlio.TooLarge as exc:
+        found = Findings()
+        found.error(invalid(path, "<policy.yaml>", str(exc)))
+        return found
     except yamlio.YAMLError as exc:
         found = Findings()
         mark = getattr(exc, "problem_mark", None)

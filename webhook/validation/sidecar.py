@@ -153,10 +153,10 @@ def _check_protected(path: Path, key: str, value: str, found: Findings, at: Path
     if protected:
         found.error(forbidden(at or path.key(key), f"must not name {protected}: the sidecar may not read, write or "
                                              "serve the audit log, the audit policy, its own configuration or "
-                                             "service-account tokens"))
+                                             "service-account tokens", value))
     if fb.is_destination_key(key) and any(fb.is_loopback(h) for h in fb.hosts_in(value)):
         found.error(forbidden(at or path.key(key), "must not be the apiserver Pod itself: its ports are "
-                                                   "kube-apiserver's"))
+                                                   "kube-apiserver's", value))
 
 
 def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarContext, found: Findings) -> None:
@@ -190,7 +190,7 @@ def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarCon
         why = fb.denied_key(lower)
         if why and not trusted and not ctx.allowances.allows_key(plugin, lower):
             found.error(forbidden(path.key(key), f"{why}; an operator may allow it for a Seed with the annotation "
-                                                 f"{names.ALLOWED_KEYS_ANNOTATION}"))
+                                                 f"{names.ALLOWED_KEYS_ANNOTATION}", value))
         why = fb.denied_value(plugin, lower, value)
         if why:
             found.error(forbidden(path.key(key), f'"{value.strip()}" {why}'))

@@ -85,7 +85,7 @@ def check_webhook_backend(
             allowed = f'"{own_namespace}"' + (f' or its datacenter\'s "{datacenter_secret[0]}/{datacenter_secret[1]}"'
                                               if datacenter_secret else "")
             found.error(forbidden(ref_path.child("namespace"), f"a cluster may only use Secrets of its own namespace "
-                                                               f"{allowed}"))
+                                                               f"{allowed}", offending=(namespace, name)))
         elif not found.errors:
             resolved = secret_ref(raw, default_namespace)
             if resolved is not None and secrets is not None:
