@@ -30,3 +30,18 @@ def test_audited_namespaces_fail_closed_and_leave_the_others_to_ignore():
     assert selector_patch(applied, "audit-webhook", ["cluster-a", "cluster-b"]) is None
     assert wanted_selector("inject.x", "audit-webhook", [])["matchExpressions"][0]["values"] == [NONE_PLACEHOLDER]
     assert wanted_selector("protect.x", "audit-webhook", ["cluster-a"]) is None
+
+
+VALIDATING = list(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/base/webhooks.yaml").read_text()))[1]
+
+
+def test_audit_config_fails_closed_only_in_audited_namespaces():
+    assert selector_patch(VALIDATING, "audit-webhook", []) is None
+    patch = selector_patch(VALIDATING, "audit-webhook", ["cluster-a"])
+    by_name = {w["name"].split(".")[0]: w["namespaceSelector"]["matchExpressions"][0] for w in patch["webhooks"]}
+    assert by_name == {
+        "validate-config": {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["cluster-a"]},
+        "validate-config-other": {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                  "values": ["audit-webhook", "cluster-a"]}}
+    policies = {w["name"].split(".")[0]: w["failurePolicy"] for w in VALIDATING["webhooks"]}
+    assert policies["validate-config"] == "Fail" and policies["validate-config-other"] == "Ignore"

@@ -26,7 +26,9 @@ def test_with_registry_rewrites_like_overwrite_registry():
         "registry.corp.example/fluent/fluent-bit:4.2.0"
     assert with_registry("fluent/fluent-bit:4.2.0", "") == "fluent/fluent-bit:4.2.0"
     assert same_repository("registry.corp.example/fluent/fluent-bit:4.0.0", "docker.io/fluent/fluent-bit:4.2.0")
+    assert same_repository("harbor.corp.example/kkp/fluent/fluent-bit:4.0.0", "docker.io/fluent/fluent-bit:4.2.0")
     assert not same_repository("evil.example/other/fluent-bit:1", "docker.io/fluent/fluent-bit:4.2.0")
+    assert not same_repository("evil.example/notfluent/fluent-bit:1", "docker.io/fluent/fluent-bit:4.2.0")
     assert not same_repository(None, "docker.io/fluent/fluent-bit:4.2.0")
 
 

@@ -162,3 +162,16 @@ def test_kkp_mode_keeps_only_the_egress_policy_and_never_rolls():
     p = prepare(obj, None, OPTS)
     assert rollout_patch(deployment(), p.settings, p.settings_hash, mode="kkp") is None
     assert rollout_patch(deployment(), p.settings, p.settings_hash, mode="standalone") is not None
+
+
+def test_kkp_mode_copies_a_datacenter_webhook_secret_kkp_does_not_copy():
+    """KKP copies it only where the datacenter also enforces audit logging; elsewhere the Pod would
+    mount a Secret nobody made. Where KKP copies it, we never race KKP for it."""
+    s = settings_of(cluster(), DC_WEBHOOK)
+    want = desired_objects(s, OPTS, SOURCE, None, mode="kkp")
+    assert kinds(want) == [("Secret", "dcwh")]
+    assert verbs(plan(s, want, [])) == [("create", "Secret", "dcwh")]
+    assert plan(s, want, [kkp_owned(want[0])]) == []
+    enforcing = seed({"dc1": {"enforceAuditLogging": True, "enforcedAuditWebhookSettings": {
+        "auditWebhookConfig": {"name": "dcwh", "namespace": "kubermatic"}}}})
+    assert desired_objects(settings_of(cluster(), enforcing), OPTS, SOURCE, None, mode="kkp") == []

@@ -97,9 +97,6 @@ CLUSTER_ERRORS = [
     ("request-above-limit", cluster(audit={"enabled": True, "sidecar": {"resources": {
         "requests": {"memory": "100Mi"}, "limits": {"memory": "60Mi"}}}}),
      [f'{SC}.resources.requests[memory]: Invalid value: "100Mi": must be less than or equal to memory limit of 60Mi']),
-    ("webhook-missing-secret", cluster(audit={"webhookBackend": webhook_backend("nope")}),
-     [f'{P}.webhookBackend.auditWebhookConfig: Not found: "cluster-abc/nope": create the Secret with key '
-      '"webhook.yaml" holding the audit webhook kubeconfig first']),
     ("webhook-missing-key", cluster(audit={"webhookBackend": webhook_backend("nokey")}),
      [f'{P}.webhookBackend.auditWebhookConfig: Invalid value: "cluster-abc/nokey": the Secret has no key '
       '"webhook.yaml" (the audit webhook kubeconfig that kube-apiserver reads)']),
@@ -139,7 +136,7 @@ def test_every_problem_is_reported_at_once():
         "config": {"outputs": [{"Match": "*"}], "service": {"Flush": 1}}},
         "webhookBackend": webhook_backend("missing", backoff="forever")})
     errors = errors_of(obj)
-    assert len(errors) == 6
+    assert len(errors) == 5  # the missing Secret is a warning on CREATE (see below)
     message = invalid_message("Cluster.kubermatic.k8c.io", "abc", check_admission(obj, None, seed=None,
                                                                                   secrets=SECRETS).errors)
     assert message.startswith('Cluster.kubermatic.k8c.io "abc" is invalid: [spec.auditLogging.policyPreset: ')
@@ -400,3 +397,39 @@ def test_the_ratchet_excuses_an_old_error_only_while_its_value_is_unchanged():
     assert same.errors == [] and any("wrong before this update too" in w for w in same.warnings)
     switched = check_admission(naming("cluster-victim"), old, seed=None, secrets=secrets)
     assert [e.path for e in switched.errors] == ["spec.auditLogging.webhookBackend.auditWebhookConfig.namespace"]
+
+
+def test_a_cluster_kkp_defaulted_with_the_seeds_own_webhook_backend_is_accepted():
+    seed_hook = {"auditWebhookConfig": {"name": "seed-hook", "namespace": "kubermatic"}}
+    s = seed({"dc1": {"enforceAuditLogging": True}}, audit={"enabled": True, "webhookBackend": seed_hook})
+    kkp = cluster(audit={"enabled": True, "webhookBackend": seed_hook})
+    secrets = {**SECRETS, ("kubermatic", "seed-hook"): {"webhook.yaml": KUBECONFIG.encode()}}
+    assert check_admission(kkp, None, seed=s, secrets=secrets).errors == []
+    # Not where the datacenter does not enforce: then nothing of KKP's put it there.
+    relaxed = seed({"dc1": {}}, audit={"enabled": True, "webhookBackend": seed_hook})
+    assert len(check_admission(kkp, None, seed=relaxed, secrets=secrets).errors) == 1
+
+
+def test_the_preset_promise_binds_only_while_audit_logging_is_on():
+    """With only a webhook backend KKP writes its default policy, whatever the preset says."""
+    from webhook.settings import effective_settings
+
+    owner = effective_settings(cluster(audit={"policyPreset": "recommended", "webhookBackend": webhook_backend()}),
+                               None)
+    kkp_metadata = (KKP_POLICIES / "metadata.yaml").read_text(encoding="utf-8")
+    kkp_minimal = (KKP_POLICIES / "minimal.yaml").read_text(encoding="utf-8")
+    for text in (kkp_metadata, kkp_minimal):
+        assert check_admission(configmap(text), None, seed=None, secrets=SECRETS, owner=owner).errors == []
+
+
+def test_a_missing_webhook_secret_of_its_own_namespace_may_follow_a_new_cluster():
+    """KKP creates cluster-<id> after the Cluster, so on CREATE the Secret cannot exist yet: a warning.
+    Naming a missing Secret on UPDATE is an error, and so is a missing one of another namespace."""
+    new = cluster(audit={"webhookBackend": webhook_backend("nope")})
+    created = check_admission(new, None, seed=None, secrets=SECRETS)
+    assert created.errors == []
+    assert created.warnings == ['spec.auditLogging.webhookBackend.auditWebhookConfig: Secret cluster-abc/nope does '
+                                "not exist yet; the apiserver waits for it"]
+    assert errors_of(new, old=cluster(audit={"webhookBackend": webhook_backend()})) == [
+        f'{P}.webhookBackend.auditWebhookConfig: Not found: "cluster-abc/nope": create the Secret with key '
+        '"webhook.yaml" holding the audit webhook kubeconfig first']

@@ -1,6 +1,9 @@
 """Which apiserver Pods the injecting webhook must see even when it is down. Pure.
 
-The MutatingWebhookConfiguration has three webhooks, told apart by name:
+The ValidatingWebhookConfiguration judges `audit-config` the same way: `validate-config.` (Fail)
+for the audited namespaces, `validate-config-other.` (Ignore) for the rest, so that with the
+webhook down KKP, which writes `audit-config` before the Deployment, still creates new control
+planes. The MutatingWebhookConfiguration has three webhooks, told apart by name:
 
 - `inject.`: failurePolicy Fail, for the namespaces of clusters that need injection. With the
   webhook down, their apiserver Pods do not start without their audit configuration.
@@ -20,16 +23,17 @@ from typing import Any
 NAME_KEY = "kubernetes.io/metadata.name"
 # An `In` list may not be empty; no namespace has this name.
 NONE_PLACEHOLDER = "audit-webhook-no-audited-namespace"
-FAIL_PREFIX = "inject."
-OTHERS_PREFIX = "inject-"
+# Webhooks for the audited namespaces (Fail), and for the others, by name.
+FAIL_PREFIXES = ("inject.", "validate-config.")
+OTHERS_PREFIXES = ("inject-", "validate-config-")
 
 
 def wanted_selector(webhook_name: str, own_namespace: str, audited: list[str]) -> dict[str, Any] | None:
     """The namespaceSelector a webhook of ours should have, or None for webhooks not ours to steer."""
-    if webhook_name.startswith(FAIL_PREFIX):
+    if webhook_name.startswith(FAIL_PREFIXES):
         values = sorted(set(audited) - {own_namespace}) or [NONE_PLACEHOLDER]
         return {"matchExpressions": [{"key": NAME_KEY, "operator": "In", "values": values}]}
-    if webhook_name.startswith(OTHERS_PREFIX):
+    if webhook_name.startswith(OTHERS_PREFIXES):
         return {"matchExpressions": [{"key": NAME_KEY, "operator": "NotIn",
                                       "values": sorted({own_namespace, *audited})}]}
     return None

@@ -284,7 +284,7 @@ def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: lis
         elector = LeaderElector(api, os.environ.get("POD_NAMESPACE") or args.namespace, "audit-webhook-reconciler",
                                 identity)
         Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode,
-                   webhook_configs=tuple(args.webhook_config_name or ()),
+                   webhook_configs=tuple(n for n in args.audited_namespaces_config if n != "none"),
                    own_namespace=os.environ.get("POD_NAMESPACE") or args.namespace).start()
         log.info("reconciling in %s mode", args.mode)
     log.info("watching Clusters and Seeds through the Kubernetes API")
@@ -312,6 +312,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cert_dir = Path(args.cert_dir)
     names = args.webhook_config_name or ["audit-webhook"]
     args.webhook_config_name = [] if names == ["none"] else names
+    args.audited_namespaces_config = args.audited_namespaces_config or ["audit-webhook"]
+    if args.mode == "kkp" and args.fluent_bit_format == "yaml":
+        # KKP's audit-logs-fluentbit Secret holds fluent-bit.conf only: the sidecar would crash-loop.
+        raise UsageError("--fluent-bit-format yaml needs --mode standalone: on a KKP seed the sidecar's "
+                         "configuration is KKP's fluent-bit.conf")
     api = None
     if args.source == "kube" or args.tls_secret:
         from webhook.store.kube import load_api_client
@@ -345,6 +350,10 @@ def parser() -> argparse.ArgumentParser:
                             "(one replica at a time, by Lease)")
     serve.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
                        help="seconds between reconcile passes")
+    serve.add_argument("--audited-namespaces-config", action="append", metavar="NAME",
+                       help="with --reconcile: webhook configurations whose namespace lists the reconciler keeps "
+                            "equal to the audited clusters (repeatable; default: audit-webhook; 'none' to disable). "
+                            "Independent of --webhook-config-name, so cert-manager setups keep them too")
     _add_mode_option(serve)
     serve.add_argument("--tls-secret", help="keep the CA and serving certificate in this Secret of the webhook's "
                                             "namespace ($POD_NAMESPACE or --namespace), shared by all replicas")

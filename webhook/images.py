@@ -35,5 +35,9 @@ def with_registry(image: str, registry: str) -> str:
 
 
 def same_repository(a: object, b: str) -> bool:
-    """Whether `a` is an image of the same repository as `b`, from any registry, at any tag or digest."""
-    return isinstance(a, str) and bool(a) and split_image(a)[1] == split_image(b)[1]
+    """Whether `a` is an image of the same repository as `b`, from any registry (also under a
+    project path, as `overwriteRegistry: harbor.example/kkp` gives), at any tag or digest."""
+    if not isinstance(a, str) or not a:
+        return False
+    mine, wanted = split_image(a)[1], split_image(b)[1].removeprefix("library/")
+    return mine == wanted or mine.endswith("/" + wanted)

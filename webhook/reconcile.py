@@ -16,7 +16,7 @@ from webhook import names
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, managed_metadata, needed_files
 from webhook.objects import dig, kind_of, name_of
 from webhook.options import Options
-from webhook.settings import EffectiveSettings
+from webhook.settings import EffectiveSettings, Origin
 
 Verb = Literal["create", "update", "delete", "report"]
 # Who owns the objects behind the apiserver's volumes. On a KKP seed, KKP's controllers write the
@@ -58,13 +58,18 @@ def webhook_secret_copy(settings: EffectiveSettings, source: Mapping[str, bytes]
 def desired_objects(settings: EffectiveSettings, options: Options, webhook_source: Mapping[str, bytes] | None,
                     egress: dict[str, Any] | None = None, mode: Mode = "standalone") -> list[dict[str, Any]]:
     """Every object we keep in the cluster namespace for this cluster's apiserver; `egress` is its
-    NetworkPolicy (webhook/egress.py), when its sinks need one. In KKP mode, KKP keeps the rest."""
+    NetworkPolicy (webhook/egress.py), when its sinks need one.
+
+    In KKP mode KKP keeps the rest, except the copy of a datacenter's webhook Secret, which KKP
+    makes only where the datacenter also enforces audit logging: we make it where KKP does not.
+    """
     objects: list[dict[str, Any]] = []
     if mode == "standalone":
         objects = [_as_data(o) if o["kind"] == "Secret" else o for o in needed_files(settings, options)]
-        copy = webhook_secret_copy(settings, webhook_source)
-        if copy is not None:
-            objects.append(copy)
+    kkp_copies = settings.audit_origin in (Origin.DATACENTER, Origin.SEED)
+    copy = webhook_secret_copy(settings, webhook_source)
+    if copy is not None and (mode == "standalone" or not kkp_copies):
+        objects.append(copy)
     if egress is not None:
         objects.append(egress)
     return objects

@@ -67,30 +67,40 @@ class Reconciler:
             self._stop.wait(self.interval)
 
     def reconcile_all(self) -> None:
-        """One pass over every cached Cluster, then the webhook's list of audited namespaces."""
-        audited = []
-        for cluster in list(self.store.clusters.objects.values()):
-            prepared = prepare(cluster, self.store.seed_for_datacenter(datacenter_of(cluster)), self.options)
-            # Settings we cannot render still ask for audit logging: fail closed for them too.
-            if prepared.settings is None or prepared.settings.needs_injection:
-                audited.append(cluster_namespace(cluster))
+        """The webhook's lists of audited namespaces first (they decide what fails closed), then
+        one pass over every cached Cluster; one cluster's failure never stops the others."""
+        clusters = list(self.store.clusters.objects.values())
+        prepared = [(c, prepare(c, self.store.seed_for_datacenter(datacenter_of(c)), self.options)) for c in clusters]
+        # Settings we cannot render still ask for audit logging: fail closed for them too.
+        self._sync_webhook_selectors([cluster_namespace(c) for c, p in prepared
+                                      if p.settings is None or p.settings.needs_injection])
+        for cluster, ready in prepared:
             try:
-                self.reconcile(cluster, prepared)
+                self.reconcile(cluster, ready)
             except ApiException as exc:
                 log.warning("cluster %s: API error %s while reconciling: %s", name_of(cluster), exc.status,
                             api_message(exc))
-        self._sync_webhook_selectors(audited)
+            except Exception as exc:  # a timeout or a reset connection: the next pass tries again
+                log.warning("cluster %s: %s while reconciling", name_of(cluster), type(exc).__name__)
 
     def _sync_webhook_selectors(self, audited: list[str]) -> None:
         for name in self.webhook_configs:
-            try:
-                current = read_or_none(self.admission.read_mutating_webhook_configuration, name)
-                body = selector_patch(current, self.own_namespace, audited) if current else None
-                if body:
-                    self.admission.patch_mutating_webhook_configuration(name, body, _request_timeout=10)
-                    log.info("MutatingWebhookConfiguration %s: %d audited namespaces fail closed", name, len(audited))
-            except ApiException as exc:
-                log.warning("cannot update MutatingWebhookConfiguration %s: %s", name, api_message(exc))
+            for kind, read, patch in (
+                ("MutatingWebhookConfiguration", self.admission.read_mutating_webhook_configuration,
+                 self.admission.patch_mutating_webhook_configuration),
+                ("ValidatingWebhookConfiguration", self.admission.read_validating_webhook_configuration,
+                 self.admission.patch_validating_webhook_configuration),
+            ):
+                try:
+                    current = read_or_none(read, name)
+                    body = selector_patch(current, self.own_namespace, audited) if current else None
+                    if body:
+                        patch(name, body, _request_timeout=10)
+                        log.info("%s %s: %d audited namespaces fail closed", kind, name, len(audited))
+                except ApiException as exc:
+                    log.warning("cannot update %s %s: %s", kind, name, api_message(exc))
+                except Exception as exc:
+                    log.warning("cannot update %s %s: %s", kind, name, type(exc).__name__)
 
     def _existing(self, namespace: str, cluster_id: str, desired: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What we manage for the cluster, and whatever else holds the name of a desired object."""
@@ -98,14 +108,12 @@ class Reconciler:
         found = [
             *list_items(self.net.list_namespaced_network_policy, namespace, api_version="networking.k8s.io/v1",
                         kind="NetworkPolicy", label_selector=selector),
+            *list_items(self.core.list_namespaced_secret, namespace, api_version="v1", kind="Secret",
+                        label_selector=selector),
         ]
         if self.mode == "standalone":
-            found += [
-                *list_items(self.core.list_namespaced_config_map, namespace, api_version="v1", kind="ConfigMap",
-                            label_selector=selector),
-                *list_items(self.core.list_namespaced_secret, namespace, api_version="v1", kind="Secret",
-                            label_selector=selector),
-            ]
+            found += list_items(self.core.list_namespaced_config_map, namespace, api_version="v1", kind="ConfigMap",
+                                label_selector=selector)
         reads = {"ConfigMap": ("v1", self.core.read_namespaced_config_map),
                  "Secret": ("v1", self.core.read_namespaced_secret),
                  "NetworkPolicy": ("networking.k8s.io/v1", self.net.read_namespaced_network_policy)}

@@ -30,15 +30,18 @@ KKP = ROOT.parent / "shared/kkp"
 KKP_DEPLOYMENTS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((KKP / "apiserver").glob("*.yaml"))}
 RBAC_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 DC_SECRET = "dc-audit-webhook"
-# Each datacenter kind of a KKP seed: (datacenter spec, Cluster auditLogging as KKP's defaulting leaves it).
+# Each datacenter kind of a KKP seed: (datacenter spec, Cluster auditLogging as KKP's defaulting leaves it,
+# whether the webhook backend is injected). KKP's defaulting copies a datacenter's enforced webhook
+# settings into the Cluster only where the datacenter also enforces audit logging; the webhook
+# applies them in every datacenter that has them.
 ENFORCED_WEBHOOK = {"auditWebhookConfig": {"name": DC_SECRET, "namespace": "kubermatic"},
                     "auditWebhookInitialBackoff": "0s"}
 DATACENTERS = {
-    "plain": ({}, {"enabled": True, "policyPreset": "minimal"}),
-    "enforced": ({"enforceAuditLogging": True}, {"enabled": True, "policyPreset": "recommended"}),
+    "plain": ({}, {"enabled": True, "policyPreset": "minimal"}, False),
+    "enforced": ({"enforceAuditLogging": True}, {"enabled": True, "policyPreset": "recommended"}, False),
     "enforced-webhook": ({"enforceAuditLogging": True, "enforcedAuditWebhookSettings": ENFORCED_WEBHOOK},
-                         {"enabled": True, "policyPreset": "metadata", "webhookBackend": ENFORCED_WEBHOOK}),
-    "webhook-only": ({"enforcedAuditWebhookSettings": ENFORCED_WEBHOOK}, {"webhookBackend": ENFORCED_WEBHOOK}),
+                         {"enabled": True, "policyPreset": "metadata", "webhookBackend": ENFORCED_WEBHOOK}, True),
+    "webhook-only": ({"enforcedAuditWebhookSettings": ENFORCED_WEBHOOK}, None, True),
 }
 KKP_SIDECAR_IMAGE = "registry.corp.example/fluent/fluent-bit:4.0.0"
 
@@ -62,7 +65,7 @@ def kkp_seed() -> dict[str, Any]:
             "spec": {"country": "DE", "kubeconfig": {"name": "kubeconfig-seed", "namespace": "kubermatic"},
                      "datacenters": {f"kkp-{dc}": {"country": "DE", "location": dc, "spec": {"aws": {"region": "x"},
                                                                                             **spec}}
-                                     for dc, (spec, _) in DATACENTERS.items()}}}
+                                     for dc, (spec, _, _) in DATACENTERS.items()}}}
 
 
 def kkp_pod(ns: str, fixture: str, with_sidecar: bool) -> dict[str, Any]:
@@ -139,12 +142,13 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlP
     plane.apply(kkp_seed())  # through our validating webhook
 
     kkp_owned: dict[tuple[str, str, str], str] = {}
-    for dc, (_, audit) in DATACENTERS.items():
+    for dc, (_, audit_or_none, webhook) in DATACENTERS.items():
+        audit = audit_or_none or {}
         name = f"kkp{dc.replace('-', '')}"
         ns = f"cluster-{name}"
         plane.kubectl("create", "namespace", ns)
         # As KKP's defaulting writes it, Seed-namespace Secret included: accepted.
-        plane.apply(kkp_cluster(name, f"kkp-{dc}", audit))
+        plane.apply(kkp_cluster(name, f"kkp-{dc}", audit_or_none))
         # What KKP's controllers write, unlabelled: accepted, and never touched by us.
         preset = audit.get("policyPreset") or "metadata"
         objects = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": ns},
@@ -163,8 +167,7 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlP
 
         for fixture in KKP_DEPLOYMENTS:
             for with_sidecar in (False, True):
-                _check_injected(plane, ns, fixture, with_sidecar, webhook="webhookBackend" in audit,
-                                enabled=bool(audit.get("enabled")))
+                _check_injected(plane, ns, fixture, with_sidecar, webhook=webhook, enabled=bool(audit.get("enabled")))
 
     # Several reconcile passes later, no KKP object was written, relabelled or deleted.
     time.sleep(2)
@@ -173,6 +176,9 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlP
         assert now is not None, (kind, ns, name)
         assert now["metadata"]["resourceVersion"] == version, (kind, ns, name)
         assert "app.kubernetes.io/managed-by" not in (now["metadata"].get("labels") or {})
+    # Where KKP does not copy the datacenter's webhook Secret (no enforcement), the reconciler does: ours.
+    copy = _wait(lambda: _get(plane, "secret", DC_SECRET, "-n", "cluster-kkpwebhookonly"))
+    assert copy["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "audit-webhook"
     # The reconciler still did its own part: the namespace lists of the webhook configuration.
     config = _get(plane, "mutatingwebhookconfiguration", "audit-webhook")
     audited = next(w for w in config["webhooks"] if w["name"].startswith("inject."))

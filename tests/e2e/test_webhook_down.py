@@ -84,3 +84,26 @@ def test_with_the_webhook_down_only_audited_control_planes_stop(plane: ControlPl
             webhook.start()
     finally:
         reconciler.stop()
+
+
+def test_with_the_webhook_down_kkp_keeps_reconciling_clusters(plane: ControlPlane, webhook: WebhookProcess):
+    """KKP's controllers update Clusters all the time and write audit-config before the Deployment:
+    with the webhook down, only changes to what the webhook judges, and audit-config of audited
+    clusters, wait for it."""
+    namespace(plane, "cluster-downkkp")
+    plane.apply(kkp_cluster("downkkp"))
+    webhook.stop()
+    try:
+        finalizer = plane.kubectl("patch", "cluster", "downkkp", "--type=merge", "-p",
+                                  json.dumps({"metadata": {"finalizers": ["kubermatic.k8c.io/cleanup"]}}), check=False)
+        assert finalizer.returncode == 0, finalizer.stderr
+        config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config",
+                                                                       "namespace": "cluster-downkkp"},
+                  "data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n"}}
+        assert plane.apply(config, check=False).returncode == 0
+        changed = plane.kubectl("patch", "cluster", "downkkp", "--type=merge", "-p",
+                                json.dumps({"spec": {"auditLogging": {"enabled": True}}}), check=False)
+        assert changed.returncode != 0 and "failed calling webhook" in changed.stderr
+    finally:
+        webhook.start()
+        plane.kubectl("patch", "cluster", "downkkp", "--type=merge", "-p", json.dumps({"metadata": {"finalizers": []}}))

@@ -10,7 +10,7 @@ from webhook.objects import cluster_namespace, dig, kind_of, name_of, namespace_
 from webhook.settings import EffectiveSettings
 from webhook.validation.cluster import check_cluster
 from webhook.validation.configmap import check_configmap
-from webhook.validation.errors import Findings
+from webhook.validation.errors import ErrorType, Findings, warning
 from webhook.validation.seed import check_seed
 from webhook.validation.webhook_backend import SecretRef, Secrets, secret_ref
 
@@ -67,9 +67,21 @@ def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets:
                     owner: EffectiveSettings | None = None) -> Findings:
     """The findings for a create (`old` None) or an update, ratcheted against the old object."""
     found = check_object(obj, seed=seed, secrets=secrets, owner=owner)
+    if old is None and kind_key(obj) == CLUSTER:
+        found = _secret_may_follow(found, cluster_namespace(obj))
     if old is not None and found.errors:
         found = found.ratchet(check_object(old, seed=seed, secrets=secrets, owner=owner))
     return found
+
+
+def _secret_may_follow(found: Findings, namespace: str) -> Findings:
+    """A new Cluster may name a webhook Secret of its own namespace that does not exist yet: KKP
+    creates that namespace only after the Cluster (cluster templates do exactly this)."""
+    later = [e for e in found.errors if e.type is ErrorType.NOT_FOUND and str(e.value).startswith(f"{namespace}/")]
+    if not later:
+        return found
+    notes = [warning(e.path, f"Secret {e.value} does not exist yet; the apiserver waits for it") for e in later]
+    return Findings([e for e in found.errors if e not in later], [*found.warnings, *notes])
 
 
 # Deletions these do are part of removing a whole namespace or owner; refusing them would wedge it.

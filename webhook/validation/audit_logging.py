@@ -14,7 +14,7 @@ _FIELDS = ("enabled", "policyPreset", "sidecar", "webhookBackend")
 
 def check_audit_logging(
     raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None,
-    sidecar: SidecarContext = DEFAULT_CONTEXT, datacenter_secret: SecretRef | None = None,
+    sidecar: SidecarContext = DEFAULT_CONTEXT, seed_secrets: frozenset[SecretRef] = frozenset(),
 ) -> Findings:
     """Every rule for one `auditLogging` map; `sidecar` says who wrote it and what the Seed allows."""
     found = Findings()
@@ -32,5 +32,5 @@ def check_audit_logging(
     found.merge(check_sidecar(raw.get("sidecar"), path.child("sidecar"), sidecar))
     found.merge(check_webhook_backend(raw.get("webhookBackend"), path.child("webhookBackend"),
                                       default_namespace=default_namespace, own_namespace=own_namespace,
-                                      secrets=secrets, datacenter_secret=datacenter_secret))
+                                      secrets=secrets, seed_secrets=seed_secrets))
     return found

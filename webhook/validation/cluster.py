@@ -33,14 +33,22 @@ def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | 
     raw = dig(cluster, "spec", "auditLogging")
     found.merge(check_audit_logging(raw, _AUDIT, default_namespace=namespace, own_namespace=namespace,
                                     secrets=secrets, sidecar=_sidecar_context(cluster, seed),
-                                    datacenter_secret=_datacenter_secret(cluster, seed)))
+                                    seed_secrets=_seed_secrets(cluster, seed)))
     _warn_overrides(cluster, raw if isinstance(raw, dict) else {}, seed, found)
     return found
 
 
-def _datacenter_secret(cluster: dict[str, Any], seed: dict[str, Any] | None) -> SecretRef | None:
-    enforced = datacenter_spec(seed, datacenter_of(cluster)).get("enforcedAuditWebhookSettings")
-    return secret_ref(enforced, namespace_of(seed) or "kubermatic") if seed else None
+def _seed_secrets(cluster: dict[str, Any], seed: dict[str, Any] | None) -> frozenset[SecretRef]:
+    """The Secrets of the Seed's namespace that KKP's defaulting may copy into this Cluster: the
+    datacenter's enforced webhook backend, and the Seed's own where the datacenter enforces."""
+    if seed is None:
+        return frozenset()
+    namespace = namespace_of(seed) or "kubermatic"
+    dc_spec = datacenter_spec(seed, datacenter_of(cluster))
+    refs = [secret_ref(dc_spec.get("enforcedAuditWebhookSettings"), namespace)]
+    if dc_spec.get("enforceAuditLogging") is True:
+        refs.append(secret_ref(dig(seed, "spec", "auditLogging", "webhookBackend"), namespace))
+    return frozenset(r for r in refs if r is not None)
 
 
 def _sidecar_context(cluster: dict[str, Any], seed: dict[str, Any] | None) -> SidecarContext:

@@ -29,7 +29,9 @@ def check_configmap(configmap: Any, owner: EffectiveSettings | None = None) -> F
         found.error(required(path, "the audit policy that kube-apiserver loads"))
         return found
     text = data[names.POLICY_KEY]
-    preset = owner.preset if owner is not None and owner.needs_injection else ""
+    # KKP writes a preset's text only while audit logging is on (otherwise its default policy), so
+    # the promise binds only then; any policy kube-apiserver loads is accepted otherwise.
+    preset = owner.preset if owner is not None and owner.enabled else ""
     if preset and text == presets.policy_text(preset):
         return found
     found.merge(check_policy_text(text, path))

@@ -107,6 +107,10 @@ class Allowances:
         """Whether the Seed allows a key the policy denies, for this plugin (or "service")."""
         return (plugin, key) in self.keys or ("*", key) in self.keys
 
+    def key(self) -> tuple[Any, ...]:
+        """Everything these allowances say, hashable (for memos)."""
+        return self.plugins, self.keys, self.record_changes, tuple(sorted(self.ceiling.items()))
+
     def resource_ceiling(self) -> dict[str, Decimal]:
         """The ceiling of the sidecar's requests and limits, by resource name."""
         return {**policy().ceiling, **self.ceiling}
@@ -180,12 +184,13 @@ def denied_key(key: str) -> str:
 
 def trusted_certificate_path(key: str, value: str) -> bool:
     """Whether a certificate-authority key names the image's own trust store (read-only, public)."""
-    if key.lower() not in policy().trust_store_keys:
+    if key not in policy().trust_store_keys:
         return False
     path = posixpath.normpath("/" + value.strip().lstrip("/"))
     return any(path == p or path.startswith(p + "/") for p in policy().trust_store_paths)
 
 
+@lru_cache(maxsize=4096)
 def denied_env_name(name: str) -> bool:
     """Whether an extraEnvs name is one the loader, TLS libraries, proxies or cloud SDKs read."""
     upper = name.upper()
@@ -262,6 +267,7 @@ def hosts_in(value: str) -> list[str]:
     return hosts
 
 
+@lru_cache(maxsize=4096)
 def is_destination_key(key: str) -> bool:
     """Whether a key's value picks where records are sent."""
     lower = key.lower()

@@ -9,7 +9,10 @@ the plugin and key policy (`fluentbit_policy.py`) on the expanded value.
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ from webhook.egress import is_outside
 from webhook.quantity import QUANTITY_FORMAT, parse_quantity
 from webhook.validation import fluentbit_policy as fb
 from webhook.validation.errors import (
+    FieldError,
     Findings,
     Path,
     duplicate,
@@ -368,7 +372,33 @@ def _check_resources(raw: Any, path: Path, ctx: SidecarContext) -> Findings:
 
 
 def check_sidecar(raw: Any, path: Path, ctx: SidecarContext = DEFAULT_CONTEXT) -> Findings:
-    """Every rule for `auditLogging.sidecar`."""
+    """Every rule for `auditLogging.sidecar`.
+
+    Memoised on the map's JSON text and the context: KKP updates Clusters all the time (status,
+    finalizers) with the same sidecar map, and every update is admitted again.
+    """
+    try:
+        text = json.dumps(raw, sort_keys=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (YAML dates, ...): no memo, the rules say what is wrong
+        return _check_sidecar(raw, path, ctx)
+    key = (text, path, ctx.cluster_id, ctx.keep_records, ctx.allowances.key())
+    hit = _MEMO.get(key)
+    if hit is None:
+        found = _check_sidecar(raw, path, ctx)
+        hit = (tuple(found.errors), tuple(found.warnings))
+        with _MEMO_LOCK:  # the reconciler's thread validates too
+            _MEMO[key] = hit
+            if len(_MEMO) > _MEMO_SIZE:
+                _MEMO.pop(next(iter(_MEMO)))  # the oldest entry
+    return Findings(list(hit[0]), list(hit[1]))
+
+
+_MEMO: dict[tuple[Hashable, ...], tuple[tuple[FieldError, ...], tuple[str, ...]]] = {}
+_MEMO_SIZE = 4096
+_MEMO_LOCK = threading.Lock()
+
+
+def _check_sidecar(raw: Any, path: Path, ctx: SidecarContext) -> Findings:
     found = Findings()
     if not found.present_as(raw, dict, path, "must be a map with `resources`, `extraEnvs` and `config`"):
         return found

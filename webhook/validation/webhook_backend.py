@@ -54,14 +54,14 @@ def _check_secret(ref: SecretRef, path: Path, secrets: Secrets, found: Findings)
 
 def check_webhook_backend(
     raw: Any, path: Path, *, default_namespace: str, own_namespace: str | None, secrets: Secrets | None,
-    datacenter_secret: SecretRef | None = None,
+    seed_secrets: frozenset[SecretRef] = frozenset(),
 ) -> Findings:
     """Every rule for a webhook backend map at `path`.
 
     `own_namespace` is set for a Cluster, which may only name Secrets of its own namespace:
-    anything else would let a cluster owner copy another tenant's Secret into their Pod. The one
-    exception is `datacenter_secret`, the Secret its datacenter enforces: KKP's defaulting copies
-    that reference, Seed namespace and all, into the Cluster.
+    anything else would let a cluster owner copy another tenant's Secret into their Pod. The
+    exceptions are `seed_secrets`, the Secrets its datacenter or Seed enforces: KKP's defaulting
+    copies those references, Seed namespace and all, into the Cluster.
     """
     found = Findings()
     detail = "must be a map with `auditWebhookConfig` and `auditWebhookInitialBackoff`"
@@ -81,9 +81,9 @@ def check_webhook_backend(
             found.error(invalid(ref_path.child("name"), name, "must be a lowercase DNS-1123 subdomain (a Secret name)"))
         if namespace is not None and not isinstance(namespace, str):
             found.error(invalid(ref_path.child("namespace"), namespace, "must be a string"))
-        elif own_namespace and namespace and namespace != own_namespace and (namespace, name) != datacenter_secret:
-            allowed = f'"{own_namespace}"' + (f' or its datacenter\'s "{datacenter_secret[0]}/{datacenter_secret[1]}"'
-                                              if datacenter_secret else "")
+        elif own_namespace and namespace and namespace != own_namespace and (namespace, name) not in seed_secrets:
+            allowed = f'"{own_namespace}"' + "".join(f' or its datacenter\'s "{ns}/{n}"'
+                                                     for ns, n in sorted(seed_secrets))
             found.error(forbidden(ref_path.child("namespace"), f"a cluster may only use Secrets of its own namespace "
                                                                f"{allowed}", offending=(namespace, name)))
         elif not found.errors:
