@@ -138,9 +138,13 @@ def test_datacenter_webhook_mounts_the_copy_by_name():
     ({"command": ["kube-apiserver", "--audit-log-maxage=5"]}, {"command": ["kube-apiserver", "--audit-log-maxage=30"]}),
     # a dangling flag gets its value attached
     ({"args": ["--b", "--audit-log-maxage"]}, {"args": ["--b", "--audit-log-maxage=30"]}),
-    # a flag given twice is corrected twice, not removed
-    ({"args": ["--audit-log-maxage=1", "--audit-log-maxage", "2"]},
-     {"args": ["--audit-log-maxage=30", "--audit-log-maxage", "30"]}),
+    # a flag given twice: the first is ours, the later one (which kube-apiserver would take) is dropped
+    ({"args": ["--audit-log-maxage=1", "--audit-log-maxage", "2"]}, {"args": ["--audit-log-maxage=30"]}),
+    # kube-apiserver reads `_` as `-`: another spelling is the same flag, and is ours in place
+    ({"args": ["--a", "--audit_log_maxage=7", "--b"]}, {"args": ["--a", "--audit-log-maxage=30", "--b"]}),
+    # a later spelling in args after ours in command cannot win
+    ({"command": ["kube-apiserver", "--audit-log-maxage=30"], "args": ["--audit_log_maxage", "0", "--b"]},
+     {"command": ["kube-apiserver", "--audit-log-maxage=30"], "args": ["--b"]}),
     # a flag whose name merely starts like ours is foreign
     ({"args": ["--audit-log-maxage-extra=1"]}, {"args": ["--audit-log-maxage-extra=1", "--audit-log-maxage=30"]}),
     # no args yet

@@ -30,7 +30,8 @@ def no_apiserver():
     ("CREATE", bare_pod(), None, None, True, False, "no-cluster"),
     ("CREATE", bare_pod(), cluster(), None, True, False, "audit-off"),
     ("CREATE", bare_pod(), cluster(), seed({"dc1": {"enforceAuditLogging": True}}), True, True, "injected"),
-    ("CREATE", no_apiserver(), ON, None, True, False, "no-apiserver-container"),
+    ("CREATE", no_apiserver(), ON, None, False, False, "unverifiable"),
+    ("CREATE", no_apiserver(), cluster(), None, True, False, "audit-off"),
     ("CREATE", bare_pod(), cluster(audit={"enabled": True, "policyPreset": "loud"}), None, False, False,
      "invalid-settings"),
     ("CREATE", bare_pod(), ON, seed({"dc1": {"enforceAuditLogging": "yes"}}), False, False, "invalid-settings"),
@@ -48,9 +49,46 @@ def test_invalid_stored_cluster_is_refused_with_its_field_errors():
     assert answer.message.startswith('cannot inject audit logging: Cluster.kubermatic.k8c.io "abc" is invalid')
 
 
-def test_missing_apiserver_container_warns():
+def test_missing_apiserver_container_is_refused_for_an_audited_cluster():
     answer = decide_mutation("CREATE", no_apiserver(), ON, None, OPTS)
-    assert answer.warnings == ['audit-webhook: no container "apiserver", audit logging not injected']
+    assert (answer.allowed, answer.code) == (False, 403)
+    assert answer.message == ('audit-webhook: cluster "abc" needs audit logging, but this Pod cannot be shown to run '
+                              'with it: it has no container named "apiserver" for the audit flags')
+
+
+def _with(**changes):
+    pod = bare_pod()
+    api = pod["spec"]["containers"][0]
+    for key, value in changes.items():
+        if key == "initContainers":
+            pod["spec"]["initContainers"] = value
+        elif key == "extra_container":
+            pod["spec"]["containers"].append(value)
+        else:
+            api[key] = value
+    return pod
+
+
+@pytest.mark.parametrize(("pod", "why"), [
+    (_with(command=["sh", "-c", 'exec kube-apiserver "$@" --audit-policy-file=/tmp/none', "--"]),
+     'container "apiserver" runs \'sh\', not kube-apiserver'),
+    (_with(command=["/bin/bash", "-c", "kube-apiserver"]), "runs 'bash'"),
+    (_with(initContainers=[{"name": "apiserver", "image": "kube-apiserver", "restartPolicy": "Always"}]),
+     'initContainer "apiserver" runs kube-apiserver'),
+    (_with(initContainers=[{"name": "side", "image": "x", "command": ["/usr/local/bin/kube-apiserver"]}]),
+     'initContainer "side" runs kube-apiserver'),
+    (_with(extra_container={"name": "api2", "image": "x", "command": ["kube-apiserver", "--secure-port=7443"]}),
+     'container "api2" runs kube-apiserver'),
+])
+def test_a_pod_whose_flags_cannot_reach_kube_apiserver_is_refused(pod, why):
+    answer = decide_mutation("CREATE", pod, ON, None, OPTS)
+    assert not answer.allowed and answer.reason == "unverifiable"
+    assert why in answer.message
+
+
+def test_kube_apiserver_by_path_or_by_the_image_entrypoint_is_fine():
+    for pod in (_with(command=["/usr/local/bin/kube-apiserver"]), _with(command=None)):
+        assert decide_mutation("CREATE", pod, ON, None, OPTS).reason == "injected"
 
 
 def test_a_stored_cluster_that_breaks_a_later_policy_rule_is_still_injected_with_a_warning():

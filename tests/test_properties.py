@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.test_fluentbit import parse_classic
 from webhook import names
 from webhook.fluentbit import render_classic
-from webhook.inject import audit_flags, desired_pod, inject, injection_for
+from webhook.inject import BOOL_FLAGS, audit_flags, desired_pod, inject, injection_for, read_flags
 from webhook.model import SidecarConfig
 from webhook.options import Options
 from webhook.settings import effective_settings
@@ -31,8 +31,10 @@ names_st = st.text("abcdefghij-", min_size=1, max_size=8).filter(lambda n: n[0] 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=6))
 unknown = st.dictionaries(st.sampled_from(["x-extra", "zz", "future"]), scalars, max_size=2)
 foreign_flag = st.builds(lambda n, v: f"--{n}={v}", names_st, names_st)
+# Every spelling kube-apiserver accepts: `=` or two tokens, `-` or `_`.
 our_flag = st.sampled_from(OUR_FLAGS).flatmap(
-    lambda f: st.sampled_from([[f"{f}=old"], [f, "old"]]))
+    lambda f: st.sampled_from([f, "--" + f[2:].replace("-", "_")]).flatmap(
+        lambda spelled: st.sampled_from([[f"{spelled}=old"], [spelled, "old"]])))
 args_st = st.lists(st.one_of(foreign_flag.map(lambda a: [a]), our_flag), max_size=8).map(
     lambda chunks: [t for c in chunks for t in c])
 mount_st = st.builds(lambda n, p, ro: {"name": n, "mountPath": p, **({"readOnly": ro} if ro is not None else {})},
@@ -95,9 +97,9 @@ def foreign_tokens(tokens):
         if skip:
             skip = False
             continue
-        flag = t.partition("=")[0]
+        flag = t.partition("=")[0].replace("_", "-") if t.startswith("--") else t
         if flag in OUR_FLAGS:
-            skip = "=" not in t and i + 1 < len(tokens)
+            skip = "=" not in t and i + 1 < len(tokens) and flag not in BOOL_FLAGS
             continue
         out.append(t)
     return out
@@ -114,6 +116,9 @@ def test_mutation_is_idempotent_and_the_patch_applies(pod, cluster):
     assert desired_pod(once, s) == once
     assert inject(once, s)[1] == []
     assert jsonpatch.apply_patch(pod, patch) == once
+    # Whatever spellings and repeats the Pod had, kube-apiserver reads our values (it takes the last).
+    apiserver = next(c for c in once["spec"]["containers"] if c["name"] == "apiserver")
+    assert read_flags(apiserver, list(s.flags)) == s.flags
 
 
 @PROPERTY

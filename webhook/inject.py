@@ -126,35 +126,46 @@ def _starting_with(tokens: list[Any], prefix: str) -> list[int]:
         return [i for i, token in enumerate(tokens) if isinstance(token, str) and token.startswith(prefix)]
 
 
-def set_flags(container: Obj, flags: dict[str, str]) -> None:
-    """Give each flag its value: in place where it already is (`--f=v` or `--f v`), else appended.
+# kube-apiserver's boolean flags among ours: `--f false` does not give them a value (pflag reads
+# `false` as an argument of its own), so no token after them is theirs.
+BOOL_FLAGS = frozenset({"--audit-log-truncate-enabled", "--audit-webhook-truncate-enabled", "--audit-log-compress"})
+_AUDIT = "--audit"  # every flag of ours, in `-` and `_` spelling, starts with this
 
-    `command` and `args` lists are replaced, not edited, and only when a value changes, so a
-    container that shares them with another object can be passed in.
+
+def _flag_name(token: Any) -> str:
+    """A token's flag as kube-apiserver reads it: `_` is `-` (pflag's word-separator normalisation)."""
+    return token.partition("=")[0].replace("_", "-") if isinstance(token, str) else ""
+
+
+def set_flags(container: Obj, flags: dict[str, str]) -> None:
+    """Give each flag its value, and make it the only occurrence: kube-apiserver takes the last.
+
+    The first occurrence, in any spelling (`--f=v`, `--f v`, `_` for `-`, in `command` or `args`),
+    is rewritten in place; later ones are dropped; missing flags are appended to `args`. Lists are
+    replaced, not edited, and only when something changes, so a container that shares them with
+    another object can be passed in.
     """
     missing = dict(flags)
-    # Every flag starts with this; the other tokens are skipped without being split.
-    prefix = posixpath.commonprefix(list(flags))
     for field in ("command", "args"):
         tokens = container.get(field)
-        if not isinstance(tokens, list):
+        if not isinstance(tokens, list) or not _starting_with(tokens, _AUDIT):
             continue
-        own = False
-        free = 0  # tokens before this one were flags or their values
-        for i in _starting_with(tokens, prefix):
-            if i < free:
+        out: list[Any] = []
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            name = _flag_name(token) if isinstance(token, str) and token.startswith(_AUDIT) else ""
+            if name not in flags:
+                out.append(token)
+                i += 1
                 continue
-            flag, sep, _ = tokens[i].partition("=")
-            if flag not in flags:
-                continue
-            missing.pop(flag, None)
-            at, value = (i, f"{flag}={flags[flag]}") if sep or i + 1 == len(tokens) else (i + 1, flags[flag])
-            if tokens[at] != value:
-                if not own:
-                    tokens = container[field] = list(tokens)
-                    own = True
-                tokens[at] = value
-            free = at + 1
+            two_tokens = "=" not in token and name not in BOOL_FLAGS and i + 1 < len(tokens)
+            if name in missing:  # the first occurrence: ours, where it stands
+                del missing[name]
+                out += [name, flags[name]] if two_tokens else [f"{name}={flags[name]}"]
+            i += 2 if two_tokens else 1  # a later one is dropped, with its value
+        if out != tokens:
+            container[field] = out
     if missing:
         args = container.get("args")
         args = container["args"] = list(args) if isinstance(args, list) else []
@@ -162,15 +173,22 @@ def set_flags(container: Obj, flags: dict[str, str]) -> None:
 
 
 def read_flags(container: Obj, flags: list[str]) -> dict[str, str | None]:
-    """The value each flag has in the container (`--f=v` or `--f v`, command or args; the last wins)."""
+    """The value each flag has in the container as kube-apiserver reads it: any spelling, command
+    then args, the last occurrence wins."""
     found: dict[str, str | None] = dict.fromkeys(flags)
     tokens = [t for field in ("command", "args") if isinstance(container.get(field), list) for t in container[field]]
     for i, token in enumerate(tokens):
-        if not isinstance(token, str):
+        if not isinstance(token, str) or not token.startswith("--"):
             continue
         flag, sep, value = token.partition("=")
-        if flag in found:
-            found[flag] = value if sep else (str(tokens[i + 1]) if i + 1 < len(tokens) else "")
+        name = flag.replace("_", "-")
+        if name in found:
+            if sep:
+                found[name] = value
+            elif name in BOOL_FLAGS:
+                found[name] = "true"
+            else:
+                found[name] = str(tokens[i + 1]) if i + 1 < len(tokens) else ""
     return found
 
 

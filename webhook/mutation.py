@@ -2,19 +2,60 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 from webhook import names
-from webhook.inject import Injection, NoApiserverContainer, inject, injection_for
+from webhook.inject import Injection, inject, injection_for
 from webhook.objects import dig, name_of
 from webhook.options import Options
 from webhook.review import Answer
 from webhook.settings import EffectiveSettings, effective_settings
 from webhook.validation.admission import qualified_kind
 from webhook.validation.cluster import check_cluster
-from webhook.validation.errors import Tier, invalid_message, sanitize_warning, warning
+from webhook.validation.errors import Tier, invalid_message, warning
 from webhook.validation.seed import check_seed
+
+# Programs that run another command line: with one in front, the flags we set reach a shell,
+# which may add its own after them (`sh -c '... "$@" --audit-policy-file=/tmp/none'`).
+_WRAPPERS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "busybox", "env", "nohup", "exec", "tini",
+                       "dumb-init", "timeout", "nice", "su", "sudo", "python", "python3", "perl"})
+_APISERVER_BINARY = "kube-apiserver"
+
+
+def _program(container: Any) -> str:
+    command = container.get("command") if isinstance(container, dict) else None
+    first = command[0] if isinstance(command, list) and command else None
+    return posixpath.basename(first) if isinstance(first, str) else ""
+
+
+def unverifiable(pod: dict[str, Any]) -> str:
+    """Why the audit flags could not be shown to reach kube-apiserver in this Pod ("" when they can).
+
+    Only the `apiserver` container's own command line is edited: kube-apiserver elsewhere (a
+    renamed container, an initContainer, a native sidecar) or behind a wrapper escapes it.
+    """
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    containers = spec.get("containers") if isinstance(spec.get("containers"), list) else []
+    inits = spec.get("initContainers") if isinstance(spec.get("initContainers"), list) else []
+    names_of = [c.get("name") for c in containers if isinstance(c, dict)]
+    if names.APISERVER_CONTAINER not in names_of:
+        return f'it has no container named "{names.APISERVER_CONTAINER}" for the audit flags'
+    for init in inits:
+        if isinstance(init, dict) and (init.get("name") == names.APISERVER_CONTAINER
+                                       or _program(init) == _APISERVER_BINARY):
+            return f'initContainer "{init.get("name")}" runs kube-apiserver, where the audit flags do not reach'
+    for container in containers:
+        if isinstance(container, dict) and container.get("name") != names.APISERVER_CONTAINER \
+                and _program(container) == _APISERVER_BINARY:
+            return f'container "{container.get("name")}" runs kube-apiserver, where the audit flags do not reach'
+    apiserver = containers[names_of.index(names.APISERVER_CONTAINER)]
+    program = _program(apiserver)
+    if program and program != _APISERVER_BINARY:
+        return (f'container "{names.APISERVER_CONTAINER}" runs {program!r}, not kube-apiserver: the audit flags '
+                "might never reach it")
+    return ""
 
 
 def is_apiserver_pod(pod: Any) -> bool:
@@ -87,10 +128,9 @@ def decide_mutation(
         return Answer(False, f"cannot inject audit logging: {prepared.problem}", code=422, reason="invalid-settings")
     if not prepared.settings.needs_injection:
         return Answer(True, reason="audit-off")
-    try:
-        _, patch = inject(pod, prepared.injection)
-    except NoApiserverContainer:
-        text = f'audit-webhook: no container "{names.APISERVER_CONTAINER}", audit logging not injected'
-        warning = sanitize_warning(text)
-        return Answer(True, warnings=[warning], reason="no-apiserver-container")
+    why = unverifiable(pod)
+    if why:
+        return Answer(False, f'audit-webhook: cluster "{prepared.settings.cluster_id}" needs audit logging, but this '
+                             f"Pod cannot be shown to run with it: {why}", code=403, reason="unverifiable")
+    _, patch = inject(pod, prepared.injection)
     return Answer(True, patch=patch, warnings=list(prepared.notes), reason="injected")
