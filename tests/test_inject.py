@@ -230,3 +230,28 @@ def test_patch_touches_only_what_we_own(obj):
         if op["path"].startswith("/spec/containers/"):
             index = int(op["path"].split("/")[3])
             assert index == 1 or (index >= 3 and op["op"] == "add"), op
+
+
+def test_mounts_inside_our_folders_and_extras_on_our_volumes_are_replaced_by_ours():
+    pod = bare_pod()
+    pod["spec"]["volumes"] = [
+        {"name": "audit-log", "emptyDir": {"sizeLimit": "1Ki"}},
+        {"name": "audit-config", "configMap": {"name": "audit-config", "defaultMode": 420,
+                                              "items": [{"key": "other.yaml", "path": "policy.yaml"}]}},
+        {"name": "tenant", "configMap": {"name": "tenant-policy"}},
+    ]
+    api = container(pod, "apiserver")
+    api["volumeMounts"] = [{"name": "tenant", "mountPath": "/etc/kubernetes/audit/policy.yaml",
+                            "subPath": "policy.yaml"},
+                           {"name": "tenant", "mountPath": "/var/log/kubernetes/audit/audit.log", "subPath": "x"},
+                           {"name": "tenant", "mountPath": "/etc/kubernetes/auditx"}]
+    out = inject(pod, cluster(audit={"enabled": True}))
+    volumes = {v["name"]: v for v in out["spec"]["volumes"]}
+    assert volumes["audit-log"] == {"name": "audit-log", "emptyDir": {}}
+    assert volumes["audit-config"] == {"name": "audit-config", "configMap": {"name": "audit-config"}}
+    assert volumes["tenant"] == {"name": "tenant", "configMap": {"name": "tenant-policy"}}  # not ours: kept
+    paths = [m["mountPath"] for m in container(out, "apiserver")["volumeMounts"]]
+    assert paths == ["/etc/kubernetes/auditx", "/etc/kubernetes/audit", "/var/log/kubernetes/audit"]
+    # kube-apiserver's own defaultMode on our volume is fine, and nothing changes a second time.
+    again = inject(out, cluster(audit={"enabled": True}))
+    assert again == out

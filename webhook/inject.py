@@ -55,14 +55,22 @@ def _upserted_volumes(volumes: list[Any], wanted: list[Obj]) -> list[Any]:
             volumes.append(volume)
             changed = True
             continue
-        (source_kind, source), = ((k, v) for k, v in volume.items() if k != "name")
-        current = volumes[i].get(source_kind)
-        ref_key = {"configMap": "name", "secret": "secretName"}.get(source_kind)
-        if isinstance(current, dict) and (ref_key is None or current.get(ref_key) == source[ref_key]):
-            continue  # the right source already; keep its extras (defaultMode, sizeLimit, ...)
+        if _same_volume(volumes[i], volume):
+            continue
         volumes[i] = volume
         changed = True
     return volumes if changed else original
+
+
+def _same_volume(current: Any, wanted: Obj) -> bool:
+    """Whether a volume of our name is ours: our source and nothing else. Only `defaultMode`, which
+    kube-apiserver adds, may differ; `items` (remapping our keys), `sizeLimit` (a 1Ki audit log),
+    `optional` or a second source would each let the Pod run with less than we set."""
+    if not isinstance(current, dict) or current.keys() != wanted.keys():
+        return False
+    (kind, source), = ((k, v) for k, v in wanted.items() if k != "name")
+    have = current.get(kind)
+    return isinstance(have, dict) and {k: v for k, v in have.items() if k != "defaultMode"} == source
 
 
 def _path_key(path: Any) -> str | None:
@@ -72,6 +80,11 @@ def _path_key(path: Any) -> str | None:
     if "//" in path or "/." in path:
         return posixpath.normpath(path)
     return path.rstrip("/")
+
+
+def _inside_ours(path: Any, ours: list[str], by_path: dict[str | None, Any]) -> bool:
+    key = _path_key(path)
+    return key not in by_path and isinstance(key, str) and any(key.startswith(p + "/") for p in ours)
 
 
 def _taken_over(mount: Obj, volume: str, read_only: bool) -> Obj:
@@ -112,6 +125,10 @@ def _ensure_mounts(container: Obj, wanted: list[Mount]) -> None:
         replacement = _taken_over(mount, volume, read_only)
         if replacement != mount:
             mounts[i] = replacement
+    # A mount inside one of our folders (a subPath over policy.yaml, another volume over the
+    # audit log) would shadow what we mount there: it goes.
+    ours = [p for p in by_path if p]
+    mounts = [m for m in mounts if type(m) is not dict or not _inside_ours(m.get("mountPath"), ours, by_path)]
     mounts.extend(_mount(*m) for m in wanted if _path_key(m[1]) not in found)
     if mounts != current:
         container["volumeMounts"] = mounts
