@@ -383,3 +383,15 @@ async def test_mutual_tls_refuses_clients_without_a_certificate(aiohttp_server, 
     for who in (None, stranger / "bad"):
         with pytest.raises(aiohttp.ClientError):
             await get(who)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_a_body_that_cannot_be_decoded_is_a_400(start_server, encoding):
+    server = await start_server([])
+    async with server.session.post(server.url + "/validate", data=b"\x00not compressed at all\xff",
+                                   headers={"Content-Type": "application/json", "Content-Encoding": encoding}) as r:
+        assert r.status == 400  # an encoding aiohttp does not know is refused by its parser, also 400
+        text = await r.text()
+    assert encoding == "br" or json.loads(text)["error"].startswith("request body cannot be read")
+    status, _ = await server.post("/validate", review(cluster(), kind="Cluster", group="kubermatic.k8c.io"))
+    assert status == 200  # and the server goes on

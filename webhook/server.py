@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp.http_exceptions
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from webhook import handlers
 from webhook.certs import CertWatcher, expiry_timestamp
@@ -46,6 +48,10 @@ class Webhook:
         except web.HTTPRequestEntityTooLarge:
             self.metrics.bad_requests.labels("413").inc()
             return _error(413, f"request body is larger than {MAX_BODY} bytes")
+        except (RequestPayloadError, aiohttp.http_exceptions.HttpProcessingError, ValueError) as exc:
+            # A body that cannot be decoded (a bad Content-Encoding, a broken chunk) is the client's error.
+            self.metrics.bad_requests.labels("400").inc()
+            return _error(400, f"request body cannot be read: {type(exc).__name__}")
         try:
             api_version, req = parse_review(body)
         except ReviewError as exc:
