@@ -169,3 +169,12 @@ def test_an_object_in_the_reconcilers_way_is_a_drift_row_in_standalone_mode():
     assert "ConfigMap audit-config exists and is not managed by audit-webhook (left alone)" in row.drift
     (kkp_row,) = rows_of(snap, OPTS, "kkp")
     assert not [d for d in kkp_row.drift if "not managed" in d]  # KKP's own objects, as expected
+
+
+def test_two_clusters_claiming_one_namespace_are_both_reported():
+    thief = cluster(name="thief")
+    thief["status"] = {"namespaceName": "cluster-victim"}
+    rows = rows_of(Snapshot.of([cluster(name="victim", audit={"enabled": True}), thief]), OPTS)
+    assert [r.cluster for r in rows] == ["thief", "victim"]
+    assert "namespace cluster-victim is also claimed by victim" in rows[0].drift
+    assert "namespace cluster-victim is also claimed by thief" in rows[1].drift

@@ -395,3 +395,35 @@ async def test_a_body_that_cannot_be_decoded_is_a_400(start_server, encoding):
     assert encoding == "br" or json.loads(text)["error"].startswith("request body cannot be read")
     status, _ = await server.post("/validate", review(cluster(), kind="Cluster", group="kubermatic.k8c.io"))
     assert status == 200  # and the server goes on
+
+
+async def test_one_cluster_per_namespace(start_server):
+    """A Cluster may not point its control-plane namespace into another's; where two claim one
+    (a status written past us), its apiserver Pods are refused, naming both."""
+    victim = cluster(name="victim", audit={"enabled": True})
+    victim["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    thief = cluster(name="thief")
+    thief["metadata"]["creationTimestamp"] = "2026-06-01T00:00:00Z"
+    thief["status"] = {"namespaceName": "cluster-victim"}
+    server = await start_server([victim, thief])
+
+    status, body = await server.post("/validate", review(thief, kind="Cluster", group="kubermatic.k8c.io",
+                                                         operation="UPDATE", old=thief))
+    assert body["response"]["allowed"] is False
+    assert body["response"]["status"]["message"] == ('Cluster.kubermatic.k8c.io "thief" is invalid: '
+                                                     'status.namespaceName: Forbidden: namespace "cluster-victim" '
+                                                     'belongs to Cluster "victim"')
+    # The older holder's own updates go on.
+    status, body = await server.post("/validate", review(victim, kind="Cluster", group="kubermatic.k8c.io",
+                                                         operation="UPDATE", old=victim))
+    assert body["response"]["allowed"] is True
+    # A status update that moves the namespace is judged too.
+    moved = review(thief, kind="Cluster", group="kubermatic.k8c.io", operation="UPDATE", old=cluster(name="thief"))
+    moved["request"]["subResource"] = "status"
+    status, body = await server.post("/validate", moved)
+    assert body["response"]["allowed"] is False and "belongs to Cluster" in body["response"]["status"]["message"]
+    # And the apiserver Pod in the contested namespace is refused, naming both.
+    status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-victim"))
+    assert body["response"]["allowed"] is False
+    assert body["response"]["status"]["message"].startswith(
+        'audit-webhook: namespace "cluster-victim" is claimed by Clusters "thief", "victim"')

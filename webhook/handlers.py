@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from webhook.mutation import Prepared, decide_mutation, prepare
-from webhook.objects import datacenter_of, kind_of, namespace_of
+from webhook.mutation import Prepared, decide_mutation, is_apiserver_pod, prepare
+from webhook.objects import cluster_namespace, datacenter_of, kind_of, name_of, namespace_of
 from webhook.options import Options
 from webhook.review import AdmissionRequest, Answer
 from webhook.store import Store, StoreUnavailable
@@ -60,6 +60,12 @@ async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: P
     if req.kind.kind != "Pod" or req.kind.group != "":
         return Answer(True, reason="not-pod")
     namespace = req.namespace or namespace_of(req.object)
+    claimants = store.clusters_in(namespace)
+    if len(claimants) > 1 and req.operation == "CREATE" and is_apiserver_pod(req.object):
+        # Whose settings would this Pod run with? Neither may decide for the other.
+        listed = ", ".join(f'"{name_of(c)}"' for c in claimants)
+        return Answer(False, f'audit-webhook: namespace "{namespace}" is claimed by Clusters {listed}; an apiserver '
+                             "Pod there is refused until one Cluster holds it", code=403, reason="contested-namespace")
     cluster = store.cluster_for_namespace(namespace)
     if cluster is None:
         return decide_mutation(req.operation, req.object, None, None, options)
@@ -71,6 +77,14 @@ async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: P
 async def validate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
     """Refuse Clusters, Seeds and ConfigMaps that would break or leak audit logging, and the
     deletion of Secrets and ConfigMaps that running apiservers need."""
+    if req.subResource == "status" and req.operation == "UPDATE" and kind_key(req.object) == CLUSTER:
+        # status.namespaceName says where the control plane runs: it may not point into another's.
+        found = check_admission(req.object, None, seed=None, secrets=None, owner=None,
+                                namespace_holders=_namespace_holders(req.object, store), only_identity=True)
+        if found.errors:
+            return Answer(False, invalid_message(qualified_kind(req.object), object_label(req.object), found.errors),
+                          code=422, reason="invalid", rules=[str(e.path) for e in found.errors])
+        return Answer(True, reason="valid")
     if req.subResource:
         return Answer(True, reason="not-checked")
     if req.operation == "DELETE":
@@ -92,7 +106,8 @@ async def validate(req: AdmissionRequest, store: Store, options: Options, cache:
     except StoreUnavailable as exc:
         # Fail closed, and say so: a Secret we cannot read is not a Secret we have checked.
         return Answer(False, f"audit-webhook: {exc}; try again", code=503, reason="store-unavailable")
-    found = check_admission(obj, old, seed=seed, secrets=secrets, owner=owner)
+    holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else []
+    found = check_admission(obj, old, seed=seed, secrets=secrets, owner=owner, namespace_holders=holders)
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
         rules = list(dict.fromkeys(str(e.path) for e in found.errors))
@@ -117,3 +132,15 @@ def _validate_delete(req: AdmissionRequest, store: Store, options: Options, cach
     if blockers:
         return Answer(False, deletion_message(obj, namespace, blockers), code=403, reason="in-use")
     return Answer(True, reason="not-in-use")
+
+
+def _namespace_holders(cluster: Any, store: Store) -> list[str]:
+    """The Clusters that held `cluster`'s control-plane namespace before it (older, or first by name)."""
+    def age(obj: Any) -> tuple[str, str]:
+        # RFC 3339 timestamps sort as text; a Cluster being created has none yet and comes last.
+        created = obj.get("metadata", {}).get("creationTimestamp") if isinstance(obj, dict) else None
+        return (created or "~", name_of(obj))
+
+    mine = age(cluster)
+    return [name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
+            if name_of(c) != name_of(cluster) and age(c) < mine]

@@ -75,6 +75,14 @@ class Reconciler:
         self._sync_webhook_selectors([cluster_namespace(c) for c, p in prepared
                                       if p.settings is None or p.settings.needs_injection])
         for cluster, ready in prepared:
+            claimants = self.store.clusters_in(cluster_namespace(cluster))
+            if len(claimants) > 1:
+                # Whose objects would these be? Neither Cluster's settings may write into the other's.
+                reason = "namespace claimed by " + ", ".join(name_of(c) for c in claimants)
+                if (name_of(cluster), reason) not in self._reported:
+                    self._reported.add((name_of(cluster), reason))
+                    self.event(cluster, "Warning", "ContestedNamespace", f"not reconciled: {reason}")
+                continue
             try:
                 self.reconcile(cluster, ready)
             except ApiException as exc:

@@ -156,11 +156,16 @@ def rows_of(snapshot: Snapshot, options: Options, mode: Mode = "standalone") -> 
     """A row per Cluster of a snapshot (which also holds the Pods, Secrets and ConfigMaps it needs)."""
     rows = []
     not_ours = _not_ours(snapshot)
-    for namespace, cluster in sorted(snapshot.clusters.items(), key=lambda item: name_of(item[1])):
+    claimed = [(namespace, c, claimants) for namespace, claimants in snapshot.claims.items() for c in claimants]
+    for namespace, cluster, claimants in sorted(claimed, key=lambda item: name_of(item[1])):
         seed = snapshot.seeds.get(datacenter_of(cluster))
         secrets = {ref: snapshot.secrets.get(ref) for ref in secrets_needed(cluster, seed, options)}
-        rows.append(cluster_row(cluster, seed, pods=snapshot.pods.get(namespace, []), secrets=secrets,
-                                configmaps=set(snapshot.configmaps), options=options, not_ours=not_ours, mode=mode))
+        row = cluster_row(cluster, seed, pods=snapshot.pods.get(namespace, []), secrets=secrets,
+                          configmaps=set(snapshot.configmaps), options=options, not_ours=not_ours, mode=mode)
+        if len(claimants) > 1:
+            others = ", ".join(name_of(c) for c in claimants if c is not cluster)
+            row.drift.append(f"namespace {namespace} is also claimed by {others}")
+        rows.append(row)
     return rows
 
 

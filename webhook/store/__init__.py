@@ -26,7 +26,10 @@ class Store(Protocol):
     """What the handlers ask of a source of objects."""
 
     def cluster_for_namespace(self, namespace: str) -> dict[str, Any] | None:
-        """The Cluster whose control plane runs in `namespace`."""
+        """The Cluster whose control plane runs in `namespace` (the first by name if several claim it)."""
+
+    def clusters_in(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Cluster that claims `namespace`, by name: more than one is a conflict."""
 
     def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
         """The Seed that defines `datacenter`."""
@@ -63,6 +66,8 @@ class Snapshot:
     """Objects indexed for the lookups admission needs: O(1) per request at any fleet size."""
 
     clusters: dict[str, dict[str, Any]] = field(default_factory=dict)  # by control-plane namespace
+    # Every Cluster claiming each namespace, by name: two claimants must not hide one another.
+    claims: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # by datacenter name
     secrets: dict[tuple[str, str], SecretData] = field(default_factory=dict)
     configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -75,7 +80,10 @@ class Snapshot:
         """Index one object; objects of other kinds are ignored."""
         kind = kind_key(obj)
         if kind == CLUSTER:
-            self.clusters[cluster_namespace(obj)] = obj
+            namespace = cluster_namespace(obj)
+            claimants = [c for c in self.claims.get(namespace, []) if name_of(c) != name_of(obj)] + [obj]
+            self.claims[namespace] = sorted(claimants, key=name_of)
+            self.clusters[namespace] = self.claims[namespace][0]
         elif kind == SEED:
             self.seed_objects.append(obj)
             datacenters = dig(obj, "spec", "datacenters")
@@ -109,6 +117,10 @@ class MemoryStore:
         """The Cluster whose control plane runs in `namespace`."""
         return self.snapshot.clusters.get(namespace)
 
+    def clusters_in(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Cluster claiming `namespace`."""
+        return self.snapshot.claims.get(namespace, [])
+
     def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
         """The Seed that defines `datacenter`."""
         return self.snapshot.seeds.get(datacenter)
@@ -123,4 +135,4 @@ class MemoryStore:
 
     def all_clusters(self) -> list[dict[str, Any]]:
         """Every Cluster of the snapshot."""
-        return list(self.snapshot.clusters.values())
+        return [c for claimants in self.snapshot.claims.values() for c in claimants]

@@ -143,13 +143,18 @@ class KubeStore:
         custom = client.CustomObjectsApi(api_client)
         self.secret_timeout = secret_timeout
         self._clusters: dict[str, dict[str, Any]] = {}
+        self._claims: dict[str, list[dict[str, Any]]] = {}
         self._seeds: dict[str, dict[str, Any]] = {}
         self.clusters = Informer(custom, "clusters", self._index_clusters)
         self.seeds = Informer(custom, "seeds", self._index_seeds)
         self._threads: list[threading.Thread] = []
 
     def _index_clusters(self, objects: dict[str, dict[str, Any]]) -> None:
-        self._clusters = {cluster_namespace(o): o for o in objects.values()}
+        claims: dict[str, list[dict[str, Any]]] = {}
+        for obj in sorted(objects.values(), key=name_of):
+            claims.setdefault(cluster_namespace(obj), []).append(obj)
+        self._claims = claims
+        self._clusters = {namespace: claimants[0] for namespace, claimants in claims.items()}
 
     def _index_seeds(self, objects: dict[str, dict[str, Any]]) -> None:
         index: dict[str, dict[str, Any]] = {}
@@ -188,9 +193,13 @@ class KubeStore:
         """The Cluster whose control plane runs in `namespace`."""
         return self._clusters.get(namespace)
 
+    def clusters_in(self, namespace: str) -> list[dict[str, Any]]:
+        """Every cached Cluster claiming `namespace`."""
+        return self._claims.get(namespace, [])
+
     def all_clusters(self) -> list[dict[str, Any]]:
         """Every cached Cluster."""
-        return list(self._clusters.values())
+        return [c for claimants in self._claims.values() for c in claimants]
 
     def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
         """The Seed that defines `datacenter`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from webhook import names
@@ -10,7 +11,7 @@ from webhook.objects import cluster_namespace, dig, kind_of, name_of, namespace_
 from webhook.settings import EffectiveSettings
 from webhook.validation.cluster import check_cluster
 from webhook.validation.configmap import check_configmap
-from webhook.validation.errors import ErrorType, Findings, warning
+from webhook.validation.errors import ErrorType, Findings, Path, forbidden, warning
 from webhook.validation.seed import check_seed
 from webhook.validation.webhook_backend import SecretRef, Secrets, secret_ref
 
@@ -64,9 +65,21 @@ def check_object(obj: Any, *, seed: dict[str, Any] | None, secrets: Secrets | No
 
 
 def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None,
-                    owner: EffectiveSettings | None = None) -> Findings:
-    """The findings for a create (`old` None) or an update, ratcheted against the old object."""
-    found = check_object(obj, seed=seed, secrets=secrets, owner=owner)
+                    owner: EffectiveSettings | None = None, namespace_holders: Sequence[str] = (),
+                    only_identity: bool = False) -> Findings:
+    """The findings for a create (`old` None) or an update, ratcheted against the old object.
+
+    `namespace_holders`: the Clusters that held a Cluster's control-plane namespace before it.
+    `only_identity`: just that rule (a status update, which carries no settings of ours).
+    """
+    found = Findings() if only_identity else check_object(obj, seed=seed, secrets=secrets, owner=owner)
+    if namespace_holders and kind_key(obj) == CLUSTER:
+        # Never ratcheted: whose settings an apiserver Pod runs with must not be in doubt.
+        listed = ", ".join(f'"{h}"' for h in sorted(namespace_holders))
+        found.error(forbidden(Path("status").child("namespaceName"),
+                              f'namespace "{cluster_namespace(obj)}" belongs to Cluster {listed}',
+                              offending=cluster_namespace(obj)))
+        return found
     if old is None and kind_key(obj) == CLUSTER:
         found = _secret_may_follow(found, cluster_namespace(obj))
     if old is not None and found.errors:
