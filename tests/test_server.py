@@ -409,21 +409,21 @@ async def test_one_cluster_per_namespace(start_server):
 
     status, body = await server.post("/validate", review(thief, kind="Cluster", group="kubermatic.k8c.io",
                                                          operation="UPDATE", old=thief))
-    assert body["response"]["allowed"] is False
+    assert status == 200 and body["response"]["allowed"] is False
     assert body["response"]["status"]["message"] == ('Cluster.kubermatic.k8c.io "thief" is invalid: '
                                                      'status.namespaceName: Forbidden: namespace "cluster-victim" '
                                                      'belongs to Cluster "victim"')
     # The older holder's own updates go on.
     status, body = await server.post("/validate", review(victim, kind="Cluster", group="kubermatic.k8c.io",
                                                          operation="UPDATE", old=victim))
-    assert body["response"]["allowed"] is True
+    assert status == 200 and body["response"]["allowed"] is True
     # A status update that moves the namespace is judged too.
     moved = review(thief, kind="Cluster", group="kubermatic.k8c.io", operation="UPDATE", old=cluster(name="thief"))
     moved["request"]["subResource"] = "status"
     status, body = await server.post("/validate", moved)
-    assert body["response"]["allowed"] is False and "belongs to Cluster" in body["response"]["status"]["message"]
+    assert status == 200 and body["response"]["allowed"] is False and "belongs to Cluster" in body["response"]["status"]["message"]
     # And the apiserver Pod in the contested namespace is refused, naming both.
     status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-victim"))
-    assert body["response"]["allowed"] is False
+    assert status == 200 and body["response"]["allowed"] is False
     assert body["response"]["status"]["message"].startswith(
         'audit-webhook: namespace "cluster-victim" is claimed by Clusters "thief", "victim"')

@@ -225,6 +225,21 @@ def _created_when_injected(plane: ControlPlane, pod: dict[str, Any]) -> dict[str
     return plane.create_json(pod)
 
 
+def test_a_cluster_cannot_move_its_status_into_another_clusters_namespace(kkp: tuple[ControlPlane, WebhookProcess]):
+    """status.namespaceName is written through the status subresource; the webhook sees that too."""
+    plane, _ = kkp
+    plane.apply(kkp_cluster("kkpholder", "kkp-plain", {"enabled": True}))
+    plane.apply(kkp_cluster("kkpthief", "kkp-plain", None))
+    moved = plane.kubectl("patch", "cluster", "kkpthief", "--subresource=status", "--type=merge", "-p",
+                          json.dumps({"status": {"namespaceName": "cluster-kkpholder"}}), check=False)
+    assert moved.returncode != 0
+    assert 'status.namespaceName: Forbidden: namespace "cluster-kkpholder" belongs to Cluster "kkpholder"' \
+        in moved.stderr
+    other = plane.kubectl("patch", "cluster", "kkpthief", "--subresource=status", "--type=merge", "-p",
+                          json.dumps({"status": {"namespaceName": "cluster-kkpthief"}}), check=False)
+    assert other.returncode == 0, other.stderr
+
+
 def test_apply_and_delete_of_the_kkp_overlay_keep_kkps_crds_clusters_and_seeds(
         kkp: tuple[ControlPlane, WebhookProcess]):
     plane, hook = kkp
