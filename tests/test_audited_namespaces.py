@@ -41,6 +41,7 @@ def test_audit_config_fails_closed_only_in_audited_namespaces():
     by_name = {w["name"].split(".")[0]: w["namespaceSelector"]["matchExpressions"][0] for w in patch["webhooks"]}
     assert by_name == {
         "validate-config": {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["cluster-a"]},
+        "protect-pod": {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["cluster-a"]},
         "validate-config-other": {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
                                   "values": ["audit-webhook", "cluster-a"]}}
     policies = {w["name"].split(".")[0]: w["failurePolicy"] for w in VALIDATING["webhooks"]}

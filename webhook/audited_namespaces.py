@@ -24,7 +24,7 @@ NAME_KEY = "kubernetes.io/metadata.name"
 # An `In` list may not be empty; no namespace has this name.
 NONE_PLACEHOLDER = "audit-webhook-no-audited-namespace"
 # Webhooks for the audited namespaces (Fail), and for the others, by name.
-FAIL_PREFIXES = ("inject.", "validate-config.")
+FAIL_PREFIXES = ("inject.", "validate-config.", "protect-pod.")
 OTHERS_PREFIXES = ("inject-", "validate-config-")
 
 

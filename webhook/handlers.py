@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from webhook import names
 from webhook.mutation import Prepared, decide_mutation, is_apiserver_pod, prepare
-from webhook.objects import cluster_namespace, datacenter_of, kind_of, name_of, namespace_of
+from webhook.objects import cluster_namespace, datacenter_of, dig, kind_of, name_of, namespace_of
 from webhook.options import Options
+from webhook.pod_updates import pod_update_problems
 from webhook.review import AdmissionRequest, Answer
 from webhook.store import Store, StoreUnavailable
 from webhook.validation.admission import (
@@ -77,6 +79,8 @@ async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: P
 async def validate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
     """Refuse Clusters, Seeds and ConfigMaps that would break or leak audit logging, and the
     deletion of Secrets and ConfigMaps that running apiservers need."""
+    if kind_of(req.object) == ("v1", "Pod") and req.operation == "UPDATE":
+        return _validate_pod_update(req)
     if req.subResource == "status" and req.operation == "UPDATE" and kind_key(req.object) == CLUSTER:
         # status.namespaceName says where the control plane runs: it may not point into another's.
         found = check_admission(req.object, None, seed=None, secrets=None, owner=None,
@@ -144,3 +148,14 @@ def _namespace_holders(cluster: Any, store: Store) -> list[str]:
     mine = age(cluster)
     return [name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
             if name_of(c) != name_of(cluster) and age(c) < mine]
+
+
+def _validate_pod_update(req: AdmissionRequest) -> Answer:
+    """An injected apiserver Pod keeps its sidecar and audit flags, and lends no one its audit volumes."""
+    injected = dig(req.oldObject, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION) is not None
+    if not injected or not is_apiserver_pod(req.oldObject):
+        return Answer(True, reason="not-checked")
+    problems = pod_update_problems(req.oldObject, req.object)
+    if problems:
+        return Answer(False, f'Pod "{name_of(req.object)}": ' + "; ".join(problems), code=403, reason="audited-pod")
+    return Answer(True, reason="valid")

@@ -240,6 +240,25 @@ def test_a_cluster_cannot_move_its_status_into_another_clusters_namespace(kkp: t
     assert other.returncode == 0, other.stderr
 
 
+def test_an_injected_apiserver_pod_keeps_its_audit_setup(kkp: tuple[ControlPlane, WebhookProcess]):
+    """After admission, neither a new sidecar image nor an ephemeral container on the audit log."""
+    plane, _ = kkp
+    ns = "cluster-kkpplain"  # audited, from the first test; its Pods exist
+    pod = next(p for p in json.loads(plane.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+               if any(c["name"] == "audit-logs" for c in p["spec"]["containers"]))
+    name = pod["metadata"]["name"]
+    swapped = plane.kubectl("set", "image", f"pod/{name}", "-n", ns, "audit-logs=evil.example/fluent-bit:1",
+                            check=False)
+    assert swapped.returncode != 0
+    assert 'container "audit-logs" of an audited apiserver Pod cannot change after admission' in swapped.stderr
+    debug = {"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox", "volumeMounts": [
+        {"name": "audit-log", "mountPath": "/log"}]}]}}
+    mounted = plane.kubectl("patch", "pod", name, "-n", ns, "--subresource=ephemeralcontainers",
+                            "--type=strategic", "-p", json.dumps(debug), check=False)
+    assert mounted.returncode != 0 and 'ephemeral container "dbg" may not mount audit-log' in mounted.stderr
+    plane.kubectl("label", "pod", name, "-n", ns, "checked=yes")  # labels are none of our business
+
+
 def test_apply_and_delete_of_the_kkp_overlay_keep_kkps_crds_clusters_and_seeds(
         kkp: tuple[ControlPlane, WebhookProcess]):
     plane, hook = kkp
