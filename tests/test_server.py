@@ -427,3 +427,36 @@ async def test_one_cluster_per_namespace(start_server):
     assert status == 200 and body["response"]["allowed"] is False
     assert body["response"]["status"]["message"].startswith(
         'audit-webhook: namespace "cluster-victim" is claimed by Clusters "thief", "victim"')
+
+
+async def test_pinned_client_names_leave_other_certificates_of_the_ca_out(aiohttp_server, cert_dir, tmp_path):
+    """A tenant's user certificate signed by the same CA (the seed's client CA) is not kube-apiserver."""
+    import aiohttp
+
+    from tests.e2e.cluster import client_cert
+    from webhook.certs import CertWatcher, ServiceName, ensure_certs
+    from webhook.metrics import Metrics
+    from webhook.options import Options
+    from webhook.server import Webhook
+    from webhook.store import MemoryStore
+
+    clients = tmp_path / "client-ca"
+    ensure_certs(clients, ServiceName())
+    client_cert(clients, clients / "apiserver", "kube-apiserver-webhook-client", "kube-apiserver")
+    client_cert(clients, clients / "tenant", "alice", "tenants")
+    webhook = Webhook(MemoryStore(), Options.default(), Metrics(),
+                      allowed_clients=frozenset({"kube-apiserver-webhook-client"}))
+    server = await aiohttp_server(webhook.app(), ssl=CertWatcher(cert_dir, clients / "ca.crt").listening)
+
+    async def call(who, method, path):
+        ctx = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        ctx.load_cert_chain(who / "client.crt", who / "client.key")
+        async with aiohttp.ClientSession() as session, session.request(
+                method, f"https://127.0.0.1:{server.port}{path}", ssl=ctx,
+                data=json.dumps(review(cluster(), kind="Cluster", group="kubermatic.k8c.io"))) as r:
+            return r.status
+
+    assert await call(clients / "apiserver", "POST", "/validate") == 200
+    assert await call(clients / "tenant", "POST", "/validate") == 403
+    assert await call(clients / "tenant", "GET", "/metrics") == 403
+    assert await call(clients / "tenant", "GET", "/healthz") == 200  # probes stay open

@@ -328,7 +328,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pollers: list[Any] = []
     _certificates(args, api, cert_dir, pollers)
     store = _kube_store(args, api, cert_dir, pollers) if args.source == "kube" else _file_store(args)
-    webhook = Webhook(store=store, options=_options(args), metrics=Metrics())
+    if args.client_name and not args.client_ca:
+        raise UsageError("--client-name needs --client-ca: names are read from verified client certificates")
+    webhook = Webhook(store=store, options=_options(args), metrics=Metrics(),
+                      allowed_clients=frozenset(args.client_name or ()))
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
                       pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None))
     return 0
@@ -365,6 +368,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
     serve.add_argument("--client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS "
                                                           "with kube-apiserver's admission client certificate)")
+    serve.add_argument("--client-name", action="append", metavar="NAME",
+                       help="with --client-ca: a client certificate name (subject CN or DNS SAN) allowed to call "
+                            "the admission paths and /metrics (repeatable; default: any certificate of the CA)")
     serve.add_argument("--service", default="audit-webhook", help="Service name in the certificate")
     serve.add_argument("--namespace", default="audit-webhook", help="Service namespace in the certificate")
     serve.add_argument("--decision-log", choices=("off", "debug", "info", "warning"), default="info",

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp.http_exceptions
 from aiohttp import web
@@ -41,6 +42,9 @@ class Webhook:
     options: Options
     metrics: Metrics
     cache: handlers.PreparedCache = field(default_factory=handlers.PreparedCache)
+    # With mutual TLS: the client certificate names (subject CN or DNS SAN) allowed to call the
+    # admission paths and /metrics. Empty: any certificate the client CA signed.
+    allowed_clients: frozenset[str] = frozenset()
 
     async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
@@ -106,15 +110,33 @@ class Webhook:
         """GET /metrics in the Prometheus text format."""
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    @web.middleware
+    async def _pinned_client(self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
+        """Only the pinned client identities reach anything but the probes."""
+        if self.allowed_clients and request.path not in ("/healthz", "/readyz"):
+            names = client_names(request.transport.get_extra_info("peercert") if request.transport else None)
+            if not names & self.allowed_clients:
+                self.metrics.bad_requests.labels("403").inc()
+                return _error(403, "client certificate is not one of the identities allowed to call this webhook")
+        return await handler(request)
+
     def app(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._pinned_client])
         app.router.add_post("/mutate", self.mutate)
         app.router.add_post("/validate", self.validate)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_page)
         return app
+
+
+def client_names(peercert: Any) -> set[str]:
+    """The subject common names and DNS names of a verified peer certificate (`ssl`'s dict form)."""
+    if not isinstance(peercert, dict):
+        return set()
+    names = {value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"}
+    return names | {value for key, value in peercert.get("subjectAltName", ()) if key == "DNS"}
 
 
 Poller = Callable[[], object]
