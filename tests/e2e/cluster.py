@@ -220,7 +220,9 @@ class WebhookProcess:
             [sys.executable, "-m", "webhook", "serve", "--source", "kube", "--kubeconfig",
              str(self.kubeconfig or self.plane.kubeconfig),
              "--host", "127.0.0.1", "--port", str(self.port), "--cert-dir", str(self.cert_dir),
-             "--reload-interval", "0.5", "--client-ca", str(self.plane.pki / "ca.crt"), *self.extra],
+             "--reload-interval", "0.5", "--client-ca", str(self.plane.pki / "ca.crt"),
+             # Only kube-apiserver's admission client: the admin's certificate, of the same CA, is refused.
+             "--client-name", "kube-apiserver-webhook-client", *self.extra],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         ctx = None
         deadline = time.monotonic() + 60
