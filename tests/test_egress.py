@@ -75,3 +75,36 @@ def test_outside_names_warn_at_admission():
         {"Name": "es", "Match": "*", "Host": "es.example.com"}]}}}), None, seed=None, secrets={})
     assert found.warnings == ["spec.auditLogging.sidecar.config.outputs[0][Host]: an outside name: allow egress to it "
                               "yourself"]
+
+
+@pytest.mark.parametrize(("host", "port", "why"), [
+    ("x.cluster-victim01.svc", "24224", 'namespace "cluster-victim01" belongs to another control plane or to the seed'),
+    ("x.kube-system.svc", "53", 'namespace "kube-system" belongs'),
+    ("x.kubermatic.svc.cluster.local", "443", 'namespace "kubermatic" belongs'),
+    ("x.audit-webhook.svc", "443", 'namespace "audit-webhook" belongs'),
+    ("collector.logging.svc", None, "collector.logging.svc has no Port: every port would be open"),
+    ("169.254.169.254", "80", "169.254.169.254 is a link-local, loopback or metadata address"),
+    ("fd00:ec2::254", "80", "metadata address"),
+])
+def test_egress_never_opens_other_control_planes_the_seed_or_metadata(host, port, why):
+    obj = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [
+        {"Name": "http", "Match": "*", "Host": host, **({"Port": port} if port else {})}]}}})
+    settings = effective_settings(obj, None)
+    targets = [classify(d, settings.namespace) for d in destinations(settings, None)]
+    assert network_policy(settings, targets, {}) is None  # nothing opened
+    from webhook.validation.admission import check_admission
+
+    found = check_admission(obj, None, seed=None, secrets={})
+    assert found.errors == []
+    assert any(why in w and "egress not opened" in w for w in found.warnings), found.warnings
+
+
+def test_own_namespace_and_a_logging_namespace_with_a_port_are_opened():
+    obj = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [
+        {"Name": "http", "Match": "*", "Host": "sink", "Port": "8080"},
+        {"Name": "http", "Match": "*", "Host": "collector.logging.svc", "Port": "8080"}]}}})
+    settings = effective_settings(obj, None)
+    policy = network_policy(settings, [classify(d, settings.namespace) for d in destinations(settings, None)], {})
+    peers = [r["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+             for r in policy["spec"]["egress"] if "namespaceSelector" in r["to"][0]]
+    assert peers == ["cluster-abc", "logging", "kube-system"]  # the last is DNS

@@ -151,7 +151,8 @@ def test_a_valid_cluster_passes():
                     "config": {"service": {"Flush": "10"},
                                "filters": [{"Name": "grep", "Match": "*", "Regex": "log user@example.com"},
                                            {"name": "record_modifier", "match": "*", "Record": "team ${TEAM}"}],
-                               "outputs": [{"Name": "forward", "Match_Regex": ".*", "Host": "fluentd.logging.svc"}]}},
+                               "outputs": [{"Name": "forward", "Match_Regex": ".*", "Host": "fluentd.logging.svc",
+                                            "Port": "24224"}]}},
         "webhookBackend": webhook_backend("wh", backoff="1m30s")})
     found = check_admission(obj, None, seed=None, secrets=SECRETS)
     assert found.errors == []

@@ -90,14 +90,40 @@ def _ports(port: int | None) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port}] if port else []
 
 
+# Namespaces a tenant's audit sink can never be in: the seed's own and the webhook's.
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kubermatic"})
+# Cloud metadata services outside the link-local range (AWS's over IPv6).
+_METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+
+
+def refusal(target: Classified, own_namespace: str, webhook_namespace: str = "audit-webhook") -> str:
+    """Why the egress policy will not open this destination ("" when it will)."""
+    dest = target.destination
+    if target.kind == "ip":
+        ip = ipaddress.ip_address(dest.host)
+        if ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip in _METADATA:
+            return f"{dest.host} is a link-local, loopback or metadata address"
+    elif target.kind == "service":
+        ns = target.namespace
+        if ns != own_namespace and (ns.startswith("cluster-") or ns in SYSTEM_NAMESPACES or ns == webhook_namespace):
+            return f'namespace "{ns}" belongs to another control plane or to the seed'
+    else:
+        return ""
+    if dest.port is None:
+        return f"{dest.host} has no Port: every port would be open"
+    return ""
+
+
 def network_policy(settings: EffectiveSettings, targets: list[Classified],
-                   services: Mapping[tuple[str, str], Mapping[str, Any] | None]) -> dict[str, Any] | None:
+                   services: Mapping[tuple[str, str], Mapping[str, Any] | None],
+                   webhook_namespace: str = "audit-webhook") -> dict[str, Any] | None:
     """The egress NetworkPolicy for `app=apiserver` Pods, or None when there is nothing to allow.
 
     `services` gives each named Service's pod selector and port map (None: not found); an unknown
-    Service is allowed by its namespace alone.
+    Service is allowed by its namespace alone. Destinations `refusal` names are never opened.
     """
     rules: list[dict[str, Any]] = []
+    targets = [t for t in targets if not refusal(t, settings.namespace, webhook_namespace)]
     for target in targets:
         port = target.destination.port
         if target.kind == "ip":
@@ -122,3 +148,12 @@ def network_policy(settings: EffectiveSettings, targets: list[Classified],
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": managed_metadata(POLICY_NAME, settings),
             "spec": {"podSelector": {"matchLabels": {key: value}}, "policyTypes": ["Egress"], "egress": rules}}
+
+
+@lru_cache(maxsize=4096)
+def egress_refusal(host: str, port: str | None, own_namespace: str) -> str:
+    """`refusal` for an output's Host and Port as written in a sidecar map (for admission warnings)."""
+    try:
+        return refusal(classify(Destination(host, _port(port), "output"), own_namespace), own_namespace)
+    except ValueError:
+        return ""

@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from webhook import names
 from webhook.audited_namespaces import selector_patch
-from webhook.egress import classify, destinations, network_policy
+from webhook.egress import classify, destinations, network_policy, refusal
 from webhook.kubeapi import api_message, list_items, read_or_none
 from webhook.leader import LeaderElector
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
@@ -197,7 +197,15 @@ class Reconciler:
         for target in targets:
             if target.kind == "service":
                 services[(target.namespace, target.service)] = self._service(target.namespace, target.service)
-        return network_policy(settings, targets, services)
+        for target in targets:
+            why = refusal(target, settings.namespace, self.own_namespace)
+            if why and (settings.cluster_id, why) not in self._reported:
+                self._reported.add((settings.cluster_id, why))
+                cluster = self.store.cluster_for_namespace(settings.namespace)
+                if cluster is not None:
+                    self.event(cluster, "Warning", "EgressRefused",
+                               f"egress to {target.destination.source} not opened: {why}")
+        return network_policy(settings, targets, services, self.own_namespace)
 
     def _service(self, namespace: str, name: str) -> dict[str, Any] | None:
         svc = read_or_none(self.core.read_namespaced_service, name, namespace)

@@ -119,6 +119,11 @@ def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane
             "--reconcile", "--mode", "kkp", "--reconcile-interval", "0.3", "--namespace", "audit-webhook"))
         plane.apply(*webhook_configurations(hook.port))
         hook.start()
+        # Admissions go through once the webhook has written its CA into both configurations.
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            bundles = _wait(lambda kind=kind: all(w.get("clientConfig", {}).get("caBundle") for w in
+                                                  _get(plane, kind, "audit-webhook")["webhooks"]), timeout=60)
+            assert bundles, f"{kind} never got the webhook's caBundle"
         yield plane, hook
     finally:
         if hook is not None:

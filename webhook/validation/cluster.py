@@ -58,7 +58,8 @@ def _sidecar_context(cluster: dict[str, Any], seed: dict[str, Any] | None) -> Si
     opted_out = dig(cluster, "metadata", "annotations", names.OPT_OUT_ANNOTATION) == "true"
     # Under enforcement with the Seed's own settings the Cluster's maps are not used at all.
     tenant_maps_enforced = enforced and not opted_out and not dig(seed, "spec", "auditLogging")
-    return SidecarContext(cluster_id=name_of(cluster), allowances=allowances, keep_records=tenant_maps_enforced)
+    return SidecarContext(cluster_id=name_of(cluster), allowances=allowances, keep_records=tenant_maps_enforced,
+                          namespace=cluster_namespace(cluster))
 
 
 def _warn_overrides(cluster: dict[str, Any], raw: dict[str, Any], seed: dict[str, Any] | None, found: Findings) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from webhook import names
 from webhook.defaults import defaults, fluentbit_plugins
-from webhook.egress import is_outside
+from webhook.egress import egress_refusal, is_outside
 from webhook.quantity import QUANTITY_FORMAT, parse_quantity
 from webhook.validation import fluentbit_policy as fb
 from webhook.validation.errors import (
@@ -62,6 +62,8 @@ class SidecarContext:
     allowances: fb.Allowances = fb.NO_ALLOWANCES
     # The maps are a tenant's, in a datacenter that enforces audit logging: records must stay whole.
     keep_records: bool = False
+    # The cluster's control-plane namespace ("" for a Seed's defaults).
+    namespace: str = ""
 
 
 DEFAULT_CONTEXT = SidecarContext()
@@ -201,6 +203,11 @@ def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarCon
     key, host = entry.get("host", ("", None))
     if host is not None and is_outside(host):
         found.warn(path.key(key), "an outside name: allow egress to it yourself")
+    elif host is not None and kind == "outputs":
+        port = entry.get("port", ("", None))[1]
+        why = egress_refusal(host, port, ctx.namespace)
+        if why:
+            found.warn(path.key(key), f"egress not opened: {why}")
     if kind == "outputs" and plugin in policy.host_required and "host" not in entry:
         found.error(required(path.key("Host"), f"without it {plugin} sends to 127.0.0.1, the apiserver Pod itself"))
     if "match" not in entry and "match_regex" not in entry:
@@ -381,7 +388,7 @@ def check_sidecar(raw: Any, path: Path, ctx: SidecarContext = DEFAULT_CONTEXT) -
         text = json.dumps(raw, sort_keys=False, separators=(",", ":"))
     except (TypeError, ValueError):  # not JSON (YAML dates, ...): no memo, the rules say what is wrong
         return _check_sidecar(raw, path, ctx)
-    key = (text, path, ctx.cluster_id, ctx.keep_records, ctx.allowances.key())
+    key = (text, path, ctx.cluster_id, ctx.namespace, ctx.keep_records, ctx.allowances.key())
     hit = _MEMO.get(key)
     if hit is None:
         found = _check_sidecar(raw, path, ctx)
