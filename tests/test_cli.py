@@ -1,4 +1,4 @@
-"""The offline commands: render, files, check, certs (SPEC §4.2)."""
+"""The offline commands: render, files, check, certs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`audit-webhook explain`: every row of SPEC §3 through the command, plus its other inputs."""
+"""`audit-webhook explain`: every row of the preset table through the command, plus its other inputs."""
 
 from __future__ import annotations
 

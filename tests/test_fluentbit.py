@@ -1,4 +1,4 @@
-"""SPEC §2.1 and §5.3: the sidecar's fluent-bit configuration."""
+"""The sidecar's fluent-bit configuration."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""SPEC §2: what the mutation puts into an apiserver Pod, and what it leaves alone."""
+"""What the mutation puts into an apiserver Pod, and what it leaves alone."""
 
 import copy
 

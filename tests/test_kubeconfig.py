@@ -1,4 +1,4 @@
-"""SPEC §5.2: the audit webhook kubeconfig kube-apiserver would refuse, or accept with a note."""
+"""The audit webhook kubeconfig kube-apiserver would refuse, or accept with a note."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""SPEC §3: every row of the preset table, with kube-apiserver's first-match semantics."""
+"""Every row of the preset table, with kube-apiserver's first-match semantics."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""The HTTPS edge, end to end: real TLS, real HTTP, real YAML store (SPEC §4.1)."""
+"""The HTTPS edge, end to end: real TLS, real HTTP, real YAML store."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -460,3 +461,23 @@ async def test_pinned_client_names_leave_other_certificates_of_the_ca_out(aiohtt
     assert await call(clients / "tenant", "POST", "/validate") == 403
     assert await call(clients / "tenant", "GET", "/metrics") == 403
     assert await call(clients / "tenant", "GET", "/healthz") == 200  # probes stay open
+
+
+async def test_a_body_that_never_arrives_is_answered_408(aiohttp_server, cert_dir):
+    """A slow or stalled sender does not hold its request (and its memory) forever."""
+    from webhook.certs import CertWatcher
+    from webhook.metrics import Metrics
+    from webhook.options import Options
+    from webhook.server import Webhook
+    from webhook.store import MemoryStore
+
+    webhook = Webhook(MemoryStore(), Options.default(), Metrics(), body_timeout=0.3)
+    server = await aiohttp_server(webhook.app(), ssl=CertWatcher(cert_dir).listening)
+    ctx = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=ctx, server_hostname="localhost")
+    writer.write(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{\"apiVersion\": ")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 30)  # a guard against hanging, not a timing claim
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408")

@@ -1,4 +1,4 @@
-"""SPEC §1.2: the effective settings of a cluster, case by case."""
+"""The effective settings of a cluster, case by case."""
 
 import pytest
 

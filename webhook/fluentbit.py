@@ -1,4 +1,4 @@
-"""Render the `audit-logs` sidecar's fluent-bit configuration (SPEC §2.1, §5.3). Pure.
+"""Render the `audit-logs` sidecar's fluent-bit configuration. Pure.
 
 Values are written verbatim: fluent-bit itself expands `${VAR}` from the sidecar's env at
 start-up, after it has split the file into lines, so a variable can never add a line.

@@ -1,4 +1,4 @@
-"""The desired apiserver Pod: the current Pod plus what the settings turn on (SPEC §2). Pure.
+"""The desired apiserver Pod: the current Pod plus what the settings turn on. Pure.
 
 Everything is upserted by the names in webhook/names.py: a second pass over our own output
 finds its work and changes nothing, and whatever we do not own keeps its value and position.

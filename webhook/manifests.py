@@ -1,4 +1,4 @@
-"""The objects behind the volumes (SPEC §2.1) as Kubernetes manifests. Pure."""
+"""The objects behind the apiserver's audit volumes as Kubernetes manifests. Pure."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the reconciler should do in one cluster namespace: pure decisions over plain objects.
 
-It keeps the objects behind the apiserver's volumes (SPEC §2.1) and rolls the apiserver
+It keeps the objects behind the apiserver's volumes and rolls the apiserver
 Deployment when the effective settings change. Everything it manages carries the managed-by and
 cluster labels, so turning audit logging off can find and remove all of it.
 """
@@ -46,7 +46,7 @@ def _as_data(secret: dict[str, Any]) -> dict[str, Any]:
 
 
 def webhook_secret_copy(settings: EffectiveSettings, source: Mapping[str, bytes] | None) -> dict[str, Any] | None:
-    """The datacenter's webhook Secret copied into the cluster namespace (SPEC §1.2 item 4), if needed."""
+    """The datacenter's webhook Secret copied into the cluster namespace (Pods mount only their own), if needed."""
     hook = settings.webhook
     if hook is None or hook.secret_namespace == settings.namespace or source is None:
         return None

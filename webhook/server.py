@@ -45,10 +45,16 @@ class Webhook:
     # With mutual TLS: the client certificate names (subject CN or DNS SAN) allowed to call the
     # admission paths and /metrics. Empty: any certificate the client CA signed.
     allowed_clients: frozenset[str] = frozenset()
+    # Seconds a client may take to send its body: kube-apiserver sends a review at once, and a
+    # slow sender must not hold the request (and its memory) forever.
+    body_timeout: float = 10.0
 
     async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), self.body_timeout)
+        except TimeoutError:
+            self.metrics.bad_requests.labels("408").inc()
+            return _error(408, f"request body not received within {self.body_timeout:g} s")
         except web.HTTPRequestEntityTooLarge:
             self.metrics.bad_requests.labels("413").inc()
             return _error(413, f"request body is larger than {MAX_BODY} bytes")

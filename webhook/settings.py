@@ -1,4 +1,4 @@
-"""The effective audit settings of one user cluster (SPEC §1.2): pure, no I/O."""
+"""The effective audit settings of one user cluster, after datacenter enforcement: pure, no I/O."""
 
 from __future__ import annotations
 
