@@ -135,7 +135,7 @@ def main() -> int:
     decisions.set_level("off")  # as bench.py serves: the decision log is measured on its own below
     options = Options.default()
     snapshot = Snapshot()
-    snapshot.clusters["cluster-bench00000"] = cluster(0)
+    snapshot.add(cluster(0))
     for ns in ("cluster-bench00000", "cluster-x7k2p9qd4m"):
         snapshot.secrets[(ns, "audit-webhook-backend")] = {"webhook.yaml": KUBECONFIG.encode()}
     webhook = Webhook(MemoryStore(snapshot), options, Metrics())

@@ -297,7 +297,7 @@ def _file_store(args: argparse.Namespace) -> Store:
         store = FileStore(source)
     except LoadError as exc:
         raise UsageError(str(exc)) from None
-    log.info("serving %d clusters and %d seeds from %s", len(store.snapshot.clusters),
+    log.info("serving %d clusters and %d seeds from %s", len(store.snapshot.all_clusters()),
              len(store.snapshot.seed_objects), source)
     # The loaded objects live as long as the process: keep the collector from rescanning them,
     # which would otherwise show up as latency spikes with a large fleet.

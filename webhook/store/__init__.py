@@ -65,7 +65,8 @@ def decode_secret(obj: dict[str, Any], where: str) -> SecretData:
 class Snapshot:
     """Objects indexed for the lookups admission needs: O(1) per request at any fleet size."""
 
-    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)  # by control-plane namespace
+    # By control-plane namespace, the first claimant by name: fill it through `add`, which keeps `claims`.
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every Cluster claiming each namespace, by name: two claimants must not hide one another.
     claims: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # by datacenter name
@@ -97,6 +98,10 @@ class Snapshot:
         elif kind_of(obj) == ("v1", "Secret"):
             self.secrets[(namespace_of(obj), name_of(obj))] = decode_secret(obj, where or name_of(obj))
             self.secret_labels[(namespace_of(obj), name_of(obj))] = dig(obj, "metadata", "labels") or {}
+
+    def all_clusters(self) -> list[dict[str, Any]]:
+        """Every Cluster, including each of several claiming one namespace."""
+        return [c for claimants in self.claims.values() for c in claimants]
 
     @classmethod
     def of(cls, objects: Iterable[dict[str, Any]]) -> Snapshot:
@@ -135,4 +140,4 @@ class MemoryStore:
 
     def all_clusters(self) -> list[dict[str, Any]]:
         """Every Cluster of the snapshot."""
-        return [c for claimants in self.snapshot.claims.values() for c in claimants]
+        return self.snapshot.all_clusters()

@@ -81,5 +81,5 @@ class FileStore(MemoryStore):
             return False
         self.snapshot = snapshot
         log.info("reloaded %d clusters and %d seeds from %s",
-                 len(snapshot.clusters), len(snapshot.seed_objects), self.root)
+                 len(snapshot.all_clusters()), len(snapshot.seed_objects), self.root)
         return True

@@ -26,7 +26,7 @@ def kube_snapshot(api_client: client.ApiClient, options: Options) -> Snapshot:
     for cm in list_items(core.list_config_map_for_all_namespaces, api_version="v1", kind="ConfigMap",
                          field_selector=f"metadata.name={names.CONFIGMAP_AUDIT_CONFIG}"):
         snap.add(cm)
-    for cluster in list(snap.clusters.values()):
+    for cluster in snap.all_clusters():
         for namespace, name in secrets_needed(cluster, snap.seeds.get(datacenter_of(cluster)), options):
             raw = read_or_none(core.read_namespaced_secret, name, namespace)
             if raw is not None:
