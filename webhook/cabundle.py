@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from webhook.certs import CA_CERT
+from webhook.kubeapi import webhook_configuration_calls
 
 log = logging.getLogger(__name__)
 RESYNC_S = 60.0
@@ -55,12 +56,7 @@ class CABundleSync:
         ca = (self.cert_dir / CA_CERT).read_bytes()
         ok = True
         for name in self.names:
-            for read, patch, kind in (
-                (self.api.read_mutating_webhook_configuration, self.api.patch_mutating_webhook_configuration,
-                 "MutatingWebhookConfiguration"),
-                (self.api.read_validating_webhook_configuration, self.api.patch_validating_webhook_configuration,
-                 "ValidatingWebhookConfiguration"),
-            ):
+            for kind, read, patch in webhook_configuration_calls(self.api):
                 try:
                     current = client.ApiClient().sanitize_for_serialization(read(name, _request_timeout=10))
                     body = cabundle_patch(current, ca)

@@ -153,7 +153,4 @@ def network_policy(settings: EffectiveSettings, targets: list[Classified],
 @lru_cache(maxsize=4096)
 def egress_refusal(host: str, port: str | None, own_namespace: str) -> str:
     """`refusal` for an output's Host and Port as written in a sidecar map (for admission warnings)."""
-    try:
-        return refusal(classify(Destination(host, _port(port), "output"), own_namespace), own_namespace)
-    except ValueError:
-        return ""
+    return refusal(classify(Destination(host, _port(port), "output"), own_namespace), own_namespace)

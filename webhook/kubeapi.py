@@ -34,3 +34,11 @@ def api_message(exc: ApiException) -> str:
     except (ValueError, AttributeError):
         message = None
     return str(message or exc.reason or "")
+
+
+def webhook_configuration_calls(api: Any) -> tuple[tuple[str, Callable[..., Any], Callable[..., Any]], ...]:
+    """(kind, read, patch) of both kinds of webhook configuration, for an AdmissionregistrationV1Api."""
+    return (("MutatingWebhookConfiguration", api.read_mutating_webhook_configuration,
+             api.patch_mutating_webhook_configuration),
+            ("ValidatingWebhookConfiguration", api.read_validating_webhook_configuration,
+             api.patch_validating_webhook_configuration))

@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 from webhook import names
 from webhook.audited_namespaces import selector_patch
 from webhook.egress import classify, destinations, network_policy, refusal
-from webhook.kubeapi import api_message, list_items, read_or_none
+from webhook.kubeapi import api_message, list_items, read_or_none, webhook_configuration_calls
 from webhook.leader import LeaderElector
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import Prepared, prepare
@@ -37,7 +37,7 @@ class Reconciler:
                  webhook_configs: tuple[str, ...] = (), own_namespace: str = "audit-webhook") -> None:
         self.core = client.CoreV1Api(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
-        # The MutatingWebhookConfigurations whose namespace lists follow the audited clusters.
+        # The webhook configurations whose namespace lists follow the audited clusters.
         self.webhook_configs, self.own_namespace = webhook_configs, own_namespace
         self.apps = client.AppsV1Api(api_client)
         self.net = client.NetworkingV1Api(api_client)
@@ -93,12 +93,7 @@ class Reconciler:
 
     def _sync_webhook_selectors(self, audited: list[str]) -> None:
         for name in self.webhook_configs:
-            for kind, read, patch in (
-                ("MutatingWebhookConfiguration", self.admission.read_mutating_webhook_configuration,
-                 self.admission.patch_mutating_webhook_configuration),
-                ("ValidatingWebhookConfiguration", self.admission.read_validating_webhook_configuration,
-                 self.admission.patch_validating_webhook_configuration),
-            ):
+            for kind, read, patch in webhook_configuration_calls(self.admission):
                 try:
                     current = read_or_none(read, name)
                     body = selector_patch(current, self.own_namespace, audited) if current else None

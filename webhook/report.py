@@ -18,7 +18,7 @@ from webhook.objects import cluster_namespace, datacenter_of, dig, name_of
 from webhook.options import Options
 from webhook.reconcile import Mode
 from webhook.store import Snapshot
-from webhook.validation.fluentbit_policy import record_changes
+from webhook.validation.fluentbit_policy import plugin_name, record_changes
 from webhook.validation.kubeconfig import server_of
 from webhook.validation.webhook_backend import SecretRef
 
@@ -104,7 +104,7 @@ def cluster_row(
         config = s.sidecar.config
         default = ["stdout (sidecar log)"] if s.keeps_default_output or not config.outputs else []
         row.logs_to = default + [_destination(o) for o in config.outputs]
-        row.filters = [next((v for k, v in f.items() if k.lower() == "name"), "?") for f in config.filters]
+        row.filters = [plugin_name(f) for f in config.filters]
         row.record_loss = record_changes(list(config.filters), list(config.outputs))
     drift: list[str] = []
     if s.webhook is not None:

@@ -255,6 +255,16 @@ def webhook_configurations(port: int) -> list[dict[str, Any]]:
     return docs
 
 
+def eventually(check: Any, timeout: float = 30.0) -> Any:
+    """`check()` once it is truthy, or its last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
 def wipe(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, webhook_configurations
+from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, eventually, webhook_configurations
 from tests.helpers import KUBECONFIG
 from webhook import names
 from webhook.certs import ServiceName, ensure_certs
@@ -121,7 +121,7 @@ def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane
         hook.start()
         # Admissions go through once the webhook has written its CA into both configurations.
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-            bundles = _wait(lambda kind=kind: all(w.get("clientConfig", {}).get("caBundle") for w in
+            bundles = eventually(lambda kind=kind: all(w.get("clientConfig", {}).get("caBundle") for w in
                                                   _get(plane, kind, "audit-webhook")["webhooks"]), timeout=60)
             assert bundles, f"{kind} never got the webhook's caBundle"
         yield plane, hook
@@ -129,15 +129,6 @@ def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane
         if hook is not None:
             hook.stop()
         plane.stop()
-
-
-def _wait(predicate, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
 
 
 def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlPlane, WebhookProcess]):
@@ -182,7 +173,7 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlP
         assert now["metadata"]["resourceVersion"] == version, (kind, ns, name)
         assert "app.kubernetes.io/managed-by" not in (now["metadata"].get("labels") or {})
     # Where KKP does not copy the datacenter's webhook Secret (no enforcement), the reconciler does: ours.
-    copy = _wait(lambda: _get(plane, "secret", DC_SECRET, "-n", "cluster-kkpwebhookonly"))
+    copy = eventually(lambda: _get(plane, "secret", DC_SECRET, "-n", "cluster-kkpwebhookonly"))
     assert copy["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "audit-webhook"
     # The reconciler still did its own part: the namespace lists of the webhook configuration.
     config = _get(plane, "mutatingwebhookconfiguration", "audit-webhook")
@@ -198,7 +189,7 @@ def _check_injected(plane: ControlPlane, ns: str, fixture: str, with_sidecar: bo
                     enabled: bool) -> None:
     pod = kkp_pod(ns, fixture, with_sidecar)
     pod["metadata"]["name"] += "-sidecar" if with_sidecar else ""
-    created = _wait(lambda: _created_when_injected(plane, pod))
+    created = eventually(lambda: _created_when_injected(plane, pod))
     spec, original = created["spec"], pod["spec"]
     # Every container, volume and foreign flag of KKP's is kept, in order.
     assert [c["name"] for c in spec["containers"]][: len(original["containers"])] == [

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import ControlPlane, WebhookProcess
+from tests.e2e.cluster import ControlPlane, WebhookProcess, eventually
 from tests.e2e.test_kube import kkp_cluster, namespace
 from webhook import names
 from webhook.certs import ServiceName, ensure_certs
@@ -37,15 +37,6 @@ def reconciler(plane: ControlPlane, webhook: WebhookProcess) -> Iterator[Webhook
 def get(plane: ControlPlane, kind: str, name: str, ns: str = NS) -> dict[str, Any] | None:
     result = plane.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def eventually(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
 
 
 def template_hash(plane: ControlPlane) -> str | None:

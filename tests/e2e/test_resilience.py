@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import time
 import urllib.error
 import urllib.request
 
 from cryptography import x509
 
-from tests.e2e.cluster import ControlPlane, WebhookProcess
+from tests.e2e.cluster import ControlPlane, WebhookProcess, eventually
 from tests.e2e.test_kube import create_pod_when_injected, kkp_cluster, namespace, pod_in
 from tests.helpers import review
 from webhook.certs import ServiceName, ensure_certs
@@ -33,28 +32,19 @@ def _webhook_post(hook: WebhookProcess, path: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
-def _wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
-
-
 def test_cached_clusters_keep_working_while_the_api_is_down(plane: ControlPlane, webhook: WebhookProcess):
     namespace(plane, "cluster-e2ecache")
     plane.apply(kkp_cluster("e2ecache", audit={"enabled": True}))
     create_pod_when_injected(plane, "cluster-e2ecache")
     argv = plane.pause("kube-apiserver")
     try:
-        assert _wait_for(lambda: "audit_webhook_cache_synced 0.0" in _webhook_get(webhook, "/metrics"))
+        assert eventually(lambda: "audit_webhook_cache_synced 0.0" in _webhook_get(webhook, "/metrics"))
         answer = _webhook_post(webhook, "/mutate", review(pod_in("cluster-e2ecache"), namespace="cluster-e2ecache"))
         assert answer["response"]["allowed"] is True and answer["response"]["patch"]
         assert _webhook_get(webhook, "/readyz") == "ok"
     finally:
         plane.resume("kube-apiserver", argv)
-    assert _wait_for(lambda: "audit_webhook_cache_synced 1.0" in _webhook_get(webhook, "/metrics"), timeout=60)
+    assert eventually(lambda: "audit_webhook_cache_synced 1.0" in _webhook_get(webhook, "/metrics"), timeout=60)
     log = webhook.log_path.read_text()
     assert "cache lost the API" in log and "answering from the cache, which is now stale" in log
     # Changes made after the outage reach the cache (it relisted and watches again).

@@ -11,6 +11,7 @@ import ipaddress
 import posixpath
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -274,13 +275,16 @@ def is_destination_key(key: str) -> bool:
     return any(fnmatchcase(lower, pattern) for pattern in policy().destination_keys)
 
 
+def plugin_name(entry: Mapping[str, str]) -> str:
+    """The plugin a filter or output map names (its `Name`, in any case), or "?"."""
+    return next((v for k, v in entry.items() if k.lower() == "name"), "?")
+
+
 def record_changes(filters: list[dict[str, str]], outputs: list[dict[str, str]]) -> list[str]:
     """What in a sidecar configuration drops, changes or throws away audit records, for people."""
-    def plugin(entry: dict[str, str]) -> str:
-        return next((v for k, v in entry.items() if k.lower() == "name"), "?")
-
-    found = [f"filters[{i}] {plugin(f)}: changes or drops records" for i, f in enumerate(filters)
-             if plugin(f) not in policy().record_keeping_filters]
-    found += [f"outputs[{i}] {plugin(o)}: {policy().record_dropping_outputs[plugin(o)]}" for i, o in enumerate(outputs)
-              if plugin(o) in policy().record_dropping_outputs]
+    dropping = policy().record_dropping_outputs
+    found = [f"filters[{i}] {plugin_name(f)}: changes or drops records" for i, f in enumerate(filters)
+             if plugin_name(f) not in policy().record_keeping_filters]
+    found += [f"outputs[{i}] {plugin_name(o)}: {dropping[plugin_name(o)]}" for i, o in enumerate(outputs)
+              if plugin_name(o) in dropping]
     return found

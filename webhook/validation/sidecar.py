@@ -50,7 +50,6 @@ _TRUTHY = {"on", "true", "yes", "1"}
 _PLAIN_VALUE = re.compile(r"[!-#%-~](?:[ !-#%-~]*[!-#%-~])?")
 # Keys whose value a rule decides on: a variable there would hide the value from the rule.
 _DECIDED_KEYS = frozenset({"name", "match", "match_regex", "host", "port", "storage.path", "daemon"})
-_TOKENS = re.compile(r"[\s,]+")
 
 
 @dataclass(frozen=True)
