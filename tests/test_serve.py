@@ -149,3 +149,71 @@ def test_a_broken_source_is_a_clear_error(tmp_path):
                             timeout=60, env={**os.environ})
     assert result.returncode == 2
     assert f"{tmp_path / 'bad.yaml'}: not valid YAML at line 2" in result.stderr
+
+
+async def _hold(port: int, ca: Path, first_bytes: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+    if first_bytes:
+        writer.write(first_bytes)
+        await writer.drain()
+    return reader, writer
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.05) == b""
+    except TimeoutError:
+        return False
+    except (ConnectionError, ssl.SSLError):
+        return True
+
+
+async def test_idle_and_half_sent_connections_never_lock_kube_apiserver_out(tmp_path):
+    """More idle, header-less and half-sent connections than the cap: each new connection closes the
+    oldest idle one, stalled headers are dropped after --idle-timeout, and admissions go on."""
+    s = Serve(tmp_path / "certs", "--max-connections", "20", "--idle-timeout", "2")
+    try:
+        ca = s.cert_dir / "ca.crt"
+        stalled = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Ty"
+        held = [await _hold(s.port, ca, b"" if i % 2 else stalled) for i in range(60)]
+        body = json.dumps(review(kkp_pod(), namespace="cluster-auditon01")).encode()
+        tls = ssl.create_default_context(cafile=str(ca))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, force_close=True)) as session:
+            for _ in range(5):
+                async with session.post(f"https://127.0.0.1:{s.port}/mutate", data=body) as r:
+                    assert r.status == 200 and (await r.json())["response"]["allowed"]
+        # The oldest were closed to make room for the newer ones; the newest 20 at most are still open.
+        closed = [await _closed_by_server(reader) for reader, _ in held]
+        assert sum(closed) >= 40, closed
+        assert all(closed[:40]), closed
+        # Past the idle timeout, the rest go too: no complete request headers, no connection.
+        await asyncio.sleep(3)
+        assert all([await _closed_by_server(reader) for reader, _ in held[40:]])
+        for _, writer in held:
+            writer.close()
+        assert s.proc.poll() is None
+    finally:
+        s.stop()
+
+
+async def test_metrics_on_their_own_port_and_not_on_the_admission_port(tmp_path):
+    metrics_port = _free_port()
+    s = Serve(tmp_path / "certs", "--metrics-port", str(metrics_port))
+    try:
+        tls = ssl.create_default_context(cafile=str(s.cert_dir / "ca.crt"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
+            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                assert r.status == 200 and "audit_webhook_admission_requests_total" in await r.text()
+            async with session.get(f"https://127.0.0.1:{s.port}/metrics") as r:
+                assert r.status == 404
+            async with session.get(f"https://127.0.0.1:{s.port}/readyz") as r:
+                assert r.status == 200
+    finally:
+        s.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,4 +1,4 @@
-"""`audit-webhook`: serve · render · files · check · explain · report · certs."""
+"""`audit-webhook`: serve · reconcile · render · files · check · explain · report · certs."""
 
 from __future__ import annotations
 
@@ -277,18 +277,41 @@ def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: lis
     if args.webhook_config_name:
         pollers.append(_in_background(CABundleSync(api, args.webhook_config_name, cert_dir)))
     if args.reconcile:
-        from webhook.leader import LeaderElector
-        from webhook.reconciler import Reconciler
-
-        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        elector = LeaderElector(api, os.environ.get("POD_NAMESPACE") or args.namespace, "audit-webhook-reconciler",
-                                identity)
-        Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode,
-                   webhook_configs=tuple(n for n in args.audited_namespaces_config if n != "none"),
-                   own_namespace=os.environ.get("POD_NAMESPACE") or args.namespace).start()
-        log.info("reconciling in %s mode", args.mode)
+        _reconciler(args, api, store).start()
     log.info("watching Clusters and Seeds through the Kubernetes API")
     return store
+
+
+def _reconciler(args: argparse.Namespace, api: Any, store: Any) -> Any:
+    from webhook.leader import LeaderElector
+    from webhook.reconciler import Reconciler
+
+    own_namespace = os.environ.get("POD_NAMESPACE") or args.namespace
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    elector = LeaderElector(api, own_namespace, "audit-webhook-reconciler", identity)
+    log.info("reconciling in %s mode", args.mode)
+    return Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode,
+                      webhook_configs=tuple(n for n in args.audited_namespaces_config or ["audit-webhook"]
+                                            if n != "none"),
+                      own_namespace=own_namespace)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Run the reconciler alone, as its own identity: the half of the webhook that writes."""
+    from webhook.reconciler import run_until_stopped
+    from webhook.store.kube import KubeStore, load_api_client
+
+    if args.mode == "kkp" and args.fluent_bit_format == "yaml":
+        raise UsageError("--fluent-bit-format yaml needs --mode standalone")
+    try:
+        api = load_api_client(args.kubeconfig)
+    except Exception as exc:
+        raise UsageError(f"cannot load a Kubernetes configuration: {exc}") from None
+    store = KubeStore(api)
+    store.start()
+    asyncio.run(run_until_stopped(_reconciler(args, api, store), store, host=args.health_host,
+                                  port=args.health_port))
+    return 0
 
 
 def _file_store(args: argparse.Namespace) -> Store:
@@ -307,7 +330,7 @@ def _file_store(args: argparse.Namespace) -> Store:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTPS server."""
-    from webhook.server import Webhook, serve
+    from webhook.server import Limits, Webhook, serve
 
     cert_dir = Path(args.cert_dir)
     names = args.webhook_config_name or ["audit-webhook"]
@@ -331,9 +354,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.client_name and not args.client_ca:
         raise UsageError("--client-name needs --client-ca: names are read from verified client certificates")
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics(),
-                      allowed_clients=frozenset(args.client_name or ()))
+                      allowed_clients=frozenset(args.client_name or ()), metrics_port=args.metrics_port)
+    limits = Limits(max_connections=args.max_connections, idle_timeout=args.idle_timeout)
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
-                      pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None))
+                      pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None, limits=limits,
+                      metrics_host=args.host))
     return 0
 
 
@@ -366,6 +391,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve /metrics over plain HTTP on this port instead of the HTTPS port (deploy/: 9090)")
+    serve.add_argument("--max-connections", type=int, default=512, metavar="N",
+                       help="open connections at most; past it the oldest idle one is closed (default: 512)")
+    serve.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="close a connection that sends no complete request headers for this long (default: 30)")
     serve.add_argument("--client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS "
                                                           "with kube-apiserver's admission client certificate)")
     serve.add_argument("--client-name", action="append", metavar="NAME",
@@ -379,6 +410,22 @@ def parser() -> argparse.ArgumentParser:
                        help="how often to look for replaced certificates and changed source files")
     _add_render_options(serve)
     serve.set_defaults(func=cmd_serve)
+
+    rec = sub.add_parser("reconcile", help="run the reconciler alone, as its own ServiceAccount (the writing half "
+                                           "of the webhook: deploy/ runs it beside `serve`)")
+    rec.add_argument("--kubeconfig", help="a kubeconfig (default: in-cluster, then $KUBECONFIG)")
+    rec.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
+                     help="seconds between reconcile passes")
+    rec.add_argument("--audited-namespaces-config", action="append", metavar="NAME",
+                     help="webhook configurations whose namespace lists are kept equal to the audited clusters "
+                          "(repeatable; default: audit-webhook; 'none' to disable)")
+    rec.add_argument("--namespace", default="audit-webhook",
+                     help="the webhook's namespace, where the Lease lives (default: $POD_NAMESPACE, then this)")
+    rec.add_argument("--health-host", default="0.0.0.0", help="address of the plain-HTTP probes")
+    rec.add_argument("--health-port", type=int, default=8081, help="port of /healthz and /readyz (plain HTTP)")
+    _add_mode_option(rec)
+    _add_render_options(rec)
+    rec.set_defaults(func=cmd_reconcile)
 
     render = sub.add_parser("render", help="print a Pod as the webhook would admit it")
     render.add_argument("--cluster", required=True, help="file with the Cluster")

@@ -1,8 +1,10 @@
 """What the reconciler should do in one cluster namespace: pure decisions over plain objects.
 
-It keeps the objects behind the apiserver's volumes and rolls the apiserver
-Deployment when the effective settings change. Everything it manages carries the managed-by and
-cluster labels, so turning audit logging off can find and remove all of it.
+It keeps the objects behind the apiserver's volumes and rolls the apiserver Deployment when the
+effective settings change. Everything it creates carries the managed-by and cluster labels and an
+ownerReference to its Cluster. It updates or deletes an object only when all three are there and
+the object has a name it could have created: labels alone are written by anyone who may patch the
+object, and would otherwise turn the reconciler's rights into theirs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook import names
+from webhook.egress import POLICY_NAME
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, managed_metadata, needed_files
 from webhook.objects import dig, kind_of, name_of
 from webhook.options import Options
@@ -24,6 +27,56 @@ Verb = Literal["create", "update", "delete", "report"]
 # add what KKP does not (the egress NetworkPolicy). Standalone, we keep all of them.
 Mode = Literal["kkp", "standalone"]
 MODES: tuple[Mode, ...] = ("kkp", "standalone")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Cluster whose namespace the objects are kept in, named in their ownerReferences."""
+
+    name: str
+    uid: str
+
+    @classmethod
+    def of(cls, cluster: Mapping[str, Any]) -> Owner:
+        return cls(name_of(cluster), str(dig(cluster, "metadata", "uid") or ""))
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "name": self.name, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Which objects of a cluster namespace the reconciler may update or delete."""
+
+    owner: Owner
+    cluster_id: str
+    # (kind, name) of everything we could have created there.
+    names: frozenset[tuple[str, str]]
+
+    def owns(self, obj: Mapping[str, Any]) -> bool:
+        """Our labels, an ownerReference to the Cluster's UID, and a name we could have created."""
+        labels = dig(obj, "metadata", "labels") or {}
+        refs = dig(obj, "metadata", "ownerReferences") or []
+        return (bool(self.owner.uid) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+                and labels.get(CLUSTER_LABEL) == self.cluster_id
+                and any(isinstance(r, Mapping) and r.get("uid") == self.owner.uid and r.get("kind") == "Cluster"
+                        for r in refs)
+                and _key(obj) in self.names)
+
+
+def ownership(settings: EffectiveSettings, owner: Owner, mode: Mode,
+              copies: frozenset[str] = frozenset()) -> Ownership:
+    """What we may keep for a cluster: the egress policy; standalone, the audit files; and copies of
+    webhook backend Secrets: today's, and `copies` (names we copied before, so that a copy the
+    datacenter no longer names is found and removed)."""
+    keep = {("NetworkPolicy", POLICY_NAME)}
+    if mode == "standalone":
+        keep |= {("ConfigMap", names.CONFIGMAP_AUDIT_CONFIG), ("Secret", names.SECRET_FLUENTBIT)}
+    secrets = set(copies)
+    if settings.webhook is not None and settings.webhook.secret_namespace != settings.namespace:
+        secrets.add(settings.webhook.secret_name)
+    keep |= {("Secret", name) for name in secrets}
+    return Ownership(owner, settings.cluster_id, frozenset(keep))
 
 
 @dataclass(frozen=True)
@@ -56,9 +109,11 @@ def webhook_secret_copy(settings: EffectiveSettings, source: Mapping[str, bytes]
 
 
 def desired_objects(settings: EffectiveSettings, options: Options, webhook_source: Mapping[str, bytes] | None,
-                    egress: dict[str, Any] | None = None, mode: Mode = "standalone") -> list[dict[str, Any]]:
+                    egress: dict[str, Any] | None = None, mode: Mode = "standalone",
+                    owner: Owner | None = None) -> list[dict[str, Any]]:
     """Every object we keep in the cluster namespace for this cluster's apiserver; `egress` is its
-    NetworkPolicy (webhook/egress.py), when its sinks need one.
+    NetworkPolicy (webhook/egress.py), when its sinks need one. With an `owner` that has a UID, each
+    names it in its ownerReferences (and goes when the Cluster goes).
 
     In KKP mode KKP keeps the rest, except the copy of a datacenter's webhook Secret, which KKP
     makes only where the datacenter also enforces audit logging: we make it where KKP does not.
@@ -72,6 +127,8 @@ def desired_objects(settings: EffectiveSettings, options: Options, webhook_sourc
         objects.append(copy)
     if egress is not None:
         objects.append(egress)
+    if owner is not None and owner.uid:
+        objects = [{**o, "metadata": {**o["metadata"], "ownerReferences": [owner.reference()]}} for o in objects]
     return objects
 
 
@@ -83,17 +140,12 @@ def _key(obj: dict[str, Any]) -> tuple[str, str]:
     return kind_of(obj)[1], name_of(obj)
 
 
-def is_managed(obj: dict[str, Any], cluster_id: str) -> bool:
-    """Whether we created the object for this cluster (and may therefore delete it)."""
-    labels = dig(obj, "metadata", "labels") or {}
-    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(CLUSTER_LABEL) == cluster_id
+def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: list[dict[str, Any]],
+         ours: Ownership) -> list[Action]:
+    """Creates, updates and deletes that turn `existing` (what the namespace holds under the names
+    `ours` lists or a desired object has) into `desired`.
 
-
-def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[Action]:
-    """Creates, updates and deletes that turn `existing` (what the namespace holds: what we manage,
-    and whatever has the name of a desired object) into `desired`.
-
-    Only objects we created (our labels) are ever updated or deleted. One of a desired name that
+    Only objects `ours` owns are ever updated or deleted. One of a desired name that
     is not ours (KKP's, a user's) is reported and left alone; so is a user's `audit-config`
     without a preset, which is created once and then belongs to the user. Ours is kept equal to
     the preset's policy while a preset is set.
@@ -110,7 +162,7 @@ def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: l
         user_policy = kind == "ConfigMap" and name == names.CONFIGMAP_AUDIT_CONFIG and not settings.preset
         if user_policy or _content(have) == _content(want):
             continue
-        if not is_managed(have, settings.cluster_id):
+        if not ours.owns(have):
             actions.append(Action("report", have, f"{label} exists and is not managed by audit-webhook: left alone"))
             continue
         update = {**want, "metadata": {**want["metadata"], "resourceVersion": dig(have, "metadata", "resourceVersion")}}
@@ -118,7 +170,7 @@ def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: l
         actions.append(Action("update", update, why))
     wanted = {_key(o) for o in desired}
     for have in existing:
-        if _key(have) not in wanted and is_managed(have, settings.cluster_id):
+        if _key(have) not in wanted and ours.owns(have):
             actions.append(Action("delete", have, f"deleted {_key(have)[0]} {name_of(have)}: no longer needed"))
     return actions
 

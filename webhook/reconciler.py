@@ -3,30 +3,63 @@ roll the apiserver Deployment when the settings change. Only the Lease holder wr
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import signal
 import threading
 from typing import Any
 
+from aiohttp import web
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from webhook import names
 from webhook.audited_namespaces import selector_patch
 from webhook.egress import classify, destinations, network_policy, refusal
-from webhook.kubeapi import api_message, list_items, read_or_none, webhook_configuration_calls
+from webhook.kubeapi import api_message, read_or_none, webhook_configuration_calls
 from webhook.leader import LeaderElector
-from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import Prepared, prepare
 from webhook.objects import cluster_namespace, datacenter_of, dig, name_of, namespace_of
 from webhook.options import Options
-from webhook.reconcile import Action, Mode, desired_objects, plan, rollout_patch
+from webhook.reconcile import Action, Mode, Owner, Ownership, desired_objects, ownership, plan, rollout_patch
 from webhook.settings import EffectiveSettings
 from webhook.store import decode_secret
 from webhook.store.kube import KubeStore
 from webhook.validation.kubeconfig import server_of
 
 log = logging.getLogger(__name__)
+
+
+async def run_until_stopped(reconciler: Reconciler, store: KubeStore, *, host: str, port: int) -> None:
+    """The reconciler on its own (`audit-webhook reconcile`): its loop, plain-HTTP probes on
+    `port` (/healthz, and /readyz once the caches have synced), until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok") if store.ready() else web.Response(status=503, text="caches not synced")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("reconciler probes on http://%s:%d", host, port)
+    reconciler.start()
+    try:
+        await stop.wait()
+        log.info("shutting down: finishing the pass in progress and releasing the Lease")
+    finally:
+        await asyncio.to_thread(reconciler.stop)
+        store.stop()
+        await runner.cleanup()
 
 
 class Reconciler:
@@ -44,18 +77,25 @@ class Reconciler:
         self.store, self.options, self.elector = store, options, elector
         self.interval, self.deployment = interval, deployment
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._seen_problems: dict[str, str] = {}
         self.mode = mode
+        # Names of the webhook Secrets copied into each cluster's namespace.
+        self._copies: dict[str, frozenset[str]] = {}
         # (cluster, reason) of objects in our way already reported, so each gets one Event.
         self._reported: set[tuple[str, str]] = set()
 
     def start(self) -> None:
         """Run in a daemon thread."""
-        threading.Thread(target=self._run, name="reconciler", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self._thread.start()
 
-    def stop(self) -> None:
-        """End the loop at its next wake-up."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the loop (after the pass in progress), then give the Lease up."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.elector.release()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -69,7 +109,7 @@ class Reconciler:
     def reconcile_all(self) -> None:
         """The webhook's lists of audited namespaces first (they decide what fails closed), then
         one pass over every cached Cluster; one cluster's failure never stops the others."""
-        clusters = list(self.store.clusters.objects.values())
+        clusters = self.store.all_clusters()
         prepared = [(c, prepare(c, self.store.seed_for_datacenter(datacenter_of(c)), self.options)) for c in clusters]
         # Settings we cannot render still ask for audit logging: fail closed for them too.
         self._sync_webhook_selectors([cluster_namespace(c) for c, p in prepared
@@ -105,28 +145,18 @@ class Reconciler:
                 except Exception as exc:
                     log.warning("cannot update %s %s: %s", kind, name, type(exc).__name__)
 
-    def _existing(self, namespace: str, cluster_id: str, desired: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """What we manage for the cluster, and whatever else holds the name of a desired object."""
-        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{CLUSTER_LABEL}={cluster_id}"
-        found = [
-            *list_items(self.net.list_namespaced_network_policy, namespace, api_version="networking.k8s.io/v1",
-                        kind="NetworkPolicy", label_selector=selector),
-            *list_items(self.core.list_namespaced_secret, namespace, api_version="v1", kind="Secret",
-                        label_selector=selector),
-        ]
-        if self.mode == "standalone":
-            found += list_items(self.core.list_namespaced_config_map, namespace, api_version="v1", kind="ConfigMap",
-                                label_selector=selector)
+    def _existing(self, namespace: str, ours: Ownership, desired: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Whatever holds a name we could have created or want, read by name: the reconciler may
+        not list Secrets, so no tenant's Secret ever passes through it."""
         reads = {"ConfigMap": ("v1", self.core.read_namespaced_config_map),
                  "Secret": ("v1", self.core.read_namespaced_secret),
                  "NetworkPolicy": ("networking.k8s.io/v1", self.net.read_namespaced_network_policy)}
-        listed = {(o["kind"], name_of(o)) for o in found}
-        for want in desired:
-            if (want["kind"], name_of(want)) not in listed:
-                api_version, read = reads[want["kind"]]
-                other = read_or_none(read, name_of(want), namespace)
-                if other is not None:
-                    found.append({"apiVersion": api_version, "kind": want["kind"], **other})
+        found = []
+        for kind, name in sorted(ours.names | {(o["kind"], name_of(o)) for o in desired}):
+            api_version, read = reads[kind]
+            obj = read_or_none(read, name, namespace)
+            if obj is not None:
+                found.append({"apiVersion": api_version, "kind": kind, **obj})
         return found
 
     def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
@@ -161,8 +191,13 @@ class Reconciler:
                 self.event(cluster, "Warning", "WebhookSecretMissing",
                            f"Secret {settings.webhook.secret_namespace}/{settings.webhook.secret_name} not found")
         egress = self._egress(settings, source)
-        desired = desired_objects(settings, self.options, source, egress, self.mode)
-        actions = plan(settings, desired, self._existing(settings.namespace, cluster_id, desired))
+        owner = Owner.of(cluster)
+        desired = desired_objects(settings, self.options, source, egress, self.mode, owner)
+        ours = ownership(settings, owner, self.mode, self._copies.get(cluster_id, frozenset()))
+        actions = plan(settings, desired, self._existing(settings.namespace, ours, desired), ours)
+        # Remember the webhook Secret copies, so a copy the datacenter stops naming is removed.
+        self._copies[cluster_id] = frozenset(name_of(o) for o in desired if o["kind"] == "Secret"
+                                             and name_of(o) != names.SECRET_FLUENTBIT)
         for action in actions:
             if action.verb == "report":
                 if (cluster_id, action.reason) not in self._reported:

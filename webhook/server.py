@@ -27,6 +27,8 @@ from webhook.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BODY = 7 * 1024 * 1024  # kube-apiserver sends at most ~3 MiB objects; twice that plus envelope
+# Everything but the probes: only the pinned client identities reach these.
+ADMISSION_PATHS = frozenset({"/mutate", "/validate", "/metrics"})
 Handler = Callable[[AdmissionRequest], Awaitable[Answer]]
 
 
@@ -48,6 +50,11 @@ class Webhook:
     # Seconds a client may take to send its body: kube-apiserver sends a review at once, and a
     # slow sender must not hold the request (and its memory) forever.
     body_timeout: float = 10.0
+    # Connections with a request in progress: the others may be closed to make room (see BoundedSite).
+    busy: set[Any] = field(default_factory=set)
+    # A port of its own for /metrics (plain HTTP), or None: /metrics on the HTTPS port, behind the
+    # client-certificate pin like the admission paths.
+    metrics_port: int | None = None
 
     async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
@@ -117,9 +124,18 @@ class Webhook:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     @web.middleware
+    async def _in_progress(self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
+        """Mark the connection busy while it has a request in progress."""
+        self.busy.add(request.protocol)
+        try:
+            return await handler(request)
+        finally:
+            self.busy.discard(request.protocol)
+
+    @web.middleware
     async def _pinned_client(self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
         """Only the pinned client identities reach anything but the probes."""
-        if self.allowed_clients and request.path not in ("/healthz", "/readyz"):
+        if self.allowed_clients and request.path in ADMISSION_PATHS:
             names = client_names(request.transport.get_extra_info("peercert") if request.transport else None)
             if not names & self.allowed_clients:
                 self.metrics.bad_requests.labels("403").inc()
@@ -128,11 +144,18 @@ class Webhook:
 
     def app(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._pinned_client])
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._in_progress, self._pinned_client])
         app.router.add_post("/mutate", self.mutate)
         app.router.add_post("/validate", self.validate)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        if self.metrics_port is None:
+            app.router.add_get("/metrics", self.metrics_page)
+        return app
+
+    def metrics_app(self) -> web.Application:
+        """/metrics alone, for its own plain-HTTP port (scraped like any other target; it holds no secret)."""
+        app = web.Application()
         app.router.add_get("/metrics", self.metrics_page)
         return app
 
@@ -143,6 +166,50 @@ def client_names(peercert: Any) -> set[str]:
         return set()
     names = {value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"}
     return names | {value for key, value in peercert.get("subjectAltName", ()) if key == "DNS"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of the server one client can hold.
+
+    kube-apiserver keeps a few keep-alive connections and sends each review at once, so anything
+    slower or idler than these is not kube-apiserver, and is closed before it can exhaust memory.
+    """
+
+    # At most this many open connections; past it, the oldest without a request in progress is closed.
+    max_connections: int = 512
+    # Seconds to finish the TLS handshake.
+    handshake_timeout: float = 10.0
+    # Seconds a connection may sit without a complete request line and headers (before its first
+    # request, or between two): aiohttp's keep-alive timer covers both.
+    idle_timeout: float = 30.0
+
+
+class BoundedSite(web.TCPSite):
+    """A TCP site with `Limits`: a handshake timeout, and room made for new connections by closing
+    the oldest idle one, so idle or half-sent connections can never lock kube-apiserver out."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, ssl_context: Any, limits: Limits,
+                 busy: set[Any]) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=512)
+        self.limits, self.busy = limits, busy
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+
+        def connection() -> Any:
+            open_now = server.connections
+            if len(open_now) >= self.limits.max_connections:
+                idle = next((h for h in open_now if h not in self.busy), None)
+                if idle is not None:
+                    idle.force_close()
+            return server()
+
+        handshake = {"ssl_handshake_timeout": self.limits.handshake_timeout} if self._ssl_context else {}
+        self._server = await asyncio.get_running_loop().create_server(
+            connection, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, **handshake)
 
 
 Poller = Callable[[], object]
@@ -162,7 +229,8 @@ async def _poll_forever(interval: float, pollers: list[Poller]) -> None:
 
 async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_interval: float = 2.0,
                 shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None,
-                pollers: list[Poller] | None = None, client_ca: Path | None = None) -> None:
+                pollers: list[Poller] | None = None, client_ca: Path | None = None,
+                limits: Limits | None = None, metrics_host: str = "0.0.0.0") -> None:
     """Serve HTTPS until SIGTERM or SIGINT, then finish requests in flight and stop.
 
     `pollers` run every `poll_interval` seconds beside the certificate and source reloads;
@@ -187,13 +255,22 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    limits = limits or Limits()
     runner = web.AppRunner(webhook.app(), handle_signals=False, shutdown_timeout=shutdown_timeout,
-                           access_log=None)
+                           access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=watcher.listening, backlog=512)
+    site = BoundedSite(runner, host, port, ssl_context=watcher.listening, limits=limits, busy=webhook.busy)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("audit-webhook listening on https://%s:%d", host, bound)
+    metrics_runner = None
+    if webhook.metrics_port is not None:
+        metrics_runner = web.AppRunner(webhook.metrics_app(), handle_signals=False, access_log=None,
+                                       keepalive_timeout=limits.idle_timeout)
+        await metrics_runner.setup()
+        await BoundedSite(metrics_runner, metrics_host, webhook.metrics_port, ssl_context=None,
+                          limits=Limits(max_connections=64), busy=set()).start()
+        log.info("metrics on http://%s:%d/metrics", metrics_host, webhook.metrics_port)
     if started:
         started(bound)
 
@@ -206,3 +283,5 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()

@@ -204,7 +204,6 @@ class KubeStore:
     def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
         """The Seed that defines `datacenter`."""
         return self._seeds.get(datacenter)
-
     async def secret(self, namespace: str, name: str) -> SecretData | None:
         """Read a Secret live (they are not cached: the webhook holds no Secret longer than a request)."""
         try:
