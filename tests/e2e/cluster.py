@@ -245,6 +245,44 @@ class WebhookProcess:
             self.proc.wait(timeout=30)
 
 
+@dataclass
+class ReconcilerProcess:
+    """`python -m webhook reconcile` against the control plane: the writing half, alone."""
+
+    plane: ControlPlane
+    kubeconfig: Path | None = None
+    extra: tuple[str, ...] = ()
+    label: str = "reconciler"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path = self.plane.work / f"{self.label}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "webhook", "reconcile", "--kubeconfig", str(self.kubeconfig or self.plane.kubeconfig),
+             "--health-host", "127.0.0.1", "--health-port", str(self.port), *self.extra],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("reconciler exited:\n" + self.log_path.read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("reconciler did not become ready:\n" + self.log_path.read_text()[-3000:])
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            return self.proc.wait(timeout=60)
+        return self.proc.returncode if self.proc else None
+
+
 def webhook_configurations(port: int) -> list[dict[str, Any]]:
     """deploy/base/webhooks.yaml with `url:` clients on loopback and no caBundle (the webhook fills it in)."""
     docs = list(yaml.safe_load_all((ROOT / "deploy/base/webhooks.yaml").read_text()))

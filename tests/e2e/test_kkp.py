@@ -1,9 +1,9 @@
 """Beside KKP on a real kube-apiserver: KKP's own CRDs (not ours), a KKP-shaped Seed, Clusters as
 KKP's defaulting writes them, KKP's audit-config texts and KKP's apiserver Pods.
 
-Real: etcd, kube-apiserver, kubectl, KKP's CRDs from `shared/kkp/crds/`, the webhook and its
-reconciler (KKP mode) running with the token of the `deploy/` ServiceAccount and the RBAC of the
-`kkp` overlay. Not real: KKP's controllers do not run here, so the objects they would write
+Real: etcd, kube-apiserver, kubectl, KKP's CRDs from `shared/kkp/crds/`, the admission server and
+the reconciler (KKP mode) as two processes, each with the token of its own `deploy/` ServiceAccount,
+under the RBAC and the ValidatingAdmissionPolicy of the `kkp` overlay. Not real: KKP's controllers do not run here, so the objects they would write
 (audit-config, audit-logs-fluentbit, the copied webhook Secret, the apiserver Pods from KKP's
 rendered Deployment) are written by the test, exactly as KKP writes them.
 """
@@ -13,22 +13,27 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, eventually, webhook_configurations
+from tests.e2e.cluster import ROOT, ControlPlane, ReconcilerProcess, WebhookProcess, eventually, webhook_configurations
 from tests.helpers import KUBECONFIG
 from webhook import names
 from webhook.certs import ServiceName, ensure_certs
 
 KKP = ROOT.parent / "shared/kkp"
 KKP_DEPLOYMENTS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((KKP / "apiserver").glob("*.yaml"))}
-RBAC_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+RBAC_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+              "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+SERVER_SA = "system:serviceaccount:audit-webhook:audit-webhook"
+RECONCILER_SA = "system:serviceaccount:audit-webhook:audit-webhook-reconciler"
 DC_SECRET = "dc-audit-webhook"
 # Each datacenter kind of a KKP seed: (datacenter spec, Cluster auditLogging as KKP's defaulting leaves it,
 # whether the webhook backend is injected). KKP's defaulting copies a datacenter's enforced webhook
@@ -90,21 +95,31 @@ def _get(plane: ControlPlane, *args: str) -> dict[str, Any] | None:
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
-def _sa_kubeconfig(plane: ControlPlane, work: Path) -> Path:
-    token = plane.kubectl("create", "token", "audit-webhook", "-n", "audit-webhook", "--duration=2h").stdout.strip()
-    path = work / "sa-kubeconfig"
+def _sa_kubeconfig(plane: ControlPlane, work: Path, account: str) -> Path:
+    token = plane.kubectl("create", "token", account, "-n", "audit-webhook", "--duration=2h").stdout.strip()
+    path = work / f"{account}-kubeconfig"
     admin = yaml.safe_load(plane.kubeconfig.read_text())
     admin["users"] = [{"name": "admin", "user": {"token": token}}]
     path.write_text(yaml.safe_dump(admin))
     return path
 
 
+@dataclass
+class KKPSeed:
+    """The control plane and the two halves of audit-webhook running beside KKP's objects."""
+
+    plane: ControlPlane
+    server: WebhookProcess
+    reconciler: ReconcilerProcess
+
+
 @pytest.fixture(scope="module")
-def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, WebhookProcess]]:
-    """A control plane with KKP's CRDs and the webhook of the kkp overlay, as its ServiceAccount."""
+def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KKPSeed]:
+    """A control plane with KKP's CRDs, and the server and reconciler of the kkp overlay, each as its
+    own ServiceAccount."""
     work = tmp_path_factory.mktemp("kkp")
     plane = ControlPlane(work)
-    hook = None
+    hook = reconciler = None
     try:
         plane.start()
         plane.kubectl("apply", "--server-side", "-f", str(KKP / "crds"))
@@ -115,24 +130,28 @@ def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane
         plane.kubectl("create", "namespace", "kubermatic")
         cert_dir = work / "webhook-certs"
         ensure_certs(cert_dir, ServiceName())
-        hook = WebhookProcess(plane, cert_dir, kubeconfig=_sa_kubeconfig(plane, work), extra=(
-            "--reconcile", "--mode", "kkp", "--reconcile-interval", "0.3", "--namespace", "audit-webhook"))
+        hook = WebhookProcess(plane, cert_dir, kubeconfig=_sa_kubeconfig(plane, work, "audit-webhook"), extra=(
+            "--mode", "kkp", "--namespace", "audit-webhook"))
         plane.apply(*webhook_configurations(hook.port))
         hook.start()
+        reconciler = ReconcilerProcess(plane, _sa_kubeconfig(plane, work, "audit-webhook-reconciler"), extra=(
+            "--mode", "kkp", "--reconcile-interval", "0.3", "--namespace", "audit-webhook"))
+        reconciler.start()
         # Admissions go through once the webhook has written its CA into both configurations.
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
             bundles = eventually(lambda kind=kind: all(w.get("clientConfig", {}).get("caBundle") for w in
                                                   _get(plane, kind, "audit-webhook")["webhooks"]), timeout=60)
             assert bundles, f"{kind} never got the webhook's caBundle"
-        yield plane, hook
+        yield KKPSeed(plane, hook, reconciler)
     finally:
-        if hook is not None:
-            hook.stop()
+        for process in (reconciler, hook):
+            if process is not None:
+                process.stop()
         plane.stop()
 
 
-def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlPlane, WebhookProcess]):
-    plane, hook = kkp
+def test_kkp_objects_are_accepted_injected_and_never_written(kkp: KKPSeed):
+    plane, hook = kkp.plane, kkp.server
     plane.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": DC_SECRET, "namespace": "kubermatic"},
                  "stringData": {"webhook.yaml": KUBECONFIG}})
     plane.apply(kkp_seed())  # through our validating webhook
@@ -180,9 +199,9 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: tuple[ControlP
     audited = next(w for w in config["webhooks"] if w["name"].startswith("inject."))
     assert set(audited["namespaceSelector"]["matchExpressions"][0]["values"]) == {
         f"cluster-kkp{dc.replace('-', '')}" for dc in DATACENTERS}
-    # Its ServiceAccount may do all it needs: no request of the reconciler was refused.
-    log = hook.log_path.read_text()
-    assert not re.search(r"(API error|HTTP) 403|is forbidden", log), re.findall(r".*403.*forbidden.*", log)[:3]
+    # Each ServiceAccount may do all it needs: no request of the server or the reconciler was refused.
+    for log in (hook.log_path.read_text(), kkp.reconciler.log_path.read_text()):
+        assert not re.search(r"(API error|HTTP) 403|is forbidden", log), re.findall(r".*403.*forbidden.*", log)[:3]
 
 
 def _check_injected(plane: ControlPlane, ns: str, fixture: str, with_sidecar: bool, *, webhook: bool,
@@ -221,9 +240,9 @@ def _created_when_injected(plane: ControlPlane, pod: dict[str, Any]) -> dict[str
     return plane.create_json(pod)
 
 
-def test_a_cluster_cannot_move_its_status_into_another_clusters_namespace(kkp: tuple[ControlPlane, WebhookProcess]):
+def test_a_cluster_cannot_move_its_status_into_another_clusters_namespace(kkp: KKPSeed):
     """status.namespaceName is written through the status subresource; the webhook sees that too."""
-    plane, _ = kkp
+    plane = kkp.plane
     plane.apply(kkp_cluster("kkpholder", "kkp-plain", {"enabled": True}))
     plane.apply(kkp_cluster("kkpthief", "kkp-plain", None))
     moved = plane.kubectl("patch", "cluster", "kkpthief", "--subresource=status", "--type=merge", "-p",
@@ -236,9 +255,9 @@ def test_a_cluster_cannot_move_its_status_into_another_clusters_namespace(kkp: t
     assert other.returncode == 0, other.stderr
 
 
-def test_an_injected_apiserver_pod_keeps_its_audit_setup(kkp: tuple[ControlPlane, WebhookProcess]):
+def test_an_injected_apiserver_pod_keeps_its_audit_setup(kkp: KKPSeed):
     """After admission, neither a new sidecar image nor an ephemeral container on the audit log."""
-    plane, _ = kkp
+    plane = kkp.plane
     ns = "cluster-kkpplain"  # audited, from the first test; its Pods exist
     pod = next(p for p in json.loads(plane.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
                if any(c["name"] == "audit-logs" for c in p["spec"]["containers"]))
@@ -255,11 +274,139 @@ def test_an_injected_apiserver_pod_keeps_its_audit_setup(kkp: tuple[ControlPlane
     plane.kubectl("label", "pod", name, "-n", ns, "checked=yes")  # labels are none of our business
 
 
+# (ServiceAccount, verb, resource, namespace or "" for all, allowed): what `kubectl auth can-i` must say.
+# docs/security.md lists the same rights in words.
+CAN_I = [
+    # The admission server reads; it writes only its TLS Secret and its webhook configurations.
+    (SERVER_SA, "list", "clusters.kubermatic.k8c.io", "", True),
+    (SERVER_SA, "watch", "seeds.kubermatic.k8c.io", "kubermatic", True),
+    (SERVER_SA, "get", "secrets", "cluster-kkpplain", True),
+    (SERVER_SA, "patch", "mutatingwebhookconfigurations/audit-webhook", "", True),
+    (SERVER_SA, "update", "secrets/audit-webhook-tls", "audit-webhook", True),
+    (SERVER_SA, "list", "secrets", "", False),
+    (SERVER_SA, "list", "secrets", "cluster-kkpplain", False),
+    (SERVER_SA, "watch", "secrets", "kube-system", False),
+    (SERVER_SA, "create", "secrets", "kube-system", False),
+    (SERVER_SA, "create", "secrets", "cluster-kkpplain", False),
+    (SERVER_SA, "update", "secrets/kkp-ca", "cluster-kkpplain", False),
+    (SERVER_SA, "patch", "deployments", "kube-system", False),
+    (SERVER_SA, "delete", "configmaps", "kube-system", False),
+    (SERVER_SA, "create", "networkpolicies", "cluster-kkpplain", False),
+    (SERVER_SA, "patch", "mutatingwebhookconfigurations/someone-else", "", False),
+    (SERVER_SA, "update", "leases/audit-webhook-reconciler", "audit-webhook", False),
+    (SERVER_SA, "create", "events", "default", False),
+    (SERVER_SA, "update", "clusters.kubermatic.k8c.io", "", False),
+    # The reconciler writes what it manages, by name; it lists no Secret and touches no KKP object kind.
+    (RECONCILER_SA, "get", "secrets", "cluster-kkpplain", True),
+    (RECONCILER_SA, "create", "networkpolicies", "cluster-kkpplain", True),
+    (RECONCILER_SA, "patch", "deployments", "cluster-kkpplain", True),
+    (RECONCILER_SA, "create", "events", "default", True),
+    (RECONCILER_SA, "update", "leases/audit-webhook-reconciler", "audit-webhook", True),
+    (RECONCILER_SA, "list", "secrets", "", False),
+    (RECONCILER_SA, "list", "secrets", "cluster-kkpplain", False),
+    (RECONCILER_SA, "watch", "secrets", "", False),
+    (RECONCILER_SA, "list", "configmaps", "", False),
+    (RECONCILER_SA, "patch", "secrets", "cluster-kkpplain", False),
+    (RECONCILER_SA, "update", "clusters.kubermatic.k8c.io", "", False),
+    (RECONCILER_SA, "create", "pods", "cluster-kkpplain", False),
+    (RECONCILER_SA, "delete", "namespaces", "", False),
+    (RECONCILER_SA, "create", "rolebindings", "cluster-kkpplain", False),
+    (RECONCILER_SA, "patch", "mutatingwebhookconfigurations/someone-else", "", False),
+    (RECONCILER_SA, "update", "leases/kube-controller-manager", "kube-system", False),
+]
+
+
+def test_each_identity_has_exactly_the_rights_the_docs_list(kkp: KKPSeed):
+    wrong = []
+    for user, verb, resource, ns, allowed in CAN_I:
+        where = ("-n", ns) if ns else ("-A",)
+        answer = kkp.plane.kubectl("auth", "can-i", verb, resource, *where, f"--as={user}", check=False)
+        if (answer.stdout.strip() == "yes") is not allowed:
+            wrong.append((user.rsplit(":", 1)[1], verb, resource, ns or "*", answer.stdout.strip()))
+    assert wrong == []
+
+
+def _as_reconciler(plane: ControlPlane, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return plane.kubectl(*args, f"--as={RECONCILER_SA}", stdin=stdin, check=False)
+
+
+def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(kkp: KKPSeed):
+    """RBAC cannot name KKP's cluster namespaces; the ValidatingAdmissionPolicy of deploy/ does."""
+    plane = kkp.plane
+    ns = "cluster-kkpplain"
+    plane.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kkp-ca", "namespace": ns},
+                 "stringData": {"ca.crt": "KKP's CA"}})
+    ours = {"app.kubernetes.io/managed-by": "audit-webhook"}
+    for namespace in ("kube-system", ns):
+        name = "dns" if namespace == "kube-system" else "apiserver"
+        plane.kubectl("create", "deployment", name, "--image=registry.k8s.io/x:1", "-n", namespace)
+    annotate = json.dumps({"spec": {"template": {"metadata": {"annotations": {"x": "y"}}}}})
+    new_image = json.dumps([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "evil:1"}])
+
+    def secret(name: str, namespace: str, labels: dict[str, str] | None = None) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": name, "namespace": namespace, "labels": labels or {}}, "stringData": {"k": "v"}})
+
+    refused = {
+        "a Secret in kube-system": _as_reconciler(plane, "create", "-f", "-", stdin=secret("x", "kube-system", ours)),
+        "a Secret beside the webhook's": _as_reconciler(plane, "create", "-f", "-",
+                                                        stdin=secret("x", "audit-webhook", ours)),
+        "a Deployment of kube-system": _as_reconciler(plane, "patch", "deployment", "dns", "-n", "kube-system",
+                                                      "--type=merge", "-p", annotate),
+        "the apiserver's containers": _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns,
+                                                     "--type=json", "-p", new_image),
+        "the apiserver's replicas": _as_reconciler(plane, "scale", "deployment", "apiserver", "-n", ns,
+                                                   "--replicas=0"),
+        "a ConfigMap of kube-system deleted": _as_reconciler(plane, "delete", "configmap", "extension-apiserver-"
+                                                             "authentication", "-n", "kube-system"),
+        "an unlabelled Secret of its own": _as_reconciler(plane, "create", "-f", "-", stdin=secret("y", ns)),
+        "KKP's Secret replaced": _as_reconciler(plane, "replace", "-f", "-", stdin=secret("kkp-ca", ns, ours)),
+        "KKP's Secret deleted": _as_reconciler(plane, "delete", "secret", "kkp-ca", "-n", ns),
+    }
+    for what, result in refused.items():
+        assert result.returncode != 0, what
+        # RBAC lets these through (it cannot name KKP's namespaces); the policy stops them.
+        by = "cannot patch resource" if what == "the apiserver's replicas" else \
+            "ValidatingAdmissionPolicy 'audit-webhook-reconciler-writes'"
+        assert by in result.stderr, (what, result.stderr)
+    made = _as_reconciler(plane, "create", "-f", "-", stdin=secret("audit-test", ns, ours))
+    assert made.returncode == 0, made.stderr
+    rolled = _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns, "--type=merge", "-p", annotate)
+    assert rolled.returncode == 0, rolled.stderr
+    assert _as_reconciler(plane, "delete", "secret", "audit-test", "-n", ns).returncode == 0
+    assert _get(plane, "secret", "kkp-ca", "-n", ns)["data"]["ca.crt"]
+
+
+def test_labels_a_tenant_patches_onto_kkps_objects_never_get_them_deleted(kkp: KKPSeed):
+    """Someone who may only patch labels dresses KKP's CA Secret and its default-deny policy up as ours."""
+    plane = kkp.plane
+    ns = "cluster-kkpplain"
+    uid = _get(plane, "cluster", "kkpplain")["metadata"]["uid"]
+    forged = {"app.kubernetes.io/managed-by": "audit-webhook", "audit-webhook.kubermatic.k8c.io/cluster": "kkpplain"}
+    owner = [{"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "name": "kkpplain", "uid": uid}]
+    plane.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kkp-ca", "namespace": ns},
+                 "stringData": {"ca.crt": "KKP's CA"}},
+                {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                 "metadata": {"name": "default-deny", "namespace": ns},
+                 "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+    for kind, name in (("secret", "kkp-ca"), ("networkpolicy", "default-deny")):
+        plane.kubectl("patch", kind, name, "-n", ns, "--type=merge", "-p",
+                      json.dumps({"metadata": {"labels": forged, "ownerReferences": owner}}))
+    versions = {k: _get(plane, k, n, "-n", ns)["metadata"]["resourceVersion"]
+                for k, n in (("secret", "kkp-ca"), ("networkpolicy", "default-deny"))}
+    time.sleep(2)  # several reconcile passes
+    for kind, version in versions.items():
+        name = "kkp-ca" if kind == "secret" else "default-deny"
+        now = _get(plane, kind, name, "-n", ns)
+        assert now is not None and now["metadata"]["resourceVersion"] == version, (kind, name)
+
+
 def test_apply_and_delete_of_the_kkp_overlay_keep_kkps_crds_clusters_and_seeds(
-        kkp: tuple[ControlPlane, WebhookProcess]):
-    plane, hook = kkp
+        kkp: KKPSeed):
+    plane, hook = kkp.plane, kkp.server
     plane.apply(kkp_cluster("kkpkeep", "kkp-plain", None))
     schema_before = _get(plane, "crd", "clusters.kubermatic.k8c.io")["spec"]["versions"]
+    kkp.reconciler.stop()
     hook.stop()
     plane.kubectl("delete", "mutatingwebhookconfiguration,validatingwebhookconfiguration", "audit-webhook")
     overlay = str(ROOT / "deploy/overlays/kkp")

@@ -204,11 +204,24 @@ def test_each_overlay_is_accepted_by_kube_apiserver(plane: ControlPlane, webhook
     docs = list(yaml.safe_load_all(rendered))
     kinds = [doc["kind"] for doc in docs]
     for kind in ("Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment", "PodDisruptionBudget", "Service",
-                 "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+                 "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "NetworkPolicy",
+                 "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
         assert kind in kinds
     assert "CustomResourceDefinition" not in kinds
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    assert f"--mode={overlay}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {"audit-webhook", "audit-webhook-reconciler"}
+    for deployment in deployments.values():
+        assert f"--mode={overlay}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    server, reconciler = (deployments[n]["spec"]["template"]["spec"] for n in ("audit-webhook",
+                                                                                  "audit-webhook-reconciler"))
+    # Two identities: the server reads and answers, the reconciler writes; mutual TLS is on.
+    assert (server["serviceAccountName"], reconciler["serviceAccountName"]) == ("audit-webhook",
+                                                                              "audit-webhook-reconciler")
+    assert server["containers"][0]["args"][0] == "serve" and "--reconcile" not in server["containers"][0]["args"]
+    assert reconciler["containers"][0]["args"][0] == "reconcile"
+    assert {"--client-ca=/client-ca/ca.crt", "--client-name=kube-apiserver-webhook-client"} <= set(
+        server["containers"][0]["args"])
     namespace(plane, "audit-webhook")
     result = plane.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
     assert "deployment.apps/audit-webhook created (server dry run)" in result.stdout
+    assert "deployment.apps/audit-webhook-reconciler created (server dry run)" in result.stdout
