@@ -58,8 +58,10 @@ def test_render_refuses_an_invalid_cluster(capsys):
     assert 'spec.auditLogging.policyPreset: Unsupported value: "verbose"' in err
 
 
-def test_files_prints_the_configmap_and_secret(capsys):
-    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"))
+def test_files_prints_the_configmap_and_secret(capsys, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("egress:\n  namespaces: [audit-forward]\n")
+    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
     assert code == 0
     doc = yaml.safe_load(out)
     assert doc["kind"] == "List"
@@ -155,3 +157,23 @@ def test_certs_prints_the_ca_bundle_and_renews(capsys, tmp_path):
     code, _, err = run(capsys, "certs", "--cert-dir", str(tmp_path), "--service", "other", "--namespace", "ops")
     assert "wrote" in err
 
+
+
+def test_files_says_which_egress_it_does_not_open(capsys):
+    """Without the operator's allow-list nothing is opened, and `files` says so instead of staying silent."""
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"))
+    assert code == 0
+    assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap", "Secret"]
+    assert ("note: egress to sidecar output 0 not opened: Service audit-forward/fluentd is not in the operator's "
+            "egress allow-list (egress.namespaces, egress.services)") in err
+
+
+def test_a_broken_config_file_is_a_clear_error(capsys, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("egress:\n  cidrs: [10.0.0.1/8]\n  namespaces: [kube-system]\n")
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    assert code == 2 and out == ""
+    assert f"{config}: egress.cidrs: 10.0.0.1/8 has host bits set" in err
+    config.write_text("egress:\n  namespaces: [kube-system]\n")
+    code, _, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    assert code == 2 and 'namespace "kube-system" belongs to the seed or to a control plane' in err

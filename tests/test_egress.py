@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import cluster, webhook_backend
-from webhook.egress import Destination, classify, destinations, is_outside, network_policy
+from webhook.egress import Destination, classify, destinations, is_outside, network_policy, refusal
+from webhook.operator_config import OperatorConfig
 from webhook.settings import effective_settings
+
+# The operator allows the private network and the two sink namespaces of these tables.
+ALLOW = OperatorConfig.model_validate({"egress": {"cidrs": ["10.0.0.0/8", "fd00::/8"],
+                                                  "namespaces": ["logging", "audit"]}})
 
 
 @pytest.mark.parametrize(("host", "kind", "namespace", "service"), [
@@ -44,7 +49,7 @@ def test_destinations_come_from_the_webhook_server_and_output_hosts():
 def test_the_policy_allows_exactly_the_expressible_destinations():
     targets = [classify(d, SETTINGS.namespace) for d in destinations(SETTINGS, "https://sink.audit.svc:8443")]
     policy = network_policy(SETTINGS, targets, {("audit", "sink"): {"selector": {"app": "sink"}, "ports": {8443: 9443}},
-                                                ("logging", "collector"): None})
+                                                ("logging", "collector"): None}, ALLOW)
     assert policy["metadata"]["name"] == "audit-logging-egress"
     assert policy["metadata"]["namespace"] == "cluster-abc"
     assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "apiserver"}}
@@ -78,7 +83,7 @@ def test_outside_names_warn_at_admission():
 
 
 @pytest.mark.parametrize(("host", "port", "why"), [
-    ("x.cluster-victim01.svc", "24224", 'namespace "cluster-victim01" belongs to another control plane or to the seed'),
+    ("x.cluster-victim01.svc", "24224", 'namespace "cluster-victim01" belongs to a control plane or to the seed'),
     ("x.kube-system.svc", "53", 'namespace "kube-system" belongs'),
     ("x.kubermatic.svc.cluster.local", "443", 'namespace "kubermatic" belongs'),
     ("x.audit-webhook.svc", "443", 'namespace "audit-webhook" belongs'),
@@ -91,20 +96,74 @@ def test_egress_never_opens_other_control_planes_the_seed_or_metadata(host, port
         {"Name": "http", "Match": "*", "Host": host, **({"Port": port} if port else {})}]}}})
     settings = effective_settings(obj, None)
     targets = [classify(d, settings.namespace) for d in destinations(settings, None)]
-    assert network_policy(settings, targets, {}) is None  # nothing opened
+    assert network_policy(settings, targets, {}, ALLOW) is None  # nothing opened, even with an allow-list
     from webhook.validation.admission import check_admission
 
-    found = check_admission(obj, None, seed=None, secrets={})
+    found = check_admission(obj, None, seed=None, secrets={}, config=ALLOW)
     assert found.errors == []
     assert any(why in w and "egress not opened" in w for w in found.warnings), found.warnings
 
 
-def test_own_namespace_and_a_logging_namespace_with_a_port_are_opened():
+def test_only_what_the_operator_allows_is_opened_and_never_the_control_planes_own_namespace():
+    """The cluster's own namespace holds its etcd: a sink there is refused like any control plane's."""
     obj = cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [
         {"Name": "http", "Match": "*", "Host": "sink", "Port": "8080"},
-        {"Name": "http", "Match": "*", "Host": "collector.logging.svc", "Port": "8080"}]}}})
+        {"Name": "http", "Match": "*", "Host": "collector.logging.svc", "Port": "8080"},
+        {"Name": "http", "Match": "*", "Host": "other.elsewhere.svc", "Port": "8080"},
+        {"Name": "forward", "Match": "*", "Host": "192.168.1.9", "Port": "24224"}]}}})
     settings = effective_settings(obj, None)
-    policy = network_policy(settings, [classify(d, settings.namespace) for d in destinations(settings, None)], {})
+    targets = [classify(d, settings.namespace) for d in destinations(settings, None)]
+    policy = network_policy(settings, targets, {}, ALLOW)
     peers = [r["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
              for r in policy["spec"]["egress"] if "namespaceSelector" in r["to"][0]]
-    assert peers == ["cluster-abc", "logging", "kube-system"]  # the last is DNS
+    assert peers == ["logging", "kube-system"]  # the last is DNS
+    assert [refusal(t, ALLOW) for t in targets] == [
+        'namespace "cluster-abc" belongs to a control plane or to the seed', "",
+        "Service elsewhere/other is not in the operator's egress allow-list (egress.namespaces, egress.services)",
+        "192.168.1.9 is not in the operator's egress allow-list (egress.cidrs)"]
+    one_service = OperatorConfig.model_validate({"egress": {"services": ["elsewhere/other"]}})
+    assert [bool(refusal(t, one_service)) for t in targets] == [True, True, False, True]
+    # Without an allow-list nothing is opened at all.
+    assert network_policy(settings, targets, {}) is None
+
+
+@pytest.mark.parametrize(("config", "error"), [
+    ({"egress": {"namespaces": ["kube-system"]}}, 'namespace "kube-system" belongs to the seed'),
+    ({"egress": {"services": ["cluster-x1/etcd"]}}, 'namespace "cluster-x1" belongs'),
+    ({"egress": {"cidrs": ["10.0.0.1/8"]}}, "has host bits set"),
+    ({"egress": {"cidr": ["10.0.0.0/8"]}}, "Extra inputs are not permitted"),
+    ({"egress": {"namespaces": ["Not A Namespace"]}}, "String should match pattern"),
+])
+def test_an_allow_list_that_names_what_can_never_be_opened_is_refused(config, error):
+    import yaml
+
+    from webhook.operator_config import ConfigError, parse
+
+    with pytest.raises(ConfigError, match=error):
+        parse(yaml.safe_dump(config), "config.yaml")
+
+
+def test_the_config_file_is_reloaded_and_a_broken_version_keeps_the_last_good_one(tmp_path, caplog):
+    from webhook.operator_config import ConfigFile
+
+    path = tmp_path / "config.yaml"
+    path.write_text("egress:\n  namespaces: [logging]\n")
+    file = ConfigFile(path)
+    assert file.current.egress.namespaces == ("logging",)
+    assert file.poll() is False  # unchanged
+    path.write_text("egress:\n  namespaces: [logging, audit]\n")
+    assert file.poll() is True and file.current.egress.namespaces == ("logging", "audit")
+    path.write_text("egress:\n  namespaces: [kube-system]\n")
+    assert file.poll() is False and file.current.egress.namespaces == ("logging", "audit")
+    assert file.poll() is False
+    assert len([r for r in caplog.records if "keeping the previous configuration" in r.message]) == 1
+
+
+def test_the_shipped_configuration_parses_and_opens_nothing():
+    import yaml
+
+    from tests.helpers import ROOT
+    from webhook.operator_config import DEFAULT, parse
+
+    shipped = yaml.safe_load((ROOT / "deploy/base/config.yaml").read_text())
+    assert parse(shipped["data"]["config.yaml"], "deploy/base/config.yaml") == DEFAULT

@@ -6,6 +6,7 @@ import pytest
 
 from tests.helpers import KUBECONFIG, cluster, seed, webhook_backend
 from webhook.names import OPT_OUT_ANNOTATION
+from webhook.operator_config import OperatorConfig
 from webhook.validation.admission import check_admission, secret_refs
 from webhook.validation.errors import invalid_message
 
@@ -154,7 +155,8 @@ def test_a_valid_cluster_passes():
                                "outputs": [{"Name": "forward", "Match_Regex": ".*", "Host": "fluentd.logging.svc",
                                             "Port": "24224"}]}},
         "webhookBackend": webhook_backend("wh", backoff="1m30s")})
-    found = check_admission(obj, None, seed=None, secrets=SECRETS)
+    found = check_admission(obj, None, seed=None, secrets=SECRETS,
+                            config=OperatorConfig.model_validate({"egress": {"namespaces": ["logging"]}}))
     assert found.errors == []
     assert found.warnings == []
 

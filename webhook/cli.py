@@ -17,13 +17,14 @@ from typing import Any
 
 from webhook import __version__, decisions, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
-from webhook.egress import classify, destinations, network_policy
+from webhook.egress import classify, destinations, network_policy, refusal
 from webhook.explain import explain, explain_preset, policy_from_document
 from webhook.images import with_registry
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
 from webhook.mutation import decide_mutation, prepare
 from webhook.objects import datacenter_of, kind_of, name_of, namespace_of
+from webhook.operator_config import ConfigError, ConfigFile, OperatorConfig
 from webhook.options import Options
 from webhook.patch import apply_patch
 from webhook.policy_eval import AuditRequest
@@ -57,6 +58,23 @@ def _options(args: argparse.Namespace) -> Options:
         "fluentbit_format": args.fluent_bit_format or base.fluentbit_format,
         "cluster_id_record": not args.no_cluster_id_record,
     })
+
+
+def _config_file(args: argparse.Namespace) -> ConfigFile:
+    try:
+        return ConfigFile(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _config(args: argparse.Namespace) -> OperatorConfig:
+    return _config_file(args).current
+
+
+def _add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help="the operator's configuration (egress allow-list, ...; docs/configuration.md); "
+                        "serve and reconcile reload it when it changes")
 
 
 def _add_mode_option(p: argparse.ArgumentParser) -> None:
@@ -137,7 +155,16 @@ def cmd_files(args: argparse.Namespace) -> int:
     items = needed_files(settings, _options(args))
     # Offline, neither the webhook backend's server (in its Secret) nor Services' selectors are known:
     # the policy covers the sidecar outputs, allowing a named Service's whole namespace.
-    egress = network_policy(settings, [classify(d, settings.namespace) for d in destinations(settings, None)], {})
+    config = _config(args)
+    targets = [classify(d, settings.namespace) for d in destinations(settings, None)]
+    for target in targets:
+        why = refusal(target, config)
+        if why:
+            print(f"note: egress to {target.destination.source} not opened: {why}", file=sys.stderr)
+    if settings.webhook is not None:
+        print("note: the webhook backend's server is in its Secret, which is not read offline: its egress is "
+              "not part of this policy", file=sys.stderr)
+    egress = network_policy(settings, targets, {}, config)
     if egress is not None:
         items.append(egress)
     if not items:
@@ -163,6 +190,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except LoadError as exc:
         raise UsageError(str(exc)) from None
     store = MemoryStore(snap)
+    config = _config(args)
     rejected = 0
     checked = 0
     for path, obj in targets:
@@ -171,7 +199,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         checked += 1
         seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
         secrets = {ref: snap.secrets.get(ref) for ref in secret_refs(obj)}
-        found = check_admission(obj, None, seed=seed, secrets=secrets)
+        found = check_admission(obj, None, seed=seed, secrets=secrets, config=config)
         label = f"{path}: {qualified_kind(obj)} {name_of(obj) or '<unnamed>'}"
         for warning in found.warnings:
             print(f"Warning: {warning}")
@@ -293,7 +321,7 @@ def _reconciler(args: argparse.Namespace, api: Any, store: Any) -> Any:
     return Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode,
                       webhook_configs=tuple(n for n in args.audited_namespaces_config or ["audit-webhook"]
                                             if n != "none"),
-                      own_namespace=own_namespace)
+                      own_namespace=own_namespace, config=_config_file(args))
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -354,7 +382,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.client_name and not args.client_ca:
         raise UsageError("--client-name needs --client-ca: names are read from verified client certificates")
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics(),
-                      allowed_clients=frozenset(args.client_name or ()), metrics_port=args.metrics_port)
+                      allowed_clients=frozenset(args.client_name or ()), metrics_port=args.metrics_port,
+                      config=_config_file(args))
     limits = Limits(max_connections=args.max_connections, idle_timeout=args.idle_timeout)
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
                       pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None, limits=limits,
@@ -383,6 +412,7 @@ def parser() -> argparse.ArgumentParser:
                             "equal to the audited clusters (repeatable; default: audit-webhook; 'none' to disable). "
                             "Independent of --webhook-config-name, so cert-manager setups keep them too")
     _add_mode_option(serve)
+    _add_config_option(serve)
     serve.add_argument("--tls-secret", help="keep the CA and serving certificate in this Secret of the webhook's "
                                             "namespace ($POD_NAMESPACE or --namespace), shared by all replicas")
     serve.add_argument("--webhook-config-name", action="append",
@@ -424,6 +454,7 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--health-host", default="0.0.0.0", help="address of the plain-HTTP probes")
     rec.add_argument("--health-port", type=int, default=8081, help="port of /healthz and /readyz (plain HTTP)")
     _add_mode_option(rec)
+    _add_config_option(rec)
     _add_render_options(rec)
     rec.set_defaults(func=cmd_reconcile)
 
@@ -437,12 +468,14 @@ def parser() -> argparse.ArgumentParser:
     files = sub.add_parser("files", help="print the ConfigMap and Secret a cluster's apiserver mounts")
     files.add_argument("--cluster", required=True)
     files.add_argument("--seed")
+    _add_config_option(files)
     _add_render_options(files)
     files.set_defaults(func=cmd_files)
 
     check = sub.add_parser("check", help="validate Cluster, Seed and ConfigMap manifests offline")
     check.add_argument("files", nargs="+", help="files or directories of manifests (Secrets in them are used)")
     check.add_argument("--source", action="append", help="more manifests to look Secrets and Seeds up in")
+    _add_config_option(check)
     check.set_defaults(func=cmd_check)
 
     report_cmd = sub.add_parser("report", help="which clusters are audited, how, where logs go, and drift")

@@ -1,5 +1,6 @@
 """Egress for the audit sinks: the NetworkPolicy that lets an apiserver Pod reach its webhook
-backend and its sidecar outputs, and nothing the policy cannot express. Pure."""
+backend and its sidecar outputs, where the operator's allow-list permits, on their ports only,
+and nothing the policy cannot express. Pure."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 from webhook import names
 from webhook.manifests import managed_metadata
+from webhook.operator_config import DEFAULT, OperatorConfig, forbidden_address, forbidden_namespace
 from webhook.settings import EffectiveSettings
 
 POLICY_NAME = "audit-logging-egress"
@@ -90,23 +92,25 @@ def _ports(port: int | None) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port}] if port else []
 
 
-# Namespaces a tenant's audit sink can never be in: the seed's own and the webhook's.
-SYSTEM_NAMESPACES = frozenset({"kube-system", "kubermatic"})
-# Cloud metadata services outside the link-local range (AWS's over IPv6).
-_METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+_ALLOW_LIST = "the operator's egress allow-list"
 
 
-def refusal(target: Classified, own_namespace: str, webhook_namespace: str = "audit-webhook") -> str:
-    """Why the egress policy will not open this destination ("" when it will)."""
-    dest = target.destination
+def refusal(target: Classified, config: OperatorConfig = DEFAULT, webhook_namespace: str = "audit-webhook") -> str:
+    """Why the egress policy will not open this destination ("" when it will, or when it is an
+    outside name no policy can express)."""
+    dest, allow = target.destination, config.egress
     if target.kind == "ip":
         ip = ipaddress.ip_address(dest.host)
-        if ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip in _METADATA:
+        if forbidden_address(ip):
             return f"{dest.host} is a link-local, loopback or metadata address"
+        if not allow.allows_ip(ip):
+            return f"{dest.host} is not in {_ALLOW_LIST} (egress.cidrs)"
     elif target.kind == "service":
         ns = target.namespace
-        if ns != own_namespace and (ns.startswith("cluster-") or ns in SYSTEM_NAMESPACES or ns == webhook_namespace):
-            return f'namespace "{ns}" belongs to another control plane or to the seed'
+        if forbidden_namespace(ns, webhook_namespace):
+            return f'namespace "{ns}" belongs to a control plane or to the seed'
+        if not allow.allows_service(ns, target.service):
+            return f"Service {ns}/{target.service} is not in {_ALLOW_LIST} (egress.namespaces, egress.services)"
     else:
         return ""
     if dest.port is None:
@@ -116,14 +120,14 @@ def refusal(target: Classified, own_namespace: str, webhook_namespace: str = "au
 
 def network_policy(settings: EffectiveSettings, targets: list[Classified],
                    services: Mapping[tuple[str, str], Mapping[str, Any] | None],
-                   webhook_namespace: str = "audit-webhook") -> dict[str, Any] | None:
+                   config: OperatorConfig = DEFAULT, webhook_namespace: str = "audit-webhook") -> dict[str, Any] | None:
     """The egress NetworkPolicy for `app=apiserver` Pods, or None when there is nothing to allow.
 
     `services` gives each named Service's pod selector and port map (None: not found); an unknown
     Service is allowed by its namespace alone. Destinations `refusal` names are never opened.
     """
     rules: list[dict[str, Any]] = []
-    targets = [t for t in targets if not refusal(t, settings.namespace, webhook_namespace)]
+    targets = [t for t in targets if not refusal(t, config, webhook_namespace)]
     for target in targets:
         port = target.destination.port
         if target.kind == "ip":
@@ -151,6 +155,6 @@ def network_policy(settings: EffectiveSettings, targets: list[Classified],
 
 
 @lru_cache(maxsize=4096)
-def egress_refusal(host: str, port: str | None, own_namespace: str) -> str:
+def egress_refusal(host: str, port: str | None, own_namespace: str, config: OperatorConfig = DEFAULT) -> str:
     """`refusal` for an output's Host and Port as written in a sidecar map (for admission warnings)."""
-    return refusal(classify(Destination(host, _port(port), "output"), own_namespace), own_namespace)
+    return refusal(classify(Destination(host, _port(port), "output"), own_namespace), config)

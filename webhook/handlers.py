@@ -8,6 +8,7 @@ from typing import Any
 from webhook import names
 from webhook.mutation import Prepared, decide_mutation, is_apiserver_pod, prepare
 from webhook.objects import cluster_namespace, datacenter_of, dig, kind_of, name_of, namespace_of
+from webhook.operator_config import DEFAULT, OperatorConfig
 from webhook.options import Options
 from webhook.pod_updates import pod_update_problems
 from webhook.review import AdmissionRequest, Answer
@@ -76,7 +77,8 @@ async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: P
                            prepared=cache.get(cluster, seed, options))
 
 
-async def validate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
+async def validate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache,
+                   config: OperatorConfig = DEFAULT) -> Answer:
     """Refuse Clusters, Seeds and ConfigMaps that would break or leak audit logging, and the
     deletion of Secrets and ConfigMaps that running apiservers need."""
     if kind_of(req.object) == ("v1", "Pod") and req.operation == "UPDATE":
@@ -111,7 +113,8 @@ async def validate(req: AdmissionRequest, store: Store, options: Options, cache:
         # Fail closed, and say so: a Secret we cannot read is not a Secret we have checked.
         return Answer(False, f"audit-webhook: {exc}; try again", code=503, reason="store-unavailable")
     holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else []
-    found = check_admission(obj, old, seed=seed, secrets=secrets, owner=owner, namespace_holders=holders)
+    found = check_admission(obj, old, seed=seed, secrets=secrets, owner=owner, namespace_holders=holders,
+                            config=config)
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
         rules = list(dict.fromkeys(str(e.path) for e in found.errors))

@@ -21,6 +21,7 @@ from webhook.kubeapi import api_message, read_or_none, webhook_configuration_cal
 from webhook.leader import LeaderElector
 from webhook.mutation import Prepared, prepare
 from webhook.objects import cluster_namespace, datacenter_of, dig, name_of, namespace_of
+from webhook.operator_config import ConfigFile
 from webhook.options import Options
 from webhook.reconcile import Action, Mode, Owner, Ownership, desired_objects, ownership, plan, rollout_patch
 from webhook.settings import EffectiveSettings
@@ -67,7 +68,8 @@ class Reconciler:
 
     def __init__(self, api_client: client.ApiClient, store: KubeStore, options: Options, elector: LeaderElector,
                  *, interval: float = 10.0, deployment: str = "apiserver", mode: Mode = "standalone",
-                 webhook_configs: tuple[str, ...] = (), own_namespace: str = "audit-webhook") -> None:
+                 webhook_configs: tuple[str, ...] = (), own_namespace: str = "audit-webhook",
+                 config: ConfigFile | None = None) -> None:
         self.core = client.CoreV1Api(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
         # The webhook configurations whose namespace lists follow the audited clusters.
@@ -75,6 +77,7 @@ class Reconciler:
         self.apps = client.AppsV1Api(api_client)
         self.net = client.NetworkingV1Api(api_client)
         self.store, self.options, self.elector = store, options, elector
+        self.config = config or ConfigFile(None)
         self.interval, self.deployment = interval, deployment
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,6 +112,7 @@ class Reconciler:
     def reconcile_all(self) -> None:
         """The webhook's lists of audited namespaces first (they decide what fails closed), then
         one pass over every cached Cluster; one cluster's failure never stops the others."""
+        self.config.poll()
         clusters = self.store.all_clusters()
         prepared = [(c, prepare(c, self.store.seed_for_datacenter(datacenter_of(c)), self.options)) for c in clusters]
         # Settings we cannot render still ask for audit logging: fail closed for them too.
@@ -228,14 +232,14 @@ class Reconciler:
             if target.kind == "service":
                 services[(target.namespace, target.service)] = self._service(target.namespace, target.service)
         for target in targets:
-            why = refusal(target, settings.namespace, self.own_namespace)
+            why = refusal(target, self.config.current, self.own_namespace)
             if why and (settings.cluster_id, why) not in self._reported:
                 self._reported.add((settings.cluster_id, why))
                 cluster = self.store.cluster_for_namespace(settings.namespace)
                 if cluster is not None:
                     self.event(cluster, "Warning", "EgressRefused",
                                f"egress to {target.destination.source} not opened: {why}")
-        return network_policy(settings, targets, services, self.own_namespace)
+        return network_policy(settings, targets, services, self.config.current, self.own_namespace)
 
     def _service(self, namespace: str, name: str) -> dict[str, Any] | None:
         svc = read_or_none(self.core.read_namespaced_service, name, namespace)

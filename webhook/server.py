@@ -20,6 +20,7 @@ from webhook import handlers
 from webhook.certs import CertWatcher, expiry_timestamp
 from webhook.decisions import log_decision
 from webhook.metrics import CONTENT_TYPE, KINDS, OPERATIONS, Metrics, bounded
+from webhook.operator_config import ConfigFile
 from webhook.options import Options
 from webhook.review import AdmissionRequest, Answer, ReviewError, encode_review, parse_review
 from webhook.store import Store
@@ -44,6 +45,8 @@ class Webhook:
     options: Options
     metrics: Metrics
     cache: handlers.PreparedCache = field(default_factory=handlers.PreparedCache)
+    # The operator's configuration file (reloaded beside the certificates).
+    config: ConfigFile = field(default_factory=lambda: ConfigFile(None))
     # With mutual TLS: the client certificate names (subject CN or DNS SAN) allowed to call the
     # admission paths and /metrics. Empty: any certificate the client CA signed.
     allowed_clients: frozenset[str] = frozenset()
@@ -107,7 +110,8 @@ class Webhook:
     async def validate(self, request: web.Request) -> web.Response:
         """POST /validate."""
         return await self._review(request, "validate",
-                                  lambda r: handlers.validate(r, self.store, self.options, self.cache))
+                                  lambda r: handlers.validate(r, self.store, self.options, self.cache,
+                                                              self.config.current))
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: the process answers."""
@@ -245,7 +249,7 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
         if watcher.poll():
             webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
 
-    all_pollers: list[Poller] = [refresh_cert, *(pollers or [])]
+    all_pollers: list[Poller] = [refresh_cert, webhook.config.poll, *(pollers or [])]
     store_refresh = getattr(webhook.store, "refresh", None)
     if callable(store_refresh):
         all_pollers.append(store_refresh)

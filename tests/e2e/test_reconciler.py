@@ -6,14 +6,14 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import ControlPlane, WebhookProcess, eventually
+from tests.e2e.cluster import ControlPlane, ReconcilerProcess, WebhookProcess, eventually
 from tests.e2e.test_kube import kkp_cluster, namespace
 from webhook import names
-from webhook.certs import ServiceName, ensure_certs
 from webhook.presets import policy_text
 
 NS = "cluster-e2erec"
@@ -21,17 +21,26 @@ KUBECONFIG = ("apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n 
               "contexts:\n- name: s\n  context:\n    cluster: s\ncurrent-context: s\n")
 
 
+ALLOW_PRIVATE = "egress:\n  cidrs: [10.0.0.0/8]\n"
+
+
 @pytest.fixture(scope="module")
-def reconciler(plane: ControlPlane, webhook: WebhookProcess) -> Iterator[WebhookProcess]:
-    """A second replica with --reconcile (not registered as a webhook; it only reconciles)."""
+def operator_config(plane: ControlPlane) -> Path:
+    """The operator's configuration: egress to the private network is allowed."""
+    config = plane.work / "operator-config.yaml"
+    config.write_text(ALLOW_PRIVATE)
+    return config
+
+
+@pytest.fixture(scope="module")
+def reconciler(plane: ControlPlane, webhook: WebhookProcess, operator_config: Path) -> Iterator[ReconcilerProcess]:
+    """`audit-webhook reconcile` beside the webhook."""
     namespace(plane, "audit-webhook")
-    cert_dir = plane.work / "reconciler-certs"
-    ensure_certs(cert_dir, ServiceName())
-    proc = WebhookProcess(plane, cert_dir, extra=("--reconcile", "--mode", "standalone", "--reconcile-interval", "0.3",
-                                                  "--webhook-config-name", "none"), label="reconciler")
+    proc = ReconcilerProcess(plane, extra=("--mode", "standalone", "--reconcile-interval", "0.3",
+                                           "--config", str(operator_config)))
     proc.start()
     yield proc
-    proc.stop()
+    assert proc.stop() == 0
 
 
 def get(plane: ControlPlane, kind: str, name: str, ns: str = NS) -> dict[str, Any] | None:
@@ -45,7 +54,8 @@ def template_hash(plane: ControlPlane) -> str | None:
         names.SETTINGS_HASH_ANNOTATION)
 
 
-def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, reconciler: WebhookProcess):
+def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, reconciler: ReconcilerProcess,
+                                                      operator_config: Path):
     namespace(plane, "kubermatic")
     namespace(plane, NS)
     plane.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dc-sink", "namespace": "kubermatic"},
@@ -75,6 +85,13 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     egress = eventually(lambda: get(plane, "networkpolicy", "audit-logging-egress"))
     assert egress and egress["spec"]["egress"] == [{"to": [{"ipBlock": {"cidr": "10.0.0.7/32"}}],
                                                     "ports": [{"protocol": "TCP", "port": 24224}]}]
+    assert egress["metadata"]["ownerReferences"][0]["uid"] == get(plane, "cluster", "e2erec", ns="")["metadata"]["uid"]
+
+    # The operator narrows the allow-list: the reconciler reloads it, closes the egress, and says why.
+    operator_config.write_text("egress:\n  cidrs: [192.168.0.0/16]\n")
+    assert eventually(lambda: get(plane, "networkpolicy", "audit-logging-egress") is None)
+    operator_config.write_text(ALLOW_PRIVATE)
+    assert eventually(lambda: get(plane, "networkpolicy", "audit-logging-egress"))
 
     # 2. While the preset owns the policy, a manual edit is refused by the validating webhook.
     custom_policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n"
@@ -110,7 +127,8 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     events = json.loads(plane.kubectl("get", "events", "-n", "default", "--field-selector",
                                       "involvedObject.name=e2erec", "-o", "json").stdout)["items"]
     reasons = {e["reason"] for e in events}
-    assert {"AuditObjectsReconciled", "ApiserverRolledOut"} <= reasons
+    assert {"AuditObjectsReconciled", "ApiserverRolledOut", "EgressRefused"} <= reasons
+    assert any("10.0.0.7 is not in the operator's egress allow-list" in e["message"] for e in events)
     assert any('restored ConfigMap audit-config to the "minimal" preset' in e["message"] for e in events)
     lease = json.loads(plane.kubectl("get", "lease", "-n", "audit-webhook", "audit-webhook-reconciler",
                                      "-o", "json").stdout)

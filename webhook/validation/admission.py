@@ -8,6 +8,7 @@ from typing import Any
 from webhook import names
 from webhook.names import KKP_API_VERSION
 from webhook.objects import cluster_namespace, dig, kind_of, name_of, namespace_of
+from webhook.operator_config import DEFAULT, OperatorConfig
 from webhook.settings import EffectiveSettings
 from webhook.validation.cluster import check_cluster
 from webhook.validation.configmap import check_configmap
@@ -51,14 +52,14 @@ def secret_refs(obj: Any) -> list[SecretRef]:
 
 
 def check_object(obj: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None,
-                 owner: EffectiveSettings | None = None) -> Findings:
+                 owner: EffectiveSettings | None = None, config: OperatorConfig = DEFAULT) -> Findings:
     """Every rule for one object; `seed` is the Seed of a Cluster's datacenter, `owner` the
     settings of the cluster whose namespace holds a ConfigMap."""
     kind = kind_key(obj)
     if kind == CLUSTER:
-        return check_cluster(obj, seed, secrets)
+        return check_cluster(obj, seed, secrets, config)
     if kind == SEED:
-        return check_seed(obj, secrets)
+        return check_seed(obj, secrets, config)
     if kind == CONFIGMAP:
         return check_configmap(obj, owner)
     return Findings()
@@ -66,13 +67,14 @@ def check_object(obj: Any, *, seed: dict[str, Any] | None, secrets: Secrets | No
 
 def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None,
                     owner: EffectiveSettings | None = None, namespace_holders: Sequence[str] = (),
-                    only_identity: bool = False) -> Findings:
+                    only_identity: bool = False, config: OperatorConfig = DEFAULT) -> Findings:
     """The findings for a create (`old` None) or an update, ratcheted against the old object.
 
     `namespace_holders`: the Clusters that held a Cluster's control-plane namespace before it.
     `only_identity`: just that rule (a status update, which carries no settings of ours).
     """
-    found = Findings() if only_identity else check_object(obj, seed=seed, secrets=secrets, owner=owner)
+    found = Findings() if only_identity else check_object(obj, seed=seed, secrets=secrets, owner=owner,
+                                                          config=config)
     if namespace_holders and kind_key(obj) == CLUSTER:
         # Never ratcheted: whose settings an apiserver Pod runs with must not be in doubt.
         listed = ", ".join(f'"{h}"' for h in sorted(namespace_holders))
@@ -83,7 +85,7 @@ def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets:
     if old is None and kind_key(obj) == CLUSTER:
         found = _secret_may_follow(found, cluster_namespace(obj))
     if old is not None and found.errors:
-        found = found.ratchet(check_object(old, seed=seed, secrets=secrets, owner=owner))
+        found = found.ratchet(check_object(old, seed=seed, secrets=secrets, owner=owner, config=config))
     return found
 
 

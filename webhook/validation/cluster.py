@@ -6,6 +6,7 @@ from typing import Any
 
 from webhook import names
 from webhook.objects import cluster_namespace, datacenter_of, datacenter_spec, dig, name_of, namespace_of
+from webhook.operator_config import DEFAULT, OperatorConfig
 from webhook.validation.audit_logging import check_audit_logging
 from webhook.validation.errors import Findings, Path, invalid, required
 from webhook.validation.fluentbit_policy import seed_allowances
@@ -16,7 +17,8 @@ _SPEC = Path("spec")
 _AUDIT = _SPEC.child("auditLogging")
 
 
-def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | None) -> Findings:
+def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | None,
+                  config: OperatorConfig = DEFAULT) -> Findings:
     """Every rule for a Cluster, given the Seed of its datacenter (or None)."""
     found = Findings()
     if not isinstance(cluster, dict) or not isinstance(cluster.get("metadata"), dict):
@@ -32,7 +34,7 @@ def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | 
     namespace = cluster_namespace(cluster)
     raw = dig(cluster, "spec", "auditLogging")
     found.merge(check_audit_logging(raw, _AUDIT, default_namespace=namespace, own_namespace=namespace,
-                                    secrets=secrets, sidecar=_sidecar_context(cluster, seed),
+                                    secrets=secrets, sidecar=_sidecar_context(cluster, seed, config),
                                     seed_secrets=_seed_secrets(cluster, seed)))
     _warn_overrides(cluster, raw if isinstance(raw, dict) else {}, seed, found)
     return found
@@ -51,7 +53,7 @@ def _seed_secrets(cluster: dict[str, Any], seed: dict[str, Any] | None) -> froze
     return frozenset(r for r in refs if r is not None)
 
 
-def _sidecar_context(cluster: dict[str, Any], seed: dict[str, Any] | None) -> SidecarContext:
+def _sidecar_context(cluster: dict[str, Any], seed: dict[str, Any] | None, config: OperatorConfig) -> SidecarContext:
     # Errors in the Seed's annotations are the Seed's to report; a Cluster gets what parses.
     allowances, _ = seed_allowances(seed)
     enforced = datacenter_spec(seed, datacenter_of(cluster)).get("enforceAuditLogging") is True
@@ -59,7 +61,7 @@ def _sidecar_context(cluster: dict[str, Any], seed: dict[str, Any] | None) -> Si
     # Under enforcement with the Seed's own settings the Cluster's maps are not used at all.
     tenant_maps_enforced = enforced and not opted_out and not dig(seed, "spec", "auditLogging")
     return SidecarContext(cluster_id=name_of(cluster), allowances=allowances, keep_records=tenant_maps_enforced,
-                          namespace=cluster_namespace(cluster))
+                          namespace=cluster_namespace(cluster), config=config)
 
 
 def _warn_overrides(cluster: dict[str, Any], raw: dict[str, Any], seed: dict[str, Any] | None, found: Findings) -> None:

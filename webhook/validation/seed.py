@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from webhook.objects import dig, namespace_of
+from webhook.operator_config import DEFAULT, OperatorConfig
 from webhook.validation.audit_logging import check_audit_logging
 from webhook.validation.errors import Findings, Path, invalid
 from webhook.validation.fluentbit_policy import seed_allowances
@@ -14,7 +15,7 @@ from webhook.validation.webhook_backend import Secrets, check_webhook_backend
 _DATACENTERS = Path("spec").child("datacenters")
 
 
-def check_seed(seed: Any, secrets: Secrets | None) -> Findings:
+def check_seed(seed: Any, secrets: Secrets | None, config: OperatorConfig = DEFAULT) -> Findings:
     """Every rule for a Seed. Secrets without a namespace are looked up in the Seed's namespace."""
     found = Findings()
     if not isinstance(seed, dict):
@@ -28,7 +29,7 @@ def check_seed(seed: Any, secrets: Secrets | None) -> Findings:
         found.error(error)
     # The Seed's defaults are the operator's own: they may change records, within the same allowances.
     found.merge(check_audit_logging(audit, audit_path, default_namespace=namespace, own_namespace=None,
-                                    secrets=secrets, sidecar=SidecarContext(allowances=allowances)))
+                                    secrets=secrets, sidecar=SidecarContext(allowances=allowances, config=config)))
     datacenters = dig(seed, "spec", "datacenters")
     if datacenters is None:
         return found

@@ -19,6 +19,7 @@ from typing import Any
 from webhook import names
 from webhook.defaults import defaults, fluentbit_plugins
 from webhook.egress import egress_refusal, is_outside
+from webhook.operator_config import DEFAULT, OperatorConfig
 from webhook.quantity import QUANTITY_FORMAT, parse_quantity
 from webhook.validation import fluentbit_policy as fb
 from webhook.validation.errors import (
@@ -63,6 +64,8 @@ class SidecarContext:
     keep_records: bool = False
     # The cluster's control-plane namespace ("" for a Seed's defaults).
     namespace: str = ""
+    # The operator's configuration (its egress allow-list).
+    config: OperatorConfig = DEFAULT
 
 
 DEFAULT_CONTEXT = SidecarContext()
@@ -204,7 +207,7 @@ def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarCon
         found.warn(path.key(key), "an outside name: allow egress to it yourself")
     elif host is not None and kind == "outputs":
         port = entry.get("port", ("", None))[1]
-        why = egress_refusal(host, port, ctx.namespace)
+        why = egress_refusal(host, port, ctx.namespace, ctx.config)
         if why:
             found.warn(path.key(key), f"egress not opened: {why}")
     if kind == "outputs" and plugin in policy.host_required and "host" not in entry:

@@ -1,0 +1,149 @@
+"""The operator's configuration file: settings no tenant can reach, in one typed document.
+
+`deploy/` mounts it from the ConfigMap `audit-webhook-config`; `serve` and `reconcile` read it
+with `--config` and reload it when it changes, keeping the last good one when a new version does
+not parse (docs/configuration.md describes every field).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from webhook import yamlio
+
+log = logging.getLogger(__name__)
+
+# Cloud metadata services outside the link-local range (AWS's over IPv6).
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+# Namespaces no audit sink may ever be in: the seed's own.
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kubermatic"})
+CLUSTER_NAMESPACE_PREFIX = "cluster-"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+DNSLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+
+
+def forbidden_namespace(namespace: str, webhook_namespace: str) -> bool:
+    """A namespace whose Pods no control plane's audit sink may reach: the seed's, the webhook's,
+    and every control plane's."""
+    return (namespace in SYSTEM_NAMESPACES or namespace == webhook_namespace
+            or namespace.startswith(CLUSTER_NAMESPACE_PREFIX))
+
+
+def forbidden_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Link-local (cloud metadata), loopback, unspecified, multicast and known metadata addresses."""
+    return ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip in METADATA_ADDRESSES
+
+
+class EgressAllowList(BaseModel):
+    """Where the managed egress NetworkPolicy may let an apiserver Pod send its audit events.
+
+    Each destination is opened on its own port only, and only when it is listed here; a cluster's
+    sink anywhere else is refused with an admission warning and an `EgressRefused` Event.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Networks an output's or webhook backend's IP address may be in (only that address is opened).
+    cidrs: tuple[Network, ...] = ()
+    # Namespaces whose Services may receive audit events (`svc.ns.svc` hosts).
+    namespaces: tuple[DNSLabel, ...] = ()
+    # Single Services, as namespace/name.
+    services: tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]{1,63}/[a-z0-9-]{1,63}$")], ...] = ()
+
+    @field_validator("cidrs", mode="before")
+    @classmethod
+    def _strict_networks(cls, value: object) -> object:
+        # "10.0.0.1/8" has host bits set: almost always a typo for a narrower network.
+        if isinstance(value, list | tuple):
+            return tuple(ipaddress.ip_network(str(v), strict=True) for v in value)
+        return value
+
+    def allows_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.cidrs)
+
+    def allows_service(self, namespace: str, name: str) -> bool:
+        return namespace in self.namespaces or f"{namespace}/{name}" in self.services
+
+
+class OperatorConfig(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    egress: EgressAllowList = EgressAllowList()
+
+    def model_post_init(self, _context: object) -> None:
+        for namespace in (*self.egress.namespaces, *(s.split("/")[0] for s in self.egress.services)):
+            if forbidden_namespace(namespace, ""):
+                raise ValueError(f'egress: namespace "{namespace}" belongs to the seed or to a control plane, '
+                                 "and can never receive audit events")
+
+
+DEFAULT = OperatorConfig()
+
+
+class ConfigError(Exception):
+    """The file is unreadable or does not describe an OperatorConfig."""
+
+
+def parse(text: str, where: str) -> OperatorConfig:
+    """The configuration in `text` (YAML), or ConfigError naming each wrong field."""
+    try:
+        data = yamlio.load(text)
+    except Exception as exc:
+        raise ConfigError(f"{where}: not YAML: {exc}") from None
+    if data is None:
+        return DEFAULT
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a map of settings")
+    try:
+        return OperatorConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise ConfigError(f"{where}: {problems}") from None
+
+
+class ConfigFile:
+    """The configuration in a file, reloaded by `poll()` when its content changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._text: str | None = None
+        self.current = DEFAULT
+        if path is not None:
+            self.current = self._read()
+
+    def _read(self) -> OperatorConfig:
+        assert self.path is not None
+        try:
+            text = self.path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot read: {exc.strerror}") from None
+        self._text = text
+        return parse(text, str(self.path))
+
+    def poll(self) -> bool:
+        """Reload if the file changed; a broken new version is logged once and the last good one kept."""
+        if self.path is None:
+            return False
+        try:
+            text = self.path.read_text()
+        except OSError:
+            return False  # a ConfigMap volume swaps its files: the next poll sees the new one
+        if text == self._text:
+            return False
+        self._text = text
+        try:
+            self.current = parse(text, str(self.path))
+        except ConfigError as exc:
+            log.error("keeping the previous configuration: %s", exc)
+            return False
+        log.info("configuration reloaded from %s", self.path)
+        return True
