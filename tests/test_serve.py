@@ -175,10 +175,21 @@ async def test_idle_and_half_sent_connections_never_lock_kube_apiserver_out(tmp_
     s = Serve(tmp_path / "certs", "--max-connections", "20", "--idle-timeout", "2")
     try:
         ca = s.cert_dir / "ca.crt"
-        stalled = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Ty"
-        held = [await _hold(s.port, ca, b"" if i % 2 else stalled) for i in range(60)]
         body = json.dumps(review(kkp_pod(), namespace="cluster-auditon01")).encode()
         tls = ssl.create_default_context(cafile=str(ca))
+        # kube-apiserver's keep-alive connection, which has sent requests, is not the one made room with.
+        opened = []
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(lambda *_: opened.append(1) or asyncio.sleep(0))
+        keep = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=1), trace_configs=[trace])
+        async with keep.post(f"https://127.0.0.1:{s.port}/mutate", data=body) as r:
+            assert r.status == 200
+        stalled = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Ty"
+        held = [await _hold(s.port, ca, b"" if i % 2 else stalled) for i in range(60)]
+        async with keep.post(f"https://127.0.0.1:{s.port}/mutate", data=body) as r:
+            assert r.status == 200
+        assert len(opened) == 1  # the same connection served both
+        await keep.close()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, force_close=True)) as session:
             for _ in range(5):
                 async with session.post(f"https://127.0.0.1:{s.port}/mutate", data=body) as r:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import inspect
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -55,6 +57,8 @@ class Webhook:
     body_timeout: float = 10.0
     # Connections with a request in progress: the others may be closed to make room (see BoundedSite).
     busy: set[Any] = field(default_factory=set)
+    # Connections that have sent a request: closed to make room only after those that never did.
+    served: set[Any] = field(default_factory=set)
     # A port of its own for /metrics (plain HTTP), or None: /metrics on the HTTPS port, behind the
     # client-certificate pin like the admission paths.
     metrics_port: int | None = None
@@ -129,8 +133,9 @@ class Webhook:
 
     @web.middleware
     async def _in_progress(self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
-        """Mark the connection busy while it has a request in progress."""
+        """Mark the connection busy while it has a request in progress, and as one that sends requests."""
         self.busy.add(request.protocol)
+        self.served.add(request.protocol)
         try:
             return await handler(request)
         finally:
@@ -180,7 +185,8 @@ class Limits:
     slower or idler than these is not kube-apiserver, and is closed before it can exhaust memory.
     """
 
-    # At most this many open connections; past it, the oldest without a request in progress is closed.
+    # At most this many connections, from accept (TLS handshake included) to close; past it, one
+    # without a request in progress is dropped (see BoundedSite).
     max_connections: int = 512
     # Seconds to finish the TLS handshake.
     handshake_timeout: float = 10.0
@@ -189,31 +195,67 @@ class Limits:
     idle_timeout: float = 30.0
 
 
-class BoundedSite(web.TCPSite):
-    """A TCP site with `Limits`: a handshake timeout, and room made for new connections by closing
-    the oldest idle one, so idle or half-sent connections can never lock kube-apiserver out."""
+class _TLSConnection(asyncio.sslproto.SSLProtocol):
+    """One TLS connection, known to its site from accept to close.
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, ssl_context: Any, limits: Limits,
-                 busy: set[Any]) -> None:
+    asyncio's own gives every connection a 256 KiB read buffer from the moment it is accepted:
+    2,000 idle connections held 500 MiB. TLS records carry at most 16 KiB, so 32 KiB is plenty.
+    """
+
+    max_size = 32 * 1024
+
+    def __init__(self, site: BoundedSite, app: Any, context: ssl.SSLContext, limits: Limits) -> None:
+        super().__init__(asyncio.get_running_loop(), app, context, None, server_side=True,
+                         ssl_handshake_timeout=limits.handshake_timeout, ssl_shutdown_timeout=5.0)
+        self.site, self.app = site, app
+        self.raw: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = transport
+        self.site.live[self] = None
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.site.forget(self)
+        super().connection_lost(exc)
+
+
+class BoundedSite(web.TCPSite):
+    """An HTTPS site with `Limits`. Each new connection past the cap drops an idle one: the oldest
+    that never sent a request, else the oldest without a request in progress. Idle, half-sent or
+    handshaking connections can then neither exhaust memory nor lock kube-apiserver out, nor push
+    its keep-alive connections out."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext,
+                 limits: Limits, busy: set[Any], served: set[Any]) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, backlog=512)
-        self.limits, self.busy = limits, busy
+        self.limits, self.busy, self.served = limits, busy, served
+        self.live: dict[_TLSConnection, None] = {}  # in accept order
+
+    def forget(self, conn: _TLSConnection) -> None:
+        self.live.pop(conn, None)
+        self.served.discard(conn.app)
+
+    def _make_room(self) -> None:
+        idle = [c for c in self.live if c.app not in self.busy]
+        victim = next((c for c in idle if c.app not in self.served), None) or next(iter(idle), None)
+        if victim is not None and victim.raw is not None:
+            self.forget(victim)
+            victim.raw.abort()  # no TLS goodbye: its buffers go now
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
-        assert server is not None
+        assert server is not None and self._ssl_context is not None
+        context = self._ssl_context
 
-        def connection() -> Any:
-            open_now = server.connections
-            if len(open_now) >= self.limits.max_connections:
-                idle = next((h for h in open_now if h not in self.busy), None)
-                if idle is not None:
-                    idle.force_close()
-            return server()
+        def connection() -> _TLSConnection:
+            if len(self.live) >= self.limits.max_connections:
+                self._make_room()
+            return _TLSConnection(self, server(), context, self.limits)
 
-        handshake = {"ssl_handshake_timeout": self.limits.handshake_timeout} if self._ssl_context else {}
-        self._server = await asyncio.get_running_loop().create_server(
-            connection, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, **handshake)
+        self._server = await asyncio.get_running_loop().create_server(connection, self._host, self._port,
+                                                                      backlog=self._backlog)
 
 
 Poller = Callable[[], object]
@@ -263,17 +305,18 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     runner = web.AppRunner(webhook.app(), handle_signals=False, shutdown_timeout=shutdown_timeout,
                            access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
-    site = BoundedSite(runner, host, port, ssl_context=watcher.listening, limits=limits, busy=webhook.busy)
+    site = BoundedSite(runner, host, port, ssl_context=watcher.listening, limits=limits, busy=webhook.busy,
+                       served=webhook.served)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("audit-webhook listening on https://%s:%d", host, bound)
     metrics_runner = None
     if webhook.metrics_port is not None:
+        # Plain HTTP, reachable only from the scraping namespace (deploy/'s NetworkPolicy).
         metrics_runner = web.AppRunner(webhook.metrics_app(), handle_signals=False, access_log=None,
                                        keepalive_timeout=limits.idle_timeout)
         await metrics_runner.setup()
-        await BoundedSite(metrics_runner, metrics_host, webhook.metrics_port, ssl_context=None,
-                          limits=Limits(max_connections=64), busy=set()).start()
+        await web.TCPSite(metrics_runner, metrics_host, webhook.metrics_port).start()
         log.info("metrics on http://%s:%d/metrics", metrics_host, webhook.metrics_port)
     if started:
         started(bound)
