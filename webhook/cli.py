@@ -295,8 +295,10 @@ def _certificates(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: l
         log.info("created certificates in %s (CA: %s)", cert_dir, cert_dir / "ca.crt")
 
 
-def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: list[Any]) -> Store:
-    """The API store, the caBundle sync and (with --reconcile) the reconciler."""
+def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: list[Any],
+                stops: list[Callable[[], None]]) -> Store:
+    """The API store, the caBundle sync and (with --reconcile) the reconciler; `stops` gets what
+    must be stopped, in order, after the server."""
     from webhook.cabundle import CABundleSync
     from webhook.store.kube import KubeStore
 
@@ -305,7 +307,10 @@ def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: lis
     if args.webhook_config_name:
         pollers.append(_in_background(CABundleSync(api, args.webhook_config_name, cert_dir)))
     if args.reconcile:
-        _reconciler(args, api, store).start()
+        reconciler = _reconciler(args, api, store)
+        reconciler.start()
+        stops.append(reconciler.stop)
+    stops.append(store.stop)
     log.info("watching Clusters and Seeds through the Kubernetes API")
     return store
 
@@ -378,7 +383,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot load a Kubernetes configuration: {exc}") from None
     pollers: list[Any] = []
     _certificates(args, api, cert_dir, pollers)
-    store = _kube_store(args, api, cert_dir, pollers) if args.source == "kube" else _file_store(args)
+    stops: list[Callable[[], None]] = []
+    store = _kube_store(args, api, cert_dir, pollers, stops) if args.source == "kube" else _file_store(args)
     if args.client_name and not args.client_ca:
         raise UsageError("--client-name needs --client-ca: names are read from verified client certificates")
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics(),
@@ -388,6 +394,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
                       pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None, limits=limits,
                       metrics_host=args.host))
+    for stop in stops:  # the reconciler finishes its pass and hands its Lease over; the watches end
+        stop()
     return 0
 
 
