@@ -176,7 +176,7 @@ def test_an_existing_mount_at_our_path_is_taken_over_not_duplicated():
 
 
 def test_an_existing_sidecar_keeps_what_kube_apiserver_defaulted():
-    once = inject(bare_pod(), AUDIT_ON)
+    once = copy.deepcopy(inject(bare_pod(), AUDIT_ON))  # a Pod as the API returns it: its own objects
     sidecar = container(once, "audit-logs")
     sidecar.update({"terminationMessagePath": "/dev/termination-log", "imagePullPolicy": "IfNotPresent"})
     sidecar["resources"]["limits"]["cpu"] = "0.05"  # the same quantity, written another way

@@ -127,11 +127,12 @@ def deployment(hash_value=None):
 ])
 def test_rollouts(obj, deploy, rolls):
     p = prepare(obj, None, OPTS)
-    patch = rollout_patch(deploy, p.settings, p.settings_hash)
+    patch = rollout_patch(deploy, p)
     assert (patch is not None) is rolls
     if patch:
         assert patch["spec"]["template"]["metadata"]["annotations"][names.SETTINGS_HASH_ANNOTATION] == p.settings_hash
-        assert rollout_patch(deployment(p.settings_hash), p.settings, p.settings_hash) is None  # nothing changed
+        assert rollout_patch(deployment(p.settings_hash), p) is None  # nothing changed
+        assert rollout_patch(deployment(p.legacy_hash), p) is None  # injected by 0.1: nothing changed either
 
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
@@ -172,8 +173,8 @@ def test_kkp_mode_keeps_only_the_egress_policy_and_never_rolls():
     assert kinds(desired_objects(s, OPTS, SOURCE, egress, mode="standalone")) == [
         ("ConfigMap", "audit-config"), ("Secret", "audit-logs-fluentbit"), ("NetworkPolicy", "audit-logging-egress")]
     p = prepare(obj, None, OPTS)
-    assert rollout_patch(deployment(), p.settings, p.settings_hash, mode="kkp") is None
-    assert rollout_patch(deployment(), p.settings, p.settings_hash, mode="standalone") is not None
+    assert rollout_patch(deployment(), p, mode="kkp") is None
+    assert rollout_patch(deployment(), p, mode="standalone") is not None
 
 
 def test_kkp_mode_copies_a_datacenter_webhook_secret_kkp_does_not_copy():

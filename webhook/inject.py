@@ -14,7 +14,7 @@ from functools import cache, lru_cache
 from itertools import compress, repeat
 from typing import Any
 
-from webhook import names
+from webhook import names, settings_hash
 from webhook.defaults import defaults
 from webhook.fluentbit import config_key
 from webhook.images import same_repository
@@ -360,16 +360,16 @@ class Injection:
     settings_hash: str
 
 
-def injection_for(settings: EffectiveSettings, options: Options, settings_hash: str = "") -> Injection:
-    """The injection for these settings; `settings_hash` saves recomputing it when the caller has it."""
+def injection_for(settings: EffectiveSettings, options: Options) -> Injection:
+    """The injection for these settings, with the hash of everything it renders (webhook/settings_hash.py)."""
     hook = settings.webhook
-    return Injection(
-        volumes=_pod_volumes(settings.enabled, hook.secret_name if hook else None),
-        apiserver_mounts=_apiserver_mounts(settings.enabled, hook is not None),
-        flags=_flags(settings.enabled, hook.initial_backoff if hook else None),
-        sidecar=sidecar_container(settings, options) if settings.enabled else None,
-        settings_hash=settings_hash or settings.settings_hash(options),
-    )
+    volumes = _pod_volumes(settings.enabled, hook.secret_name if hook else None)
+    mounts = _apiserver_mounts(settings.enabled, hook is not None)
+    flags = _flags(settings.enabled, hook.initial_backoff if hook else None)
+    sidecar = sidecar_container(settings, options) if settings.enabled else None
+    output = settings_hash.rendered(settings, options, volumes, mounts, flags, sidecar)
+    return Injection(volumes=volumes, apiserver_mounts=mounts, flags=flags, sidecar=sidecar,
+                     settings_hash=settings_hash.digest(output))
 
 
 def desired_pod(pod: Obj, injection: Injection) -> Obj:

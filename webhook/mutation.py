@@ -90,6 +90,13 @@ class Prepared:
     injection: Injection | None = None
     # Admission-policy rules the stored objects break (injected anyway), as warnings.
     notes: tuple[str, ...] = ()
+    # The hash 0.1 put on Pods and Deployments for the same settings: one of those is current too,
+    # so that the upgrade to the rendered-output hash rolls nothing by itself.
+    legacy_hash: str = ""
+
+    def is_current(self, seen: str | None) -> bool:
+        """Whether a Pod or Deployment carrying the hash `seen` runs with these settings."""
+        return seen is not None and seen in (self.settings_hash, self.legacy_hash)
 
 
 def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
@@ -98,8 +105,9 @@ def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Optio
     if problem:
         return Prepared(problem, None, "")
     settings = effective_settings(cluster, seed)
-    settings_hash = settings.settings_hash(options)
-    return Prepared("", settings, settings_hash, injection_for(settings, options, settings_hash), notes)
+    injection = injection_for(settings, options)
+    return Prepared("", settings, injection.settings_hash, injection, notes,
+                    legacy_hash=settings.legacy_hash(options))
 
 
 def decide_mutation(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from webhook import names
 from webhook.egress import POLICY_NAME
 from webhook.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, managed_metadata, needed_files
+from webhook.mutation import Prepared
 from webhook.objects import dig, kind_of, name_of
 from webhook.options import Options
 from webhook.settings import EffectiveSettings, Origin
@@ -175,16 +176,18 @@ def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: l
     return actions
 
 
-def rollout_patch(deployment: dict[str, Any] | None, settings: EffectiveSettings, settings_hash: str,
+def rollout_patch(deployment: dict[str, Any] | None, prepared: Prepared,
                   mode: Mode = "standalone") -> dict[str, Any] | None:
     """A patch of the apiserver Deployment's pod template that rolls it, or None when nothing changed.
 
     A Deployment that never carried our annotation and needs nothing is left alone, so turning the
     reconciler on does not roll every apiserver of the seed. In KKP mode the Deployment is KKP's.
     """
-    if deployment is None or mode == "kkp":
+    settings = prepared.settings
+    if deployment is None or mode == "kkp" or settings is None:
         return None
     current = dig(deployment, "spec", "template", "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
-    if current == settings_hash or (current is None and not settings.needs_injection):
+    if prepared.is_current(current) or (current is None and not settings.needs_injection):
         return None
-    return {"spec": {"template": {"metadata": {"annotations": {names.SETTINGS_HASH_ANNOTATION: settings_hash}}}}}
+    return {"spec": {"template": {"metadata": {"annotations": {
+        names.SETTINGS_HASH_ANNOTATION: prepared.settings_hash}}}}}

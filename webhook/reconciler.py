@@ -213,7 +213,7 @@ class Reconciler:
         if self.mode == "kkp":
             return actions  # the Deployment is KKP's: it rolls it when the Cluster changes
         deployment = read_or_none(self.apps.read_namespaced_deployment, self.deployment, settings.namespace)
-        patch = rollout_patch(deployment, settings, prepared.settings_hash)
+        patch = rollout_patch(deployment, prepared)
         if patch is not None:
             self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, patch, _request_timeout=10)
             self.event(cluster, "Normal", "ApiserverRolledOut",

@@ -13,7 +13,7 @@ from typing import Any
 from webhook import names
 from webhook.inject import Injection, NoApiserverContainer, audit_flags, desired_pod, read_flags
 from webhook.manifests import MANAGED_BY, MANAGED_BY_LABEL
-from webhook.mutation import is_apiserver_pod, prepare
+from webhook.mutation import Prepared, is_apiserver_pod, prepare
 from webhook.objects import cluster_namespace, datacenter_of, dig, name_of
 from webhook.options import Options
 from webhook.reconcile import Mode
@@ -56,7 +56,7 @@ def _destination(output: Mapping[str, str]) -> str:
     return f"{lower.get('name', '?')} {where}".strip()
 
 
-def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, settings_hash: str) -> list[str]:
+def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, prepared: Prepared) -> list[str]:
     label = f"Pod {name_of(pod) or '?'}"
     containers = dig(pod, "spec", "containers") or []
     sidecar = any(isinstance(c, dict) and c.get("name") == names.SIDECAR_CONTAINER for c in containers)
@@ -66,8 +66,8 @@ def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, set
     seen_hash = dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
     if seen_hash is None:
         problems.append(f"{label}: not injected (no settings hash)")
-    elif seen_hash != settings_hash:
-        problems.append(f"{label}: stale settings hash {seen_hash}, want {settings_hash}")
+    elif not prepared.is_current(seen_hash):
+        problems.append(f"{label}: stale settings hash {seen_hash}, want {prepared.settings_hash}")
     apiserver = next((c for c in containers if isinstance(c, dict) and c.get("name") == names.APISERVER_CONTAINER), {})
     for flag, value in read_flags(apiserver, list(expected)).items():
         if value != expected[flag]:
@@ -173,7 +173,7 @@ def cluster_row(
                       for kind, ns, name in owned if (kind, ns, name) in not_ours]
         expected = audit_flags(s)
         for pod in apiserver_pods:
-            drift.extend(_pod_drift(pod, expected, s.enabled, prepared.settings_hash))
+            drift.extend(_pod_drift(pod, expected, s.enabled, prepared))
             if prepared.injection is not None:
                 drift.extend(_injection_drift(pod, prepared.injection))
     else:

@@ -62,8 +62,9 @@ class EffectiveSettings(BaseModel):
         """The cluster's own sidecar outputs add to the default one: its datacenter enforces audit logging."""
         return self.audit_origin is Origin.DATACENTER
 
-    def settings_hash(self, options: Options) -> str:
-        """A short stable hash of everything that shapes the Pod and the files behind it."""
+    def legacy_hash(self, options: Options) -> str:
+        """The settings hash of version 0.1 (over these settings and every option), still on the
+        Pods and Deployments it injected or rolled; webhook/settings_hash.py has today's."""
         data = self.model_dump(mode="json", exclude={"audit_origin", "webhook_origin", "paused"})
         data["options"] = options.model_dump(mode="json")
         if self.keeps_default_output:  # only when set, so that no other cluster's hash changes
