@@ -86,6 +86,41 @@ def test_a_pod_whose_flags_cannot_reach_kube_apiserver_is_refused(pod, why):
     assert why in answer.message
 
 
+@pytest.mark.parametrize(("args", "why"), [
+    # pflag gives a non-boolean flag without `=` the next token, whatever it looks like.
+    (["--external-hostname", "--audit-policy-file=x", "--secure-port", "6443"],
+     '"--audit-policy-file=/etc/kubernetes/audit/policy.yaml" would be read as the value of --external-hostname'),
+    (["--external_hostname", "--audit_log_path", "-"], "would be read as the value of --external-hostname"),
+    (["-v", "--audit-log-maxage=1"], "would be read as the value of -v"),
+    # Ours are appended at the end: a dangling flag there would take the first of them.
+    (["--secure-port=6443", "--etcd-servers"], "would be read as the value of --etcd-servers"),
+    # After `--` nothing is a flag any more.
+    (["--secure-port=6443", "--", "--audit-policy-file=x"], "would be '(unset)'"),
+])
+def test_a_flag_of_ours_that_kube_apiserver_would_read_as_a_value_is_refused(args, why):
+    answer = decide_mutation("CREATE", bare_pod(args=args), ON, None, OPTS)
+    assert not answer.allowed and answer.reason == "unverifiable", answer
+    assert why in answer.message, answer.message
+
+
+@pytest.mark.parametrize("args", [
+    ["--profiling", "--audit-policy-file=x"],               # a boolean flag takes no value
+    ["--allow-privileged", "--audit_log_path", "/x"],        # ours in two tokens, after a boolean
+    ["--external-hostname", "api.example", "--audit-policy-file", "x", "-v", "4"],
+    ["--feature-gates=A=true", "--v=2"],
+])
+def test_flags_kube_apiserver_reads_as_ours_are_injected(args):
+    from webhook.apiserver_flags import parse, tokens_of
+    from webhook.patch import apply_patch
+
+    answer = decide_mutation("CREATE", bare_pod(args=args), ON, None, OPTS)
+    assert answer.allowed and answer.reason == "injected", answer.message
+    pod = apply_patch(bare_pod(args=args), answer.patch)
+    values = parse(tokens_of(pod["spec"]["containers"][0])).values
+    assert values["--audit-policy-file"] == "/etc/kubernetes/audit/policy.yaml"
+    assert values["--audit-log-path"] == "/var/log/kubernetes/audit/audit.log"
+
+
 def test_kube_apiserver_by_path_or_by_the_image_entrypoint_is_fine():
     for pod in (_with(command=["/usr/local/bin/kube-apiserver"]), _with(command=None)):
         assert decide_mutation("CREATE", pod, ON, None, OPTS).reason == "injected"

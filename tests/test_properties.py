@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from tests.test_fluentbit import parse_classic
 from webhook import names
+from webhook.apiserver_flags import bool_flags
 from webhook.fluentbit import render_classic
-from webhook.inject import BOOL_FLAGS, audit_flags, desired_pod, inject, injection_for, read_flags
+from webhook.inject import audit_flags, desired_pod, inject, injection_for, read_flags
 from webhook.model import SidecarConfig
 from webhook.options import Options
 from webhook.settings import effective_settings
@@ -99,7 +100,7 @@ def foreign_tokens(tokens):
             continue
         flag = t.partition("=")[0].replace("_", "-") if t.startswith("--") else t
         if flag in OUR_FLAGS:
-            skip = "=" not in t and i + 1 < len(tokens) and flag not in BOOL_FLAGS
+            skip = "=" not in t and i + 1 < len(tokens) and flag not in bool_flags()
             continue
         out.append(t)
     return out

@@ -15,6 +15,7 @@ from itertools import compress, repeat
 from typing import Any
 
 from webhook import names, settings_hash
+from webhook.apiserver_flags import bool_flags, normalized, parse, tokens_of
 from webhook.defaults import defaults
 from webhook.fluentbit import config_key
 from webhook.images import same_repository
@@ -143,15 +144,12 @@ def _starting_with(tokens: list[Any], prefix: str) -> list[int]:
         return [i for i, token in enumerate(tokens) if isinstance(token, str) and token.startswith(prefix)]
 
 
-# kube-apiserver's boolean flags among ours: `--f false` does not give them a value (pflag reads
-# `false` as an argument of its own), so no token after them is theirs.
-BOOL_FLAGS = frozenset({"--audit-log-truncate-enabled", "--audit-webhook-truncate-enabled", "--audit-log-compress"})
 _AUDIT = "--audit"  # every flag of ours, in `-` and `_` spelling, starts with this
 
 
 def _flag_name(token: Any) -> str:
-    """A token's flag as kube-apiserver reads it: `_` is `-` (pflag's word-separator normalisation)."""
-    return token.partition("=")[0].replace("_", "-") if isinstance(token, str) else ""
+    """A token's flag as kube-apiserver reads it (see webhook/apiserver_flags.py)."""
+    return normalized(token.partition("=")[0]) if isinstance(token, str) else ""
 
 
 def set_flags(container: Obj, flags: dict[str, str]) -> None:
@@ -176,7 +174,7 @@ def set_flags(container: Obj, flags: dict[str, str]) -> None:
                 out.append(token)
                 i += 1
                 continue
-            two_tokens = "=" not in token and name not in BOOL_FLAGS and i + 1 < len(tokens)
+            two_tokens = "=" not in token and name not in bool_flags() and i + 1 < len(tokens)
             if name in missing:  # the first occurrence: ours, where it stands
                 del missing[name]
                 out += [name, flags[name]] if two_tokens else [f"{name}={flags[name]}"]
@@ -190,23 +188,9 @@ def set_flags(container: Obj, flags: dict[str, str]) -> None:
 
 
 def read_flags(container: Obj, flags: list[str]) -> dict[str, str | None]:
-    """The value each flag has in the container as kube-apiserver reads it: any spelling, command
-    then args, the last occurrence wins."""
-    found: dict[str, str | None] = dict.fromkeys(flags)
-    tokens = [t for field in ("command", "args") if isinstance(container.get(field), list) for t in container[field]]
-    for i, token in enumerate(tokens):
-        if not isinstance(token, str) or not token.startswith("--"):
-            continue
-        flag, sep, value = token.partition("=")
-        name = flag.replace("_", "-")
-        if name in found:
-            if sep:
-                found[name] = value
-            elif name in BOOL_FLAGS:
-                found[name] = "true"
-            else:
-                found[name] = str(tokens[i + 1]) if i + 1 < len(tokens) else ""
-    return found
+    """The value each flag has in the container as kube-apiserver reads it (None: not set)."""
+    values = parse(tokens_of(container)).values
+    return {flag: values.get(flag) for flag in flags}
 
 
 def _upsert_env(container: Obj, env: list[Obj]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import names
+from webhook.apiserver_flags import unreached
 from webhook.inject import Injection, inject, injection_for
 from webhook.objects import dig, name_of
 from webhook.options import Options
@@ -138,5 +139,11 @@ def decide_mutation(
     if why:
         return Answer(False, f'audit-webhook: cluster "{prepared.settings.cluster_id}" needs audit logging, but this '
                              f"Pod cannot be shown to run with it: {why}", code=403, reason="unverifiable")
-    _, patch = inject(pod, prepared.injection)
+    desired, patch = inject(pod, prepared.injection)
+    apiserver = next(c for c in desired["spec"]["containers"]
+                     if isinstance(c, dict) and c.get("name") == names.APISERVER_CONTAINER)
+    why = unreached(apiserver, prepared.injection.flags)
+    if why:
+        return Answer(False, f'audit-webhook: cluster "{prepared.settings.cluster_id}" needs audit logging, but in '
+                             f"this Pod kube-apiserver would not get it: {why}", code=403, reason="unverifiable")
     return Answer(True, patch=patch, warnings=list(prepared.notes), reason="injected")

@@ -1,0 +1,92 @@
+"""How kube-apiserver's flag parser (spf13/pflag) reads a container's command line. Pure.
+
+pflag gives a non-boolean flag written without `=` the next token as its value, whatever that
+token looks like: `--external-hostname --audit-policy-file=/p` sets the hostname to
+`--audit-policy-file=/p` and no policy at all. Injection and `report` therefore read flags the way
+pflag does, and injection refuses a Pod in which one of its flags would not reach kube-apiserver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from webhook.defaults import load_data
+
+
+@cache
+def _known() -> tuple[frozenset[str], frozenset[str]]:
+    data = load_data("kube-apiserver-flags.yaml")
+    return frozenset(data["booleanFlags"]), frozenset(data["valueShorthands"])
+
+
+def bool_flags() -> frozenset[str]:
+    """kube-apiserver's boolean flags, `--name` form."""
+    return _known()[0]
+
+
+def normalized(name: str) -> str:
+    """A flag's name as kube-apiserver matches it: `_` is `-` (its word-separator normalisation)."""
+    return name.replace("_", "-")
+
+
+def tokens_of(container: Mapping[str, Any]) -> list[Any]:
+    """The arguments kube-apiserver gets: `command` after the program, then `args`."""
+    command = container.get("command") if isinstance(container.get("command"), list) else []
+    args = container.get("args") if isinstance(container.get("args"), list) else []
+    return [*command[1:], *args]
+
+
+@dataclass
+class Parsed:
+    """What pflag makes of a command line."""
+
+    values: dict[str, str] = field(default_factory=dict)  # `--name`: the last value given
+    # Token position -> the flag that takes that token as its value.
+    taken_by: dict[int, str] = field(default_factory=dict)
+
+
+def parse(tokens: list[Any]) -> Parsed:
+    """Read `tokens` as pflag does (interspersed arguments, `--` ends the flags)."""
+    bools, shorthands = _known()
+    out = Parsed()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not isinstance(token, str) or len(token) < 2 or not token.startswith("-"):
+            i += 1
+            continue
+        if token == "--":
+            break
+        if token.startswith("--"):
+            raw, sep, value = token[2:].partition("=")
+            name = "--" + normalized(raw)
+            if not sep and name not in bools:
+                if i + 1 < len(tokens):
+                    value = str(tokens[i + 1])
+                    out.taken_by[i + 1] = name
+                    i += 1
+            elif not sep:
+                value = "true"
+            out.values[name] = value
+        elif token[1] in shorthands and len(token) == 2 and i + 1 < len(tokens):
+            out.taken_by[i + 1] = token  # `-v 4`
+            i += 1
+        i += 1
+    return out
+
+
+def unreached(container: Mapping[str, Any], wanted: Mapping[str, str]) -> str:
+    """Why a flag of `wanted` would not reach kube-apiserver with its value ("" when all do)."""
+    tokens = tokens_of(container)
+    parsed = parse(tokens)
+    for position, taker in sorted(parsed.taken_by.items()):
+        token = tokens[position]
+        if isinstance(token, str) and normalized(token.partition("=")[0]) in wanted:
+            return f'"{token}" would be read as the value of {taker}'
+    for flag, value in wanted.items():
+        if parsed.values.get(flag) != value:
+            return f"{flag} would be {parsed.values.get(flag, '(unset)')!r}, not {value!r}"
+    return ""
