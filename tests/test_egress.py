@@ -167,3 +167,27 @@ def test_the_shipped_configuration_parses_and_opens_nothing():
 
     shipped = yaml.safe_load((ROOT / "deploy/base/config.yaml").read_text())
     assert parse(shipped["data"]["config.yaml"], "deploy/base/config.yaml") == DEFAULT
+
+
+@pytest.mark.parametrize("host", ["::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1",
+                                  "::169.254.169.254", "::ffff:127.0.0.1", "fe80::1", "169.254.170.2"])
+def test_metadata_and_link_local_in_any_ipv6_spelling_are_never_opened(host):
+    wide_open = OperatorConfig.model_validate({"egress": {"cidrs": ["0.0.0.0/0", "::/0"]}})
+    why = refusal(classify(Destination(host, 80, "x"), "cluster-abc"), wide_open)
+    assert why == f"{host} is a link-local, loopback or metadata address"
+
+
+def test_addresses_in_the_seeds_own_networks_are_other_control_planes_and_never_opened():
+    from webhook.operator_config import ConfigError, parse
+
+    config = OperatorConfig.model_validate({"seedNetworks": ["10.244.0.0/16", "10.96.0.0/12"],
+                                            "egress": {"cidrs": ["192.168.0.0/16"]}})
+    assert "seed's Pod or Service network" in refusal(classify(Destination("10.244.3.17", 2379, "x"), "ns"), config)
+    assert refusal(classify(Destination("192.168.1.9", 24224, "x"), "ns"), config) == ""
+    with pytest.raises(ConfigError, match=r"overlaps the seed network 10\.244\.0\.0/16"):
+        parse("seedNetworks: [10.244.0.0/16]\negress:\n  cidrs: [10.0.0.0/8]\n", "config.yaml")
+
+
+def test_a_webhook_backend_url_with_an_impossible_port_opens_nothing_and_breaks_nothing():
+    settings = effective_settings(cluster(audit={"webhookBackend": webhook_backend()}), None)
+    assert destinations(settings, "https://sink.audit.svc:65536/x") == []

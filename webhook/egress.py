@@ -54,8 +54,12 @@ def destinations(settings: EffectiveSettings, webhook_server: str | None) -> lis
     out = []
     if settings.webhook is not None and webhook_server:
         url = urlsplit(webhook_server)
-        if url.hostname:
-            out.append(Destination(url.hostname, url.port or (443 if url.scheme == "https" else 80), "webhook backend"))
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:  # a port out of range: kube-apiserver cannot reach it either
+            port = None
+        if url.hostname and port is not None:
+            out.append(Destination(url.hostname, port, "webhook backend"))
     if settings.enabled:
         for i, output in enumerate(settings.sidecar.config.outputs):
             lower = {k.lower(): v for k, v in output.items()}
@@ -103,6 +107,8 @@ def refusal(target: Classified, config: OperatorConfig = DEFAULT, webhook_namesp
         ip = ipaddress.ip_address(dest.host)
         if forbidden_address(ip):
             return f"{dest.host} is a link-local, loopback or metadata address"
+        if config.in_seed_network(ip):
+            return f"{dest.host} is in the seed's Pod or Service network (seedNetworks): name the sink by its Service"
         if not allow.allows_ip(ip):
             return f"{dest.host} is not in {_ALLOW_LIST} (egress.cidrs)"
     elif target.kind == "service":

@@ -35,9 +35,30 @@ def forbidden_namespace(namespace: str, webhook_namespace: str) -> bool:
             or namespace.startswith(CLUSTER_NAMESPACE_PREFIX))
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_V4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64, IPv4-compatible, Teredo)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64 or ip in _V4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def forbidden_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Link-local (cloud metadata), loopback, unspecified, multicast and known metadata addresses."""
-    return ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip in METADATA_ADDRESSES
+    """Link-local (cloud metadata), loopback, unspecified, multicast and known metadata addresses,
+    also when written as an IPv6 address that carries one (`::ffff:169.254.169.254`)."""
+    if ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip in METADATA_ADDRESSES:
+        return True
+    embedded = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    return embedded is not None and forbidden_address(embedded)
 
 
 class EgressAllowList(BaseModel):
@@ -76,9 +97,25 @@ class OperatorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The seed's own Pod and Service networks: an address there is some control plane's Pod or
+    # Service (etcd, another apiserver), never an audit sink. Sinks in the seed are named by Service.
+    seedNetworks: tuple[Network, ...] = ()
     egress: EgressAllowList = EgressAllowList()
 
+    @field_validator("seedNetworks", mode="before")
+    @classmethod
+    def _strict_seed_networks(cls, value: object) -> object:
+        return EgressAllowList._strict_networks(value)
+
+    def in_seed_network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.seedNetworks)
+
     def model_post_init(self, _context: object) -> None:
+        for allowed in self.egress.cidrs:
+            for seed in self.seedNetworks:
+                if allowed.version == seed.version and allowed.overlaps(seed):
+                    raise ValueError(f"egress.cidrs: {allowed} overlaps the seed network {seed}: name sinks in the "
+                                     "seed by Service (egress.namespaces, egress.services) instead")
         for namespace in (*self.egress.namespaces, *(s.split("/")[0] for s in self.egress.services)):
             if forbidden_namespace(namespace, ""):
                 raise ValueError(f'egress: namespace "{namespace}" belongs to the seed or to a control plane, '

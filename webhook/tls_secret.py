@@ -77,8 +77,8 @@ class TLSSecret:
             try:
                 if secret is None:
                     self.core.create_namespaced_secret(self.namespace, body, _request_timeout=10)
-                else:
-                    body.metadata.resource_version = secret.metadata.resource_version
+                else:  # deploy/ creates it empty: fill it in, keeping its metadata (kubectl's included)
+                    body.metadata = secret.metadata
                     self.core.replace_namespaced_secret(self.name, self.namespace, body, _request_timeout=10)
                 log.info("stored the CA and serving certificate in Secret %s/%s", self.namespace, self.name)
             except ApiException as exc:

@@ -283,6 +283,7 @@ CAN_I = [
     (SERVER_SA, "get", "secrets", "cluster-kkpplain", True),
     (SERVER_SA, "patch", "mutatingwebhookconfigurations/audit-webhook", "", True),
     (SERVER_SA, "update", "secrets/audit-webhook-tls", "audit-webhook", True),
+    (SERVER_SA, "create", "secrets", "audit-webhook", False),  # no token Secret for the reconciler's account
     (SERVER_SA, "list", "secrets", "", False),
     (SERVER_SA, "list", "secrets", "cluster-kkpplain", False),
     (SERVER_SA, "watch", "secrets", "kube-system", False),
@@ -299,7 +300,7 @@ CAN_I = [
     # The reconciler writes what it manages, by name; it lists no Secret and touches no KKP object kind.
     (RECONCILER_SA, "get", "secrets", "cluster-kkpplain", True),
     (RECONCILER_SA, "create", "networkpolicies", "cluster-kkpplain", True),
-    (RECONCILER_SA, "patch", "deployments", "cluster-kkpplain", True),
+    (RECONCILER_SA, "patch", "deployments", "cluster-kkpplain", False),  # KKP's: only standalone rolls it
     (RECONCILER_SA, "create", "events", "default", True),
     (RECONCILER_SA, "update", "leases/audit-webhook-reconciler", "audit-webhook", True),
     (RECONCILER_SA, "list", "secrets", "", False),
@@ -330,6 +331,10 @@ def _as_reconciler(plane: ControlPlane, *args: str, stdin: str | None = None) ->
     return plane.kubectl(*args, f"--as={RECONCILER_SA}", stdin=stdin, check=False)
 
 
+def _refused_by(result: subprocess.CompletedProcess[str], policy: str) -> bool:
+    return result.returncode != 0 and f"ValidatingAdmissionPolicy '{policy}'" in result.stderr
+
+
 def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(kkp: KKPSeed):
     """RBAC cannot name KKP's cluster namespaces; the ValidatingAdmissionPolicy of deploy/ does."""
     plane = kkp.plane
@@ -341,40 +346,88 @@ def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(
         name = "dns" if namespace == "kube-system" else "apiserver"
         plane.kubectl("create", "deployment", name, "--image=registry.k8s.io/x:1", "-n", namespace)
     annotate = json.dumps({"spec": {"template": {"metadata": {"annotations": {"x": "y"}}}}})
-    new_image = json.dumps([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "evil:1"}])
 
-    def secret(name: str, namespace: str, labels: dict[str, str] | None = None) -> str:
-        return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {
-            "name": name, "namespace": namespace, "labels": labels or {}}, "stringData": {"k": "v"}})
+    def obj(kind: str, name: str, namespace: str, labels: dict[str, str] | None = None, **extra: Any) -> str:
+        meta = {"name": name, "namespace": namespace, "labels": labels or {}, **extra.pop("meta", {})}
+        body = {"Secret": {"apiVersion": "v1", "stringData": {"k": "v"}},
+                "NetworkPolicy": {"apiVersion": "networking.k8s.io/v1",
+                                  "spec": {"podSelector": {"matchLabels": {"app": "apiserver"}}}}}[kind]
+        return json.dumps({**body, "kind": kind, "metadata": meta, **extra})
 
+    # On a KKP seed the apiserver Deployment is KKP's: the reconciler may not even patch it.
+    denied = _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns, "--type=merge", "-p", annotate)
+    assert denied.returncode != 0 and 'cannot get resource "deployments"' in denied.stderr
     refused = {
-        "a Secret in kube-system": _as_reconciler(plane, "create", "-f", "-", stdin=secret("x", "kube-system", ours)),
+        "a Secret in kube-system": _as_reconciler(plane, "create", "-f", "-", stdin=obj("Secret", "x", "kube-system",
+                                                                                       ours)),
         "a Secret beside the webhook's": _as_reconciler(plane, "create", "-f", "-",
-                                                        stdin=secret("x", "audit-webhook", ours)),
-        "a Deployment of kube-system": _as_reconciler(plane, "patch", "deployment", "dns", "-n", "kube-system",
-                                                      "--type=merge", "-p", annotate),
-        "the apiserver's containers": _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns,
-                                                     "--type=json", "-p", new_image),
-        "the apiserver's replicas": _as_reconciler(plane, "scale", "deployment", "apiserver", "-n", ns,
-                                                   "--replicas=0"),
+                                                        stdin=obj("Secret", "x", "audit-webhook", ours)),
         "a ConfigMap of kube-system deleted": _as_reconciler(plane, "delete", "configmap", "extension-apiserver-"
                                                              "authentication", "-n", "kube-system"),
-        "an unlabelled Secret of its own": _as_reconciler(plane, "create", "-f", "-", stdin=secret("y", ns)),
-        "KKP's Secret replaced": _as_reconciler(plane, "replace", "-f", "-", stdin=secret("kkp-ca", ns, ours)),
+        "an unlabelled Secret of its own": _as_reconciler(plane, "create", "-f", "-", stdin=obj("Secret", "y", ns)),
+        "KKP's Secret replaced": _as_reconciler(plane, "replace", "-f", "-", stdin=obj("Secret", "kkp-ca", ns, ours)),
         "KKP's Secret deleted": _as_reconciler(plane, "delete", "secret", "kkp-ca", "-n", ns),
+        "a finalizer": _as_reconciler(plane, "create", "-f", "-", stdin=obj(
+            "Secret", "z", ns, ours, meta={"finalizers": ["example.com/block"]})),
+        "an owner that is not a Cluster": _as_reconciler(plane, "create", "-f", "-", stdin=obj(
+            "Secret", "z", ns, ours, meta={"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                                                               "name": "x", "uid": "0000-1"}]})),
+        "a NetworkPolicy of another name": _as_reconciler(plane, "create", "-f", "-", stdin=obj(
+            "NetworkPolicy", "allow-all", ns, ours)),
     }
     for what, result in refused.items():
-        assert result.returncode != 0, what
-        # RBAC lets these through (it cannot name KKP's namespaces); the policy stops them.
-        by = "cannot patch resource" if what == "the apiserver's replicas" else \
-            "ValidatingAdmissionPolicy 'audit-webhook-reconciler-writes'"
-        assert by in result.stderr, (what, result.stderr)
-    made = _as_reconciler(plane, "create", "-f", "-", stdin=secret("audit-test", ns, ours))
+        assert _refused_by(result, "audit-webhook-reconciler-writes"), (what, result.stderr)
+
+    # With the standalone overlay's right to roll Deployments, only the pod-template annotations move.
+    plane.kubectl("apply", "-f", str(ROOT / "deploy/overlays/standalone/rollouts.yaml"))
+    try:
+        changes = {
+            "a Deployment of kube-system": ("dns", "kube-system", "merge", annotate),
+            "the apiserver's containers": ("apiserver", ns, "json", json.dumps([
+                {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "evil:1"}])),
+            "paused": ("apiserver", ns, "merge", json.dumps({"spec": {"paused": True}})),
+            "a strategy": ("apiserver", ns, "merge", json.dumps({"spec": {"minReadySeconds": 60}})),
+            "a finalizer": ("apiserver", ns, "merge", json.dumps({"metadata": {"finalizers": ["x.example/y"]}})),
+            "an owner": ("apiserver", ns, "merge", json.dumps({"metadata": {"ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "0000-1"}]}})),
+            "pod labels": ("apiserver", ns, "merge", json.dumps({"spec": {"template": {"metadata": {
+                "labels": {"extra": "x"}}}}})),
+        }
+        for what, (name, namespace, kind, patch) in changes.items():
+            result = _as_reconciler(plane, "patch", "deployment", name, "-n", namespace, f"--type={kind}", "-p", patch)
+            assert _refused_by(result, "audit-webhook-reconciler-writes"), (what, result.stderr)
+        rolled = _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns, "--type=merge", "-p", annotate)
+        assert rolled.returncode == 0, rolled.stderr
+    finally:
+        plane.kubectl("delete", "-f", str(ROOT / "deploy/overlays/standalone/rollouts.yaml"))
+    made = _as_reconciler(plane, "create", "-f", "-", stdin=obj("Secret", "audit-test", ns, ours))
     assert made.returncode == 0, made.stderr
-    rolled = _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns, "--type=merge", "-p", annotate)
-    assert rolled.returncode == 0, rolled.stderr
     assert _as_reconciler(plane, "delete", "secret", "audit-test", "-n", ns).returncode == 0
     assert _get(plane, "secret", "kkp-ca", "-n", ns)["data"]["ca.crt"]
+
+
+def test_each_identity_may_change_one_field_of_its_webhook_configurations(kkp: KKPSeed):
+    """The server its caBundle, the reconciler its namespace lists; neither may aim, widen or open them."""
+    plane = kkp.plane
+
+    def patch(user: str, kind: str, ops: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+        return plane.kubectl("patch", kind, "audit-webhook", "--type=json", "-p", json.dumps(ops), "--dry-run=server",
+                             f"--as={user}", check=False)
+
+    everything = [{"op": "replace", "path": "/webhooks/0/rules", "value": [{
+        "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"], "operations": ["*"], "scope": "*"}]}]
+    elsewhere = [{"op": "replace", "path": "/webhooks/0/clientConfig", "value": {"url": "https://attacker.example/x"}}]
+    fail_open = [{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]
+    selector = [{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": {"matchLabels": {"x": "y"}}}]
+    bundle = [{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": "Zm9v"}]
+    policy = "audit-webhook-configuration-writes"
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        for user, ops in ((SERVER_SA, everything), (SERVER_SA, elsewhere), (SERVER_SA, fail_open),
+                          (SERVER_SA, selector), (RECONCILER_SA, everything), (RECONCILER_SA, fail_open),
+                          (RECONCILER_SA, bundle)):
+            assert _refused_by(patch(user, kind, ops), policy), (kind, user, ops)
+        assert patch(SERVER_SA, kind, bundle).returncode == 0
+        assert patch(RECONCILER_SA, kind, selector).returncode == 0
 
 
 def test_labels_a_tenant_patches_onto_kkps_objects_never_get_them_deleted(kkp: KKPSeed):

@@ -8,9 +8,10 @@ import ssl
 import urllib.error
 import urllib.request
 
+import yaml
 from cryptography import x509
 
-from tests.e2e.cluster import ControlPlane, WebhookProcess, eventually
+from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, eventually
 from tests.e2e.test_kube import create_pod_when_injected, kkp_cluster, namespace, pod_in
 from tests.helpers import review
 from webhook.certs import ServiceName, ensure_certs
@@ -80,6 +81,23 @@ def test_replicas_share_one_certificate_through_a_secret(plane: ControlPlane, tm
     second.sync()
     assert (tmp_path / "b" / "tls.crt").read_bytes() == (tmp_path / "c" / "tls.crt").read_bytes()
     assert (tmp_path / "b" / "tls.key").read_bytes() == (tmp_path / "c" / "tls.key").read_bytes()
+
+
+def test_the_empty_secret_deploy_ships_is_filled_in_and_keeps_its_metadata(plane: ControlPlane, tmp_path):
+    """deploy/ creates audit-webhook-tls empty, so the server needs no right to create Secrets."""
+    namespace(plane, "audit-webhook")
+    shipped = yaml.safe_load((ROOT / "deploy/base/tls-secret.yaml").read_text())
+    shipped["metadata"]["name"] = "e2e-shipped-tls"
+    plane.kubectl("apply", "-f", "-", stdin=json.dumps(shipped))
+    TLSSecret(load_api_client(str(plane.kubeconfig)), "audit-webhook", "e2e-shipped-tls", tmp_path / "a",
+              ServiceName()).sync()
+    stored = json.loads(plane.kubectl("get", "secret", "-n", "audit-webhook", "e2e-shipped-tls", "-o", "json").stdout)
+    assert base64.b64decode(stored["data"]["tls.crt"]) == (tmp_path / "a" / "tls.crt").read_bytes()
+    assert "kubectl.kubernetes.io/last-applied-configuration" in stored["metadata"]["annotations"]
+    # Applying deploy/ again leaves the certificates alone.
+    plane.kubectl("apply", "-f", "-", stdin=json.dumps(shipped))
+    again = json.loads(plane.kubectl("get", "secret", "-n", "audit-webhook", "e2e-shipped-tls", "-o", "json").stdout)
+    assert again["data"] == stored["data"]
 
 
 def test_the_webhook_answers_only_kube_apiservers_client_certificate(plane: ControlPlane, webhook: WebhookProcess):
