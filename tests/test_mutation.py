@@ -103,6 +103,31 @@ def test_a_flag_of_ours_that_kube_apiserver_would_read_as_a_value_is_refused(arg
     assert why in answer.message, answer.message
 
 
+@pytest.mark.parametrize(("env", "args", "why"), [
+    # Kubernetes expands $(NAME) before kube-apiserver reads its flags.
+    # Ours is rewritten where it stands; the expanded one after it would win.
+    ([{"name": "X", "value": "--audit-policy-file=/tmp/none"}], ["--audit-policy-file=/p", "$(X)"],
+     "--audit-policy-file would be '/tmp/none'"),
+    ([{"name": "X", "value": "--external-hostname"}], ["$(X)"], "would be read as the value of --external-hostname"),
+    ([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}], ["$(X)"],
+     '"$(X)" in its command line is filled in from the environment at run time'),
+])
+def test_flags_the_environment_fills_in_are_read_as_kube_apiserver_gets_them(env, args, why):
+    pod = bare_pod(args=args)
+    pod["spec"]["containers"][0]["env"] = env
+    answer = decide_mutation("CREATE", pod, ON, None, OPTS)
+    assert not answer.allowed and answer.reason == "unverifiable", answer
+    assert why in answer.message, answer.message
+
+
+def test_references_that_stay_literal_or_are_escaped_are_fine():
+    pod = bare_pod(args=["--external-hostname=$(UNDEFINED)", "--etcd-prefix=$$(X)", "--secure-port=$(PORT)"])
+    pod["spec"]["containers"][0]["env"] = [{"name": "PORT", "value": "6443"}]
+    assert decide_mutation("CREATE", pod, ON, None, OPTS).reason == "injected"
+    pod["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "c"}}]  # UNDEFINED may come from it
+    assert decide_mutation("CREATE", pod, ON, None, OPTS).reason == "unverifiable"
+
+
 @pytest.mark.parametrize("args", [
     ["--profiling", "--audit-policy-file=x"],               # a boolean flag takes no value
     ["--allow-privileged", "--audit_log_path", "/x"],        # ours in two tokens, after a boolean

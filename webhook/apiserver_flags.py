@@ -1,5 +1,8 @@
 """How kube-apiserver's flag parser (spf13/pflag) reads a container's command line. Pure.
 
+Kubernetes first expands `$(NAME)` references from the container's environment; pflag then reads
+the result.
+
 pflag gives a non-boolean flag written without `=` the next token as its value, whatever that
 token looks like: `--external-hostname --audit-policy-file=/p` sets the hostname to
 `--audit-policy-file=/p` and no policy at all. Injection and `report` therefore read flags the way
@@ -8,6 +11,7 @@ pflag does, and injection refuses a Pod in which one of its flags would not reac
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -32,11 +36,56 @@ def normalized(name: str) -> str:
     return name.replace("_", "-")
 
 
+# Kubernetes expands `$(NAME)` in command and args from the container's environment; `$$` is `$`.
+_REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+def _environment(container: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
+    """The container's variables with a value known now, and whether others are known only at run
+    time (`valueFrom`, `envFrom`, or a value that refers to another variable)."""
+    known: dict[str, str] = {}
+    unknown = bool(container.get("envFrom"))
+    for var in container.get("env") or []:
+        if not isinstance(var, dict) or not isinstance(var.get("name"), str):
+            continue
+        value = var.get("value", "")
+        if "valueFrom" in var or not isinstance(value, str) or "$(" in value:
+            known.pop(var["name"], None)
+            unknown = True
+        else:
+            known[var["name"]] = value
+    return known, unknown
+
+
+def _expand(token: Any, known: Mapping[str, str]) -> Any:
+    if not isinstance(token, str) or "$" not in token:
+        return token
+    return _REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else known.get(m.group(1), m.group(0)), token)
+
+
 def tokens_of(container: Mapping[str, Any]) -> list[Any]:
-    """The arguments kube-apiserver gets: `command` after the program, then `args`."""
+    """The arguments kube-apiserver gets: `command` after the program, then `args`, with the
+    `$(NAME)` references Kubernetes expands from values known now expanded."""
     command = container.get("command") if isinstance(container.get("command"), list) else []
     args = container.get("args") if isinstance(container.get("args"), list) else []
-    return [*command[1:], *args]
+    known, _ = _environment(container)
+    return [_expand(t, known) for t in (*command[1:], *args)]
+
+
+def run_time_references(container: Mapping[str, Any]) -> str:
+    """A reference in the command line whose value only exists at run time ("" when none): it could
+    turn into a flag of its own after we have looked."""
+    known, unknown = _environment(container)
+    if not unknown:
+        return ""
+    command = container.get("command") if isinstance(container.get("command"), list) else []
+    args = container.get("args") if isinstance(container.get("args"), list) else []
+    for token in (*command, *args):
+        if isinstance(token, str):
+            for match in _REFERENCE.finditer(token):
+                if match.group(1) is not None and match.group(1) not in known:
+                    return match.group(0)
+    return ""
 
 
 @dataclass
@@ -80,6 +129,10 @@ def parse(tokens: list[Any]) -> Parsed:
 
 def unreached(container: Mapping[str, Any], wanted: Mapping[str, str]) -> str:
     """Why a flag of `wanted` would not reach kube-apiserver with its value ("" when all do)."""
+    reference = run_time_references(container)
+    if reference:
+        return (f'"{reference}" in its command line is filled in from the environment at run time, where it '
+                "could become a flag of its own")
     tokens = tokens_of(container)
     parsed = parse(tokens)
     for position, taker in sorted(parsed.taken_by.items()):
