@@ -92,6 +92,14 @@ def test_no_matching_rule_means_not_logged(capsys, tmp_path):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--preset", "minimal", "--verb", "get"], "give either --resource"),
     (["--preset", "minimal", "--verb", "get", "--resource", "pods", "--path", "/x"], "give either --resource"),
+    # Never a silent answer for a request that was mistyped.
+    (["--preset", "minimal", "--verb", "GET", "--resource", "pods"], '--verb: Unsupported value: "GET"'),
+    (["--preset", "minimal", "--verb", "frobnicate", "--resource", "pods"], '--verb: Unsupported value: "frobnicate"'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "Pods"], 'resources are lowercase plurals, e.g. "pods"'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "widgets"], '"widgets" is not a resource explain knows'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "pods", "--group", "appz"], '--group: Unsupported value'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "pods", "--group", "apps"], 'not a resource of group "apps"'),
+    (["--preset", "minimal", "--verb", "get", "--path", "healthz"], 'must start with "/"'),
 ])
 def test_usage_errors(capsys, argv, message):
     code, _, err = explain(capsys, *argv)
@@ -103,3 +111,11 @@ def test_a_policy_kube_apiserver_would_refuse_is_reported(capsys, tmp_path):
     code, _, err = explain(capsys, "--policy", str(tmp_path / "p.yaml"), "--verb", "get", "--resource", "pods")
     assert code == 2
     assert 'rules[0].level: Unsupported value: "Loud"' in err
+
+
+@pytest.mark.parametrize(("resource", "level"), [("deployments", "RequestResponse"), ("machines", "RequestResponse"),
+                                                 ("pods/exec", "RequestResponse"), ("secrets", "Metadata")])
+def test_a_well_known_resource_gets_its_group(capsys, resource, level):
+    """`--resource deployments` without `--group` is apps' deployments, as in the README's table."""
+    code, out, _ = explain(capsys, "--preset", "recommended", "--verb", "create", "--resource", resource)
+    assert code == 0 and out.startswith(f"level: {level}\n")

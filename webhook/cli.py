@@ -18,7 +18,7 @@ from typing import Any
 from webhook import __version__, decisions, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.egress import classify, destinations, network_policy, refusal
-from webhook.explain import explain, explain_preset, policy_from_document
+from webhook.explain import explain, explain_preset, group_of, policy_from_document, request_problem
 from webhook.images import with_registry
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
@@ -218,7 +218,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     resource, _, sub = args.resource.partition("/")
     if bool(resource) == bool(args.path):
         raise UsageError("give either --resource (a resource request) or --path (a non-resource URL)")
-    request = AuditRequest(verb=args.verb, resource=resource, subresource=args.subresource or sub, group=args.group,
+    problem = request_problem(args.verb, resource, args.group, args.path)
+    if problem:
+        raise UsageError(problem)
+    group = args.group if args.group is not None or args.path else group_of(resource)
+    request = AuditRequest(verb=args.verb, resource=resource, subresource=args.subresource or sub, group=group or "",
                            namespace=args.namespace, name=args.name, path=args.path, user=args.user,
                            groups=tuple(g for g in args.groups.split(",") if g))
     if args.preset:
@@ -501,7 +505,8 @@ def parser() -> argparse.ArgumentParser:
     policy_choice.add_argument("--preset", choices=PRESETS)
     policy_choice.add_argument("--policy", help="a policy file, or an audit-config ConfigMap manifest")
     explain_cmd.add_argument("--verb", required=True, help="get, list, watch, create, update, patch, delete, ...")
-    explain_cmd.add_argument("--group", default="", help='API group ("" is the core group)')
+    explain_cmd.add_argument("--group", help='API group ("" is the core group; default: the group of a '
+                                                 'well-known --resource)')
     explain_cmd.add_argument("--resource", default="", help="e.g. pods, or pods/exec with its subresource")
     explain_cmd.add_argument("--subresource", default="")
     explain_cmd.add_argument("--namespace", default="")

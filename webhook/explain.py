@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import Any
 
 from webhook import names, presets, yamlio
+from webhook.defaults import load_data
 from webhook.policy_eval import AuditRequest, evaluate
+
+# The verbs kube-apiserver records for resource requests, and the HTTP verbs of non-resource URLs.
+RESOURCE_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+NON_RESOURCE_VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
+_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@cache
+def known_groups() -> dict[str, frozenset[str]]:
+    """API group -> the resources webhook/data/api-resources.yaml lists for it."""
+    return {group: frozenset(resources) for group, resources in load_data("api-resources.yaml").items()}
+
+
+def request_problem(verb: str, resource: str, group: str | None, path: str) -> str:
+    """Why `explain` cannot answer for this request as given ("" when it can), in words that say
+    what would be accepted."""
+    verbs = NON_RESOURCE_VERBS if path else RESOURCE_VERBS
+    if verb not in verbs:
+        return f'--verb: Unsupported value: "{verb}": supported values: ' + ", ".join(f'"{v}"' for v in verbs)
+    if path:
+        return "" if path.startswith("/") else f'--path: Invalid value: "{path}": must start with "/"'
+    if not _RESOURCE.match(resource):
+        return (f'--resource: Invalid value: "{resource}": resources are lowercase plurals, '
+                f'e.g. "{resource.lower()}"')
+    groups = known_groups()
+    if group is None:
+        owners = sorted(g for g, resources in groups.items() if resource in resources)
+        if not owners:
+            return f'--resource: "{resource}" is not a resource explain knows: give its --group'
+        if len(owners) > 1 and "" not in owners:  # the core group's is the one meant without a group
+            return f'--resource: "{resource}" is in several groups ({", ".join(repr(g) for g in owners)}): give --group'
+        return ""
+    if group not in groups and "." not in group:
+        return (f'--group: Unsupported value: "{group}": a built-in group ("" for the core group, "apps", '
+                '"batch", ...) or a custom resource\'s group, which has a dot in it')
+    if group in groups and resource not in groups[group]:
+        return f'--resource: "{resource}" is not a resource of group "{group}"'
+    return ""
+
+
+def group_of(resource: str) -> str:
+    """The group of a resource `request_problem` accepted without --group."""
+    owners = sorted(g for g, resources in known_groups().items() if resource in resources)
+    return owners[0]  # "" sorts first
 
 
 @dataclass(frozen=True)
