@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
+import json
 import subprocess
 import sys
 
@@ -44,10 +46,17 @@ def test_render_with_seed_applies_datacenter_enforcement(capsys):
                        str(EXAMPLES / "seeds/kubermatic.yaml"), str(EXAMPLES / "pods/apiserver.yaml"))
     assert code == 0
     assert "audit-logs" in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
+    # Without the Seed, "nothing to inject" would be a guess: an error that says what is missing.
     code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"),
                          str(EXAMPLES / "pods/apiserver.yaml"))
-    assert "audit-logs" not in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
-    assert "nothing to inject (audit-off)" in err
+    assert code == 2 and out == ""
+    assert 'datacenter "frankfurt-enforced" may enforce them: give its Seed with --seed' in err
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"))
+    assert code == 2 and out == "" and "give its Seed with --seed" in err
+    # A Seed that does not define the datacenter is an error too, not a warning.
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed",
+                         str(EXAMPLES / "seeds/edge.yaml"), str(EXAMPLES / "pods/apiserver.yaml"))
+    assert code == 2 and out == "" and 'defines datacenter "frankfurt-enforced"' in err
 
 
 def test_render_refuses_an_invalid_cluster(capsys):
@@ -117,8 +126,16 @@ def test_check_finds_secrets_in_source(capsys, tmp_path):
         "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "both01"},
         "spec": {"cloud": {"dc": "hamburg"}, "auditLogging": {"webhookBackend": {
             "auditWebhookConfig": {"name": "audit-webhook-backend"}}}}}))
-    code, out, err = run(capsys, "check", str(cluster_file))
+    code, out, err = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES / "seeds"))
     assert code == 0 and "cluster-both01/audit-webhook-backend does not exist yet" in out + err
+    # Without its datacenter's Seed, "ok" would be a guess.
+    code, out, _ = run(capsys, "check", str(cluster_file))
+    assert code == 1 and 'rejected: datacenter "hamburg" is defined by no Seed given' in out
+    code, out, _ = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES), "-o", "json")
+    result = json.loads(out)[0]
+    assert code == 0 and {k: v for k, v in result.items() if k != "warnings"} == {
+        "file": str(cluster_file), "kind": "Cluster.kubermatic.k8c.io", "name": "both01", "allowed": True,
+        "message": ""}
     code, out, err = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES))
     assert code == 0 and "does not exist yet" not in out + err, out
 
@@ -177,3 +194,34 @@ def test_a_broken_config_file_is_a_clear_error(capsys, tmp_path):
     config.write_text("egress:\n  namespaces: [kube-system]\n")
     code, _, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
     assert code == 2 and 'namespace "kube-system" belongs to the seed or to a control plane' in err
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    from webhook.cli import parser
+
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+               for name, sub in [("", top), *commands.items()] for action in sub._actions
+               if not action.help and not isinstance(action, argparse._SubParsersAction)]
+    assert missing == []
+
+
+def test_global_flags_work_after_the_command_too(capsys):
+    code, out, _ = run(capsys, "explain", "--preset", "minimal", "--verb", "get", "--resource", "pods",
+                       "--log-level", "DEBUG")
+    assert code == 0 and out.startswith("level: ")
+
+
+def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
+    import io
+
+    from webhook.store import files
+
+    files._stdin_text.cache_clear()
+    monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "clusters/audit-on.yaml").read_text()))
+    try:
+        code, out, _ = run(capsys, "files", "--cluster", "-", "-o", "json")
+    finally:
+        files._stdin_text.cache_clear()
+    assert code == 0 and json.loads(out)["kind"] == "List"

@@ -147,7 +147,10 @@ def test_report_formats_and_clean_exit(capsys, tmp_path):
                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": ns},
                 "data": {"policy.yaml": "x"}},
                {**injected(AUDITED), "metadata": {**injected(AUDITED)["metadata"], "namespace": ns}}]
-    root = write_store(tmp_path / "s", objects)
+    # Without the Seed of its datacenter, the report cannot know it is clean.
+    assert main(["report", "--source", str(write_store(tmp_path / "noseed", objects)), "--fail-on-drift"]) == 1
+    assert 'datacenter "dc1" is defined by no Seed' in capsys.readouterr().out
+    root = write_store(tmp_path / "s", [*objects, seed({"dc1": {}})])
     assert main(["report", "--source", str(root), "--fail-on-drift"]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["CLUSTER", "DC", "AUDIT"]

@@ -41,6 +41,9 @@ from webhook.validation.policy import check_policy
 log = logging.getLogger("audit_webhook")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 class UsageError(Exception):
     """A command line or input file problem, printed without a traceback."""
 
@@ -116,8 +119,28 @@ def _cluster_and_seed(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
         seeds = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds
         seed = seeds.get(datacenter_of(cluster))
         if seed is None:
-            print(f'warning: no Seed in {args.seed} defines datacenter "{datacenter_of(cluster)}"', file=sys.stderr)
+            raise UsageError(f'no Seed in {args.seed} defines datacenter "{datacenter_of(cluster)}" of Cluster '
+                             f'"{name_of(cluster)}": its enforcement decides the settings')
     return cluster, seed
+
+
+def _nothing_without_seed(args: argparse.Namespace, cluster: dict[str, Any]) -> None:
+    """"Nothing to do" is an answer only with the Seed: its datacenter may enforce audit logging."""
+    if not args.seed:
+        raise UsageError(f'Cluster "{name_of(cluster)}" has audit logging and the webhook backend off by its own '
+                         f'settings, but datacenter "{datacenter_of(cluster)}" may enforce them: give its Seed '
+                         "with --seed")
+
+
+def _print_objects(obj: Any, output: str) -> None:
+    if output == "json":
+        print(json.dumps(obj, indent=2))
+    else:
+        yamlio.dump(obj, sys.stdout)
+
+
+def _add_output_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="output format (default: yaml)")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -138,8 +161,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"Error: {answer.message}", file=sys.stderr)
         return 1
     if not answer.patch:
+        _nothing_without_seed(args, cluster)
         print(f"note: nothing to inject ({answer.reason})", file=sys.stderr)
-    yamlio.dump(apply_patch(pod, answer.patch or []), sys.stdout)
+    _print_objects(apply_patch(pod, answer.patch or []), args.output)
     return 0
 
 
@@ -168,8 +192,10 @@ def cmd_files(args: argparse.Namespace) -> int:
     if egress is not None:
         items.append(egress)
     if not items:
-        print(f'note: cluster "{settings.cluster_id}" has audit logging and the webhook backend off', file=sys.stderr)
-    yamlio.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout)
+        if not settings.needs_injection:
+            _nothing_without_seed(args, cluster)
+        print(f'note: cluster "{settings.cluster_id}" needs none of these objects', file=sys.stderr)
+    _print_objects({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
     return 0
 
 
@@ -191,26 +217,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     store = MemoryStore(snap)
     config = _config(args)
-    rejected = 0
-    checked = 0
+    results = []
     for path, obj in targets:
         if not kind_key(obj):
             continue
-        checked += 1
         seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
         secrets = {ref: snap.secrets.get(ref) for ref in secret_refs(obj)}
         found = check_admission(obj, None, seed=seed, secrets=secrets, config=config)
-        label = f"{path}: {qualified_kind(obj)} {name_of(obj) or '<unnamed>'}"
-        for warning in found.warnings:
-            print(f"Warning: {warning}")
-        if found.errors:
-            rejected += 1
-            print(f"{label}: rejected: {invalid_message(qualified_kind(obj), name_of(obj), found.errors)}")
-        else:
-            print(f"{label}: ok")
-    if not checked:
+        message = invalid_message(qualified_kind(obj), name_of(obj), found.errors) if found.errors else ""
+        if kind_key(obj) == CLUSTER and seed is None:
+            # Its datacenter's enforcement decides its settings: "ok" without it would be a guess.
+            missing = (f'datacenter "{datacenter_of(obj)}" is defined by no Seed given (add the Seeds with '
+                       "--source)")
+            message = f"{message}; {missing}" if message else missing
+        results.append({"file": str(path), "kind": qualified_kind(obj), "name": name_of(obj),
+                        "allowed": not message, "message": message, "warnings": found.warnings})
+    if not results:
         raise UsageError("no Cluster, Seed or ConfigMap found in " + ", ".join(args.files))
-    return 1 if rejected else 0
+    if args.output != "text":
+        _print_objects(results, args.output)
+    for r in results if args.output == "text" else []:
+        for warning in r["warnings"]:
+            print(f"Warning: {warning}")
+        label = f"{r['file']}: {r['kind']} {r['name'] or '<unnamed>'}"
+        print(f"{label}: rejected: {r['message']}" if r["message"] else f"{label}: ok")
+    return 0 if all(r["allowed"] for r in results) else 1
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -367,7 +398,7 @@ def _file_store(args: argparse.Namespace) -> Store:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTPS server."""
-    from webhook.server import Limits, Webhook, serve
+    from webhook.server import Limits, Webhook
 
     cert_dir = Path(args.cert_dir)
     names = args.webhook_config_name or ["audit-webhook"]
@@ -395,22 +426,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       allowed_clients=frozenset(args.client_name or ()), metrics_port=args.metrics_port,
                       config=_config_file(args))
     limits = Limits(max_connections=args.max_connections, idle_timeout=args.idle_timeout)
-    asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
-                      pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None, limits=limits,
-                      metrics_host=args.host))
+    try:
+        _serve_until_stopped(webhook, args, cert_dir, pollers, limits)
+    except OSError as exc:  # the port is taken, or the address is not ours: the operator's to fix
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     for stop in stops:  # the reconciler finishes its pass and hands its Lease over; the watches end
         stop()
     return 0
+
+
+def _serve_until_stopped(webhook: Any, args: argparse.Namespace, cert_dir: Path, pollers: list[Any],
+                         limits: Any) -> None:
+    from webhook.server import serve
+
+    asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
+                      pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None, limits=limits,
+                      metrics_host=args.host))
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="audit-webhook", description=__doc__)
     p.add_argument("--version", action="version", version=f"audit-webhook {__version__}")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="log level on stderr (default: INFO)")
+    # The same flag after the subcommand (`serve --log-level DEBUG`); it wins when both are given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
+                        help="log level on stderr (default: INFO)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the admission webhook over HTTPS")
+    serve = sub.add_parser("serve", parents=[common], help="run the admission webhook over HTTPS")
     serve.add_argument("--source", help="directory of YAML manifests, or 'kube' (default: the bundled examples)")
     serve.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, then $KUBECONFIG)")
     serve.add_argument("--reconcile", action="store_true",
@@ -430,8 +475,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-config-name", action="append",
                        help="with --source kube: webhook configurations whose caBundle to keep in step with the CA "
                             "(repeatable; default: audit-webhook; 'none' to disable)")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443; 0: any free port)")
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
     serve.add_argument("--metrics-port", type=int, metavar="PORT",
                        help="serve /metrics over plain HTTP on this port instead of the HTTPS port (deploy/: 9090)")
@@ -453,7 +498,8 @@ def parser() -> argparse.ArgumentParser:
     _add_render_options(serve)
     serve.set_defaults(func=cmd_serve)
 
-    rec = sub.add_parser("reconcile", help="run the reconciler alone, as its own ServiceAccount (the writing half "
+    rec = sub.add_parser("reconcile", parents=[common],
+                         help="run the reconciler alone, as its own ServiceAccount (the writing half "
                                            "of the webhook: deploy/ runs it beside `serve`)")
     rec.add_argument("--kubeconfig", help="a kubeconfig (default: in-cluster, then $KUBECONFIG)")
     rec.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
@@ -470,57 +516,68 @@ def parser() -> argparse.ArgumentParser:
     _add_render_options(rec)
     rec.set_defaults(func=cmd_reconcile)
 
-    render = sub.add_parser("render", help="print a Pod as the webhook would admit it")
-    render.add_argument("--cluster", required=True, help="file with the Cluster")
+    render = sub.add_parser("render", parents=[common], help="print a Pod as the webhook would admit it")
+    render.add_argument("--cluster", required=True, help="file with the Cluster ('-': standard input)")
     render.add_argument("--seed", help="file with the Seed of the cluster's datacenter")
-    render.add_argument("pod", help="file with the Pod")
+    render.add_argument("pod", help="file with the Pod ('-': standard input)")
+    _add_output_option(render)
     _add_render_options(render)
     render.set_defaults(func=cmd_render)
 
-    files = sub.add_parser("files", help="print the ConfigMap and Secret a cluster's apiserver mounts")
-    files.add_argument("--cluster", required=True)
-    files.add_argument("--seed")
+    files = sub.add_parser("files", parents=[common],
+                           help="print the objects a cluster's apiserver needs (what the reconciler keeps)")
+    files.add_argument("--cluster", required=True, help="file with the Cluster ('-': standard input)")
+    files.add_argument("--seed", help="file with the Seed of the cluster's datacenter")
+    _add_output_option(files)
     _add_config_option(files)
     _add_render_options(files)
     files.set_defaults(func=cmd_files)
 
-    check = sub.add_parser("check", help="validate Cluster, Seed and ConfigMap manifests offline")
-    check.add_argument("files", nargs="+", help="files or directories of manifests (Secrets in them are used)")
+    check = sub.add_parser("check", parents=[common], help="validate Cluster, Seed and ConfigMap manifests offline")
+    check.add_argument("files", nargs="+", help="files or directories of manifests, '-' for standard input "
+                                                "(Secrets and Seeds in them are used)")
     check.add_argument("--source", action="append", help="more manifests to look Secrets and Seeds up in")
+    check.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
+                       help="text: a line per object; json, yaml: a list of results (default: text)")
     _add_config_option(check)
     check.set_defaults(func=cmd_check)
 
-    report_cmd = sub.add_parser("report", help="which clusters are audited, how, where logs go, and drift")
+    report_cmd = sub.add_parser("report", parents=[common],
+                                help="which clusters are audited, how, where logs go, and drift")
     report_cmd.add_argument("--source", help="directory of YAML manifests (Pods included), or 'kube' "
                                              "(default: the bundled examples)")
     report_cmd.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, $KUBECONFIG)")
-    report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table")
+    report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table",
+                            help="output format (default: table)")
     report_cmd.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any cluster drifts")
     _add_mode_option(report_cmd)
     _add_render_options(report_cmd)
     report_cmd.set_defaults(func=cmd_report)
 
-    explain_cmd = sub.add_parser("explain", help="which audit level a preset or policy gives a request, and why")
+    explain_cmd = sub.add_parser("explain", parents=[common],
+                                 help="which audit level a preset or policy gives a request, and why")
     policy_choice = explain_cmd.add_mutually_exclusive_group(required=True)
-    policy_choice.add_argument("--preset", choices=PRESETS)
+    policy_choice.add_argument("--preset", choices=PRESETS, help="one of the bundled presets")
     policy_choice.add_argument("--policy", help="a policy file, or an audit-config ConfigMap manifest")
     explain_cmd.add_argument("--verb", required=True, help="get, list, watch, create, update, patch, delete, ...")
     explain_cmd.add_argument("--group", help='API group ("" is the core group; default: the group of a '
                                                  'well-known --resource)')
     explain_cmd.add_argument("--resource", default="", help="e.g. pods, or pods/exec with its subresource")
-    explain_cmd.add_argument("--subresource", default="")
-    explain_cmd.add_argument("--namespace", default="")
-    explain_cmd.add_argument("--name", default="")
-    explain_cmd.add_argument("--user", default="")
+    explain_cmd.add_argument("--subresource", default="", help="e.g. exec (or write pods/exec in --resource)")
+    explain_cmd.add_argument("--namespace", default="", help="namespace of the request (none: cluster-scoped)")
+    explain_cmd.add_argument("--name", default="", help="name of the object requested")
+    explain_cmd.add_argument("--user", default="", help="user making the request")
     explain_cmd.add_argument("--groups", default="", help="the user's groups, comma-separated")
     explain_cmd.add_argument("--path", default="", help="a non-resource URL such as /healthz, instead of --resource")
-    explain_cmd.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    explain_cmd.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                             help="output format (default: text)")
     explain_cmd.set_defaults(func=cmd_explain)
 
-    certs = sub.add_parser("certs", help="create or renew the CA and serving certificate, print the caBundle")
-    certs.add_argument("--cert-dir", default="certs")
-    certs.add_argument("--service", default="audit-webhook")
-    certs.add_argument("--namespace", default="audit-webhook")
+    certs = sub.add_parser("certs", parents=[common],
+                           help="create or renew the CA and serving certificate, print the caBundle")
+    certs.add_argument("--cert-dir", default="certs", help="where ca.crt, tls.crt and tls.key live (default: certs)")
+    certs.add_argument("--service", default="audit-webhook", help="Service name in the certificate")
+    certs.add_argument("--namespace", default="audit-webhook", help="Service namespace in the certificate")
     certs.add_argument("--renew", action="store_true", help="issue a new serving certificate now")
     certs.set_defaults(func=cmd_certs)
     return p

@@ -206,6 +206,9 @@ def rows_of(snapshot: Snapshot, options: Options, mode: Mode = "standalone") -> 
         if len(claimants) > 1:
             others = ", ".join(name_of(c) for c in claimants if c is not cluster)
             row.drift.append(f"namespace {namespace} is also claimed by {others}")
+        if seed is None:
+            # Its datacenter's enforcement is unknown: the row shows the Cluster's own settings only.
+            row.drift.append(f'datacenter "{datacenter_of(cluster)}" is defined by no Seed')
         rows.append(row)
     return rows
 

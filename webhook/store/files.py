@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +15,29 @@ log = logging.getLogger(__name__)
 _SUFFIXES = (".yaml", ".yml")
 
 
+# `-` on a command line: the manifests come from standard input.
+STDIN = Path("-")
+
+
+@cache
+def _stdin_text() -> str:
+    return sys.stdin.read()  # read once: a command may look at its input twice
+
+
 def manifest_files(root: Path) -> list[Path]:
-    """Every `*.yaml`/`*.yml` below `root`, sub-folders included, in a stable order."""
-    if root.is_file():
+    """Every `*.yaml`/`*.yml` below `root`, sub-folders included, in a stable order (`-`: stdin)."""
+    if root == STDIN or root.is_file():
         return [root]
+    if not root.exists():
+        raise LoadError(f"{root}: cannot read: no such file or directory")
     return sorted(p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
 
 
 def read_manifests(path: Path) -> list[dict[str, Any]]:
     """The objects of one (multi-document) YAML file; `List` kinds are flattened."""
     try:
-        docs = list(yamlio.load_all(path.read_text(encoding="utf-8")))
+        text = _stdin_text() if path == STDIN else path.read_text(encoding="utf-8")
+        docs = list(yamlio.load_all(text))
     except (OSError, UnicodeDecodeError) as exc:
         raise LoadError(f"{path}: cannot read: {exc}") from None
     except yamlio.YAMLError as exc:
