@@ -19,6 +19,7 @@ from webhook import __version__, decisions, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.egress import classify, destinations, network_policy, refusal
 from webhook.explain import explain, explain_preset, group_of, policy_from_document, request_problem
+from webhook.handlers import PreparedCache, validate_object
 from webhook.images import with_registry
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics
@@ -33,9 +34,8 @@ from webhook.reconcile import MODES
 from webhook.settings import effective_settings
 from webhook.store import LoadError, MemoryStore, Snapshot, Store
 from webhook.store.files import FileStore, load_snapshot, manifest_files, read_manifests
-from webhook.validation.admission import CLUSTER, SEED, check_admission, kind_key, qualified_kind, secret_refs
+from webhook.validation.admission import CLUSTER, SEED, kind_key, qualified_kind, secret_refs
 from webhook.validation.errors import Path as ValidationPath
-from webhook.validation.errors import invalid_message
 from webhook.validation.policy import check_policy
 
 log = logging.getLogger("audit_webhook")
@@ -188,6 +188,10 @@ def cmd_files(args: argparse.Namespace) -> int:
     if settings.webhook is not None:
         print("note: the webhook backend's server is in its Secret, which is not read offline: its egress is "
               "not part of this policy", file=sys.stderr)
+        hook = settings.webhook
+        if hook.secret_namespace != settings.namespace:
+            print(f"note: copy Secret {hook.secret_namespace}/{hook.secret_name} into {settings.namespace} as well "
+                  "(the reconciler does): not printed, it holds the datacenter's credentials", file=sys.stderr)
     egress = network_policy(settings, targets, {}, config)
     if egress is not None:
         items.append(egress)
@@ -216,22 +220,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     except LoadError as exc:
         raise UsageError(str(exc)) from None
     store = MemoryStore(snap)
-    config = _config(args)
+    config, options, cache = _config(args), Options.default(), PreparedCache()
     results = []
     for path, obj in targets:
         if not kind_key(obj):
             continue
-        seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
         secrets = {ref: snap.secrets.get(ref) for ref in secret_refs(obj)}
-        found = check_admission(obj, None, seed=seed, secrets=secrets, config=config)
-        message = invalid_message(qualified_kind(obj), name_of(obj), found.errors) if found.errors else ""
-        if kind_key(obj) == CLUSTER and seed is None:
+        answer = validate_object(obj, None, store, secrets, options, cache, config)
+        message = "" if answer.allowed else answer.message
+        if kind_key(obj) == CLUSTER and store.seed_for_datacenter(datacenter_of(obj)) is None:
             # Its datacenter's enforcement decides its settings: "ok" without it would be a guess.
             missing = (f'datacenter "{datacenter_of(obj)}" is defined by no Seed given (add the Seeds with '
                        "--source)")
             message = f"{message}; {missing}" if message else missing
         results.append({"file": str(path), "kind": qualified_kind(obj), "name": name_of(obj),
-                        "allowed": not message, "message": message, "warnings": found.warnings})
+                        "allowed": not message, "message": message, "warnings": answer.warnings})
     if not results:
         raise UsageError("no Cluster, Seed or ConfigMap found in " + ", ".join(args.files))
     if args.output != "text":

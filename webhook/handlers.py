@@ -27,6 +27,7 @@ from webhook.validation.admission import (
     secret_refs,
 )
 from webhook.validation.errors import invalid_message
+from webhook.validation.webhook_backend import Secrets
 
 
 class PreparedCache:
@@ -100,18 +101,25 @@ async def validate(req: AdmissionRequest, store: Store, options: Options, cache:
     obj, old = req.object, req.oldObject if req.operation == "UPDATE" else None
     if not kind_key(obj):
         return Answer(True, reason="not-checked")
-    seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
-    owner = None
-    if kind_key(obj) == CONFIGMAP:
-        cluster = store.cluster_for_namespace(req.namespace or namespace_of(obj))
-        if cluster is not None:
-            owner = cache.of_cluster(cluster, store, options).settings
     refs = sorted({*secret_refs(obj), *secret_refs(old)})
     try:
         secrets = {ref: await store.secret(*ref) for ref in refs}
     except StoreUnavailable as exc:
         # Fail closed, and say so: a Secret we cannot read is not a Secret we have checked.
         return Answer(False, f"audit-webhook: {exc}; try again", code=503, reason="store-unavailable")
+    return validate_object(obj, old, store, secrets, options, cache, config, namespace=req.namespace)
+
+
+def validate_object(obj: Any, old: Any, store: Store, secrets: Secrets, options: Options, cache: PreparedCache,
+                    config: OperatorConfig = DEFAULT, *, namespace: str = "") -> Answer:
+    """The answer to a Cluster, Seed or ConfigMap create (`old` None) or update, given the Secrets it
+    names: what /validate and `audit-webhook check` both say, from the same lookups."""
+    seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
+    owner = None
+    if kind_key(obj) == CONFIGMAP:
+        cluster = store.cluster_for_namespace(namespace or namespace_of(obj))
+        if cluster is not None:
+            owner = cache.of_cluster(cluster, store, options).settings
     holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else []
     found = check_admission(obj, old, seed=seed, secrets=secrets, owner=owner, namespace_holders=holders,
                             config=config)
