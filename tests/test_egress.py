@@ -191,3 +191,13 @@ def test_addresses_in_the_seeds_own_networks_are_other_control_planes_and_never_
 def test_a_webhook_backend_url_with_an_impossible_port_opens_nothing_and_breaks_nothing():
     settings = effective_settings(cluster(audit={"webhookBackend": webhook_backend()}), None)
     assert destinations(settings, "https://sink.audit.svc:65536/x") == []
+
+
+@pytest.mark.parametrize("host", ["64:ff9b::10.244.1.5", "64:ff9b:1::a9fe:a9fe", "64:ff9b:1:a9fe:a9:fe00::",
+                                  "::ffff:0:169.254.169.254", "::ffff:10.244.1.5", "2002:0a0a:0a0a::1"])
+def test_ipv6_forms_of_ipv4_addresses_are_never_opened(host):
+    """Whatever IPv4 address they stand for, the seed's networks and metadata included."""
+    config = OperatorConfig.model_validate({"seedNetworks": ["10.244.0.0/16"], "egress": {"cidrs": ["::/0"]}})
+    assert "IPv6 form of an IPv4 address" in refusal(classify(Destination(host, 80, "x"), "ns"), config) or \
+        "link-local" in refusal(classify(Destination(host, 80, "x"), "ns"), config)
+    assert refusal(classify(Destination("fd00:20::7", 80, "x"), "ns"), config) == ""

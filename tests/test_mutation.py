@@ -109,6 +109,11 @@ def test_a_flag_of_ours_that_kube_apiserver_would_read_as_a_value_is_refused(arg
     ([{"name": "X", "value": "--audit-policy-file=/tmp/none"}], ["--audit-policy-file=/p", "$(X)"],
      "--audit-policy-file would be '/tmp/none'"),
     ([{"name": "X", "value": "--external-hostname"}], ["$(X)"], "would be read as the value of --external-hostname"),
+    # The red team's two shapes: a later empty value, and a flag that swallows ours.
+    ([{"name": "P", "value": "--audit-policy-file="}, {"name": "L", "value": "--audit-log-path="}],
+     ["--audit-policy-file=/x", "--audit-log-path=/x", "$(P)", "$(L)"], "would be ''"),
+    ([{"name": "S", "value": "--external-hostname"}], ["$(S)", "--audit-policy-file=/x", "$(S)", "--audit-log-path=/x"],
+     "would be read as the value of --external-hostname"),
     ([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}], ["$(X)"],
      '"$(X)" in its command line is filled in from the environment at run time'),
 ])

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from webhook import names
 from webhook.manifests import managed_metadata
-from webhook.operator_config import DEFAULT, OperatorConfig, forbidden_address, forbidden_namespace
+from webhook.operator_config import DEFAULT, OperatorConfig, carries_ipv4, forbidden_address, forbidden_namespace
 from webhook.settings import EffectiveSettings
 
 POLICY_NAME = "audit-logging-egress"
@@ -107,6 +107,8 @@ def refusal(target: Classified, config: OperatorConfig = DEFAULT, webhook_namesp
         ip = ipaddress.ip_address(dest.host)
         if forbidden_address(ip):
             return f"{dest.host} is a link-local, loopback or metadata address"
+        if carries_ipv4(ip):
+            return f"{dest.host} is an IPv6 form of an IPv4 address (NAT64, mapped, 6to4, ...): write that address"
         if config.in_seed_network(ip):
             return f"{dest.host} is in the seed's Pod or Service network (seedNetworks): name the sink by its Service"
         if not allow.allows_ip(ip):

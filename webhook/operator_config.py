@@ -37,6 +37,15 @@ def forbidden_namespace(namespace: str, webhook_namespace: str) -> bool:
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.ip_network("::/96")
+# IPv6 ranges that carry or translate to IPv4 addresses: well-known and local-use NAT64 (RFC 6052,
+# RFC 8215), SIIT, mapped and compatible addresses, 6to4, Teredo.
+_IPV4_CARRIERS = tuple(ipaddress.ip_network(n) for n in (
+    "64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::ffff:0:0/96", "::/96", "2002::/16", "2001::/32"))
+
+
+def carries_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An IPv6 address that stands for an IPv4 one: its destination is not what it looks like."""
+    return isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in _IPV4_CARRIERS)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -27,6 +27,10 @@ from tests.e2e.cluster import ROOT, ControlPlane, ReconcilerProcess, WebhookProc
 from tests.helpers import KUBECONFIG
 from webhook import names
 from webhook.certs import ServiceName, ensure_certs
+from webhook.egress import classify, destinations, network_policy
+from webhook.mutation import prepare
+from webhook.operator_config import OperatorConfig
+from webhook.options import Options
 
 KKP = ROOT.parent / "shared/kkp"
 KKP_DEPLOYMENTS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((KKP / "apiserver").glob("*.yaml"))}
@@ -331,6 +335,30 @@ def _as_reconciler(plane: ControlPlane, *args: str, stdin: str | None = None) ->
     return plane.kubectl(*args, f"--as={RECONCILER_SA}", stdin=stdin, check=False)
 
 
+def egress_policy(namespace: str, spec: dict[str, Any]) -> str:
+    return json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                       "metadata": {"name": "audit-logging-egress", "namespace": namespace,
+                                    "labels": {"app.kubernetes.io/managed-by": "audit-webhook"}},
+                       "spec": {"podSelector": {"matchLabels": {"app": "apiserver"}}, **spec}})
+
+
+_PORT = [{"protocol": "TCP", "port": 80}]
+# What a compromised reconciler might try to open through the one NetworkPolicy it may write.
+FORBIDDEN_EGRESS = {
+    "everywhere": {"policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _PORT}]},
+    "on every port": {"policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.7/32"}}]}]},
+    "to metadata": {"policyTypes": ["Egress"],
+                    "egress": [{"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": _PORT}]},
+    "to kube-system": {"policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "kube-system"}}}], "ports": _PORT}]},
+    "to another control plane": {"policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "cluster-other"}}}], "ports": _PORT}]},
+    "to every namespace": {"policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {}}], "ports": _PORT}]},
+    "with ingress": {"policyTypes": ["Ingress", "Egress"], "ingress": [{}],
+                     "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.7/32"}}], "ports": _PORT}]},
+}
+
+
 def _refused_by(result: subprocess.CompletedProcess[str], policy: str) -> bool:
     return result.returncode != 0 and f"ValidatingAdmissionPolicy '{policy}'" in result.stderr
 
@@ -374,6 +402,15 @@ def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(
                                                                "name": "x", "uid": "0000-1"}]})),
         "a NetworkPolicy of another name": _as_reconciler(plane, "create", "-f", "-", stdin=obj(
             "NetworkPolicy", "allow-all", ns, ours)),
+        "a service account token": _as_reconciler(plane, "create", "-f", "-", stdin=obj(
+            "Secret", "minted", ns, ours, type="kubernetes.io/service-account-token",
+            meta={"annotations": {"kubernetes.io/service-account.name": "etcd-launcher"}})),
+        "an Event about a Node": _as_reconciler(plane, "create", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": "x", "namespace": "default"},
+            "involvedObject": {"kind": "Node", "name": "node-1"}, "reason": "Rebooted",
+            "source": {"component": "audit-webhook"}})),
+        **{f"egress {what}": _as_reconciler(plane, "create", "-f", "-", stdin=egress_policy(ns, spec))
+           for what, spec in FORBIDDEN_EGRESS.items()},
     }
     for what, result in refused.items():
         assert _refused_by(result, "audit-webhook-reconciler-writes"), (what, result.stderr)
@@ -403,6 +440,19 @@ def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(
     made = _as_reconciler(plane, "create", "-f", "-", stdin=obj("Secret", "audit-test", ns, ours))
     assert made.returncode == 0, made.stderr
     assert _as_reconciler(plane, "delete", "secret", "audit-test", "-n", ns).returncode == 0
+    # What the reconciler itself writes passes: single addresses, an allowed namespace, kube-dns.
+    settings = prepare(kkp_cluster("kkpplain", "kkp-plain", {"enabled": True, "sidecar": {"config": {"outputs": [
+        {"Name": "forward", "Match": "*", "Host": "10.0.0.7", "Port": "24224"},
+        {"Name": "forward", "Match": "*", "Host": "fd00:20::7", "Port": "24224"},
+        {"Name": "http", "Match": "*", "Host": "sink.logging.svc", "Port": "8080"}]}}}), None,
+        Options.default()).settings
+    allow = OperatorConfig.model_validate({"egress": {"cidrs": ["10.0.0.0/8", "fd00::/8"], "namespaces": ["logging"]}})
+    own = network_policy(settings, [classify(d, ns) for d in destinations(settings, None)],
+                         {("logging", "sink"): {"selector": {"app": "sink"}, "ports": {}}}, allow)
+    assert len(own["spec"]["egress"]) == 4  # two addresses, the namespace, DNS
+    written = _as_reconciler(plane, "create", "-f", "-", stdin=json.dumps(own))
+    assert written.returncode == 0, written.stderr
+    assert _as_reconciler(plane, "delete", "networkpolicy", "audit-logging-egress", "-n", ns).returncode == 0
     assert _get(plane, "secret", "kkp-ca", "-n", ns)["data"]["ca.crt"]
 
 
@@ -419,15 +469,21 @@ def test_each_identity_may_change_one_field_of_its_webhook_configurations(kkp: K
     elsewhere = [{"op": "replace", "path": "/webhooks/0/clientConfig", "value": {"url": "https://attacker.example/x"}}]
     fail_open = [{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]
     selector = [{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": {"matchLabels": {"x": "y"}}}]
+    owned = [{"op": "add", "path": "/metadata/ownerReferences", "value": [
+        {"apiVersion": "v1", "kind": "Namespace", "name": "gone", "uid": "00000000-0000-0000-0000-000000000001"}]}]
+    held = [{"op": "add", "path": "/metadata/finalizers", "value": ["example.com/block"]}]
     bundle = [{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": "Zm9v"}]
     policy = "audit-webhook-configuration-writes"
     for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
         for user, ops in ((SERVER_SA, everything), (SERVER_SA, elsewhere), (SERVER_SA, fail_open),
                           (SERVER_SA, selector), (RECONCILER_SA, everything), (RECONCILER_SA, fail_open),
-                          (RECONCILER_SA, bundle)):
+                          (RECONCILER_SA, bundle), (SERVER_SA, owned), (RECONCILER_SA, owned), (SERVER_SA, held),
+                          (RECONCILER_SA, held)):
             assert _refused_by(patch(user, kind, ops), policy), (kind, user, ops)
         assert patch(SERVER_SA, kind, bundle).returncode == 0
         assert patch(RECONCILER_SA, kind, selector).returncode == 0
+    never = [{"op": "replace", "path": "/webhooks/0/reinvocationPolicy", "value": "Never"}]
+    assert _refused_by(patch(SERVER_SA, "mutatingwebhookconfiguration", never), policy)
 
 
 def test_labels_a_tenant_patches_onto_kkps_objects_never_get_them_deleted(kkp: KKPSeed):
