@@ -228,3 +228,21 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def test_json_logs_are_one_object_per_line_with_stable_keys(tmp_path):
+    s = Serve(tmp_path / "certs", "--log-format", "json")
+    try:
+        tls = ssl.create_default_context(cafile=str(s.cert_dir / "ca.crt"))
+        body = json.dumps(review(kkp_pod(), namespace="cluster-auditon01")).encode()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session, \
+                session.post(f"https://127.0.0.1:{s.port}/mutate", data=body) as r:
+            assert r.status == 200
+    finally:
+        assert s.stop() == 0
+    lines = [json.loads(line) for line in s.log if line.strip()]
+    assert lines and all({"time", "level", "logger", "msg"} <= set(line) for line in lines)
+    decision = next(line for line in lines if line["logger"] == "audit_webhook.decisions")
+    assert decision["msg"] == "admission decided"
+    assert {"uid", "handler", "decision", "reason", "namespace", "latency_ms"} <= set(decision)
+    assert (decision["handler"], decision["decision"], decision["reason"]) == ("mutate", "allowed", "injected")

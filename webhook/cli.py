@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from webhook import __version__, decisions, report, yamlio
+from webhook import __version__, decisions, logs, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.egress import classify, destinations, network_policy, refusal
 from webhook.explain import explain, explain_preset, group_of, policy_from_document, request_problem
@@ -456,6 +456,10 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
                         help="log level on stderr (default: INFO)")
+    p.add_argument("--log-format", default="text", choices=logs.FORMATS,
+                   help="text, or json: one JSON object per line with time, level, logger, msg (default: text)")
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=logs.FORMATS,
+                        help="text, or json: one JSON object per line with time, level, logger, msg (default: text)")
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", parents=[common], help="run the admission webhook over HTTPS")
@@ -589,8 +593,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `audit-webhook` and `python -m webhook`."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.configure(args.log_level, args.log_format)
     decisions.set_level(getattr(args, "decision_log", "info"))
     try:
         return int(args.func(args))

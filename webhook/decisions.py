@@ -42,4 +42,5 @@ def log_decision(handler: str, req: AdmissionRequest, answer: Answer, seconds: f
         "latency_ms": round(seconds * 1000, 3),
         "dry_run": req.dryRun,
     }
-    log.log(_level, to_json(record).decode())
+    # Text logs carry the JSON in the message; JSON logs carry the fields themselves (webhook/logs.py).
+    log.log(_level, to_json(record).decode(), extra={"fields": record})

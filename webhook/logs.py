@@ -1,0 +1,38 @@
+"""Log lines for people (text) or for Loki and Elasticsearch (one JSON object per line)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from pydantic_core import to_json
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JSONFormatter(logging.Formatter):
+    """`time`, `level`, `logger` and `msg` on every line; a decision's fields beside them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line["msg"] = "admission decided"
+            line.update({k: v for k, v in fields.items() if k not in line})
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return to_json(line).decode()
+
+
+def configure(level: str, fmt: str) -> None:
+    """Send every log line to stderr in `fmt` (`text` or `json`)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
