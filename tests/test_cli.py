@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import platform
 import subprocess
 import sys
 
 import pytest
 import yaml
 
+import webhook
 from tests.helpers import EXAMPLES, ROOT, kkp_pod
 from webhook.cli import main
 from webhook.presets import policy_text
@@ -225,3 +227,13 @@ def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
     finally:
         files._stdin_text.cache_clear()
     assert code == 0 and json.loads(out)["kind"] == "List"
+
+
+def test_version_agrees_with_build_info(capsys):
+    from webhook.metrics import Metrics
+
+    assert run(capsys, "version")[:2] == (0, f"audit-webhook {webhook.__version__}\n")
+    text = Metrics().render().decode()
+    assert f'audit_webhook_build_info{{python_version="{platform.python_version()}",version="{webhook.__version__}"}} 1.0' \
+        in text
+    assert "process_resident_memory_bytes" in text

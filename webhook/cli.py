@@ -1,4 +1,4 @@
-"""`audit-webhook`: serve · reconcile · render · files · check · explain · report · certs."""
+"""`audit-webhook`: serve · reconcile · render · files · check · explain · report · certs · version."""
 
 from __future__ import annotations
 
@@ -579,6 +579,9 @@ def parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("-o", "--output", choices=("text", "json"), default="text",
                              help="output format (default: text)")
     explain_cmd.set_defaults(func=cmd_explain)
+
+    version = sub.add_parser("version", parents=[common], help="print the version (as audit_webhook_build_info has it)")
+    version.set_defaults(func=lambda _args: print(f"audit-webhook {__version__}") or 0)
 
     certs = sub.add_parser("certs", parents=[common],
                            help="create or renew the CA and serving certificate, print the caBundle")

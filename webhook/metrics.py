@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from webhook import __version__
 
 # The _created series double every counter for little use on a webhook.
 disable_created_metrics()
@@ -66,6 +78,10 @@ class Metrics:
         self.cache_age = Gauge(
             "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
             registry=self.registry)
+        build = Gauge("audit_webhook_build_info", "The running audit-webhook (always 1): its version and Python's.",
+                      ["version", "python_version"], registry=self.registry)
+        build.labels(__version__, platform.python_version()).set(1)
+        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, open files, start time
 
     def rejected(self, handler: str, reason: str, rules: list[str]) -> None:
         """Count one refusal under each distinct rule it hit (or its reason)."""
