@@ -114,6 +114,11 @@ class Reconciler:
         one pass over every cached Cluster; one cluster's failure never stops the others."""
         self.config.poll()
         clusters = self.store.all_clusters()
+        # What is remembered per cluster goes with the cluster: the memory stays bounded by the fleet.
+        present = {name_of(c) for c in clusters}
+        self._reported = {(c, why) for c, why in self._reported if c in present}
+        self._copies = {c: names_ for c, names_ in self._copies.items() if c in present}
+        self._seen_problems = {c: why for c, why in self._seen_problems.items() if c in present}
         prepared = [(c, prepare(c, self.store.seed_for_datacenter(datacenter_of(c)), self.options)) for c in clusters]
         # Settings we cannot render still ask for audit logging: fail closed for them too.
         self._sync_webhook_selectors([cluster_namespace(c) for c, p in prepared
