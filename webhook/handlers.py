@@ -90,7 +90,7 @@ async def validate(req: AdmissionRequest, store: Store, options: Options, cache:
                                 namespace_holders=_namespace_holders(req.object, store), only_identity=True)
         if found.errors:
             return Answer(False, invalid_message(qualified_kind(req.object), object_label(req.object), found.errors),
-                          code=422, reason="invalid", rules=[str(e.path) for e in found.errors])
+                          code=422, reason="invalid", rules=[e.rule or str(e.path) for e in found.errors])
         return Answer(True, reason="valid")
     if req.subResource:
         return Answer(True, reason="not-checked")
@@ -125,7 +125,7 @@ def validate_object(obj: Any, old: Any, store: Store, secrets: Secrets, options:
                             config=config)
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
-        rules = list(dict.fromkeys(str(e.path) for e in found.errors))
+        rules = list(dict.fromkeys(e.rule or str(e.path) for e in found.errors))
         return Answer(False, message, code=422, warnings=found.warnings, reason="invalid", rules=rules)
     return Answer(True, warnings=found.warnings, reason="valid")
 

@@ -56,8 +56,8 @@ class Metrics:
             "audit_webhook_injections_total", "apiserver Pods patched with audit logging.", registry=self.registry)
         self.rejections = Counter(
             "audit_webhook_rejections_total",
-            "Objects refused, by handler and rule (a field path with list indices and map keys as [*], "
-            "or the reason when no field rule refused).", ["handler", "rule"], registry=self.registry)
+            "Objects refused, by handler and rule id (docs/rules.md), or the reason when no rule refused.",
+            ["handler", "rule"], registry=self.registry)
         self.warnings = Counter(
             "audit_webhook_warnings_total", "Warnings returned to clients.", ["handler"], registry=self.registry)
         self.bad_requests = Counter(

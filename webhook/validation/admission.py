@@ -80,7 +80,7 @@ def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets:
         listed = ", ".join(f'"{h}"' for h in sorted(namespace_holders))
         found.error(forbidden(Path("status").child("namespaceName"),
                               f'namespace "{cluster_namespace(obj)}" belongs to Cluster {listed}',
-                              offending=cluster_namespace(obj)))
+                              offending=cluster_namespace(obj)), rule="cluster.namespace-holder")
         return found
     if old is None and kind_key(obj) == CLUSTER:
         found = _secret_may_follow(found, cluster_namespace(obj))

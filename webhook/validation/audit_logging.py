@@ -25,10 +25,11 @@ def check_audit_logging(
             found.warn(path.child(str(key)), "unknown field, ignored")
     enabled = raw.get("enabled")
     if enabled is not None and not isinstance(enabled, bool):
-        found.error(invalid(path.child("enabled"), enabled, "must be true or false"))
+        found.error(invalid(path.child("enabled"), enabled, "must be true or false"), rule="audit.enabled-bool")
     preset = raw.get("policyPreset")
     if preset is not None and preset not in presets.SUPPORTED_VALUES:
-        found.error(unsupported(path.child("policyPreset"), preset, presets.SUPPORTED_VALUES))
+        found.error(unsupported(path.child("policyPreset"), preset, presets.SUPPORTED_VALUES),
+                    rule="audit.preset-supported")
     found.merge(check_sidecar(raw.get("sidecar"), path.child("sidecar"), sidecar))
     found.merge(check_webhook_backend(raw.get("webhookBackend"), path.child("webhookBackend"),
                                       default_namespace=default_namespace, own_namespace=own_namespace,

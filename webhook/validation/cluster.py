@@ -22,14 +22,14 @@ def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | 
     """Every rule for a Cluster, given the Seed of its datacenter (or None)."""
     found = Findings()
     if not isinstance(cluster, dict) or not isinstance(cluster.get("metadata"), dict):
-        found.error(required(Path("metadata"), "a Cluster needs metadata.name"))
+        found.error(required(Path("metadata"), "a Cluster needs metadata.name"), rule="object.metadata")
         return found
     if not name_of(cluster):
-        found.error(required(Path("metadata").child("name")))
+        found.error(required(Path("metadata").child("name")), rule="object.metadata")
         return found
     spec = cluster.get("spec")
     if spec is not None and not isinstance(spec, dict):
-        found.error(invalid(_SPEC, spec, "must be a map"))
+        found.error(invalid(_SPEC, spec, "must be a map"), rule="object.spec-map")
         return found
     namespace = cluster_namespace(cluster)
     raw = dig(cluster, "spec", "auditLogging")

@@ -26,7 +26,7 @@ def check_configmap(configmap: Any, owner: EffectiveSettings | None = None) -> F
     data = dig(configmap, "data")
     path = _DATA.key(names.POLICY_KEY)
     if not isinstance(data, dict) or names.POLICY_KEY not in data:
-        found.error(required(path, "the audit policy that kube-apiserver loads"))
+        found.error(required(path, "the audit policy that kube-apiserver loads"), rule="policy.configmap-key")
         return found
     text = data[names.POLICY_KEY]
     # KKP writes a preset's text only while audit logging is on (otherwise its default policy), so
@@ -44,5 +44,5 @@ def check_configmap(configmap: Any, owner: EffectiveSettings | None = None) -> F
                                         f'records "{describe(req)}" at {floor} or more; this policy gives {level}'
                                         f"{f' (and {len(broken) - 1} more short)' if len(broken) > 1 else ''}. "
                                         'To write your own, first set spec.auditLogging.policyPreset to "" on the '
-                                        "Cluster"))
+                                        "Cluster"), rule="policy.preset-owned")
     return found

@@ -94,15 +94,12 @@ class FieldError:
     # The value a Forbidden or Required error is about, never shown: the UPDATE ratchet excuses an
     # old error only while this is unchanged (switching one foreign Secret for another is new).
     offending: Any = None
+    # The rule that found it (webhook/validation/rules.py): what metrics and the decision log name.
+    rule: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         body = self.type.value if self.type in _NO_VALUE else f"{self.type.value}: {format_value(self.value)}"
         return f"{self.path}: {body}: {self.detail}" if self.detail else f"{self.path}: {body}"
-
-
-def policy_rule(err: FieldError) -> FieldError:
-    """The same error from an admission-policy rule (see Tier)."""
-    return replace(err, tier=Tier.POLICY)
 
 
 def required(path: Path, detail: str = "") -> FieldError:
@@ -161,8 +158,13 @@ class Findings:
     errors: list[FieldError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def error(self, err: FieldError) -> None:
-        """Record an error."""
+    def error(self, err: FieldError, rule: str = "") -> None:
+        """Record an error found by `rule`, an id of webhook/validation/rules.py, whose table row
+        gives the error its tier."""
+        if rule and rule != err.rule:
+            from webhook.validation.rules import RULES  # the table imports Tier from here
+
+            err = replace(err, rule=rule, tier=RULES[rule].tier)
         self.errors.append(err)
 
     def warn(self, path: Path, text: str) -> None:
@@ -174,7 +176,7 @@ class Findings:
         if raw is None:
             return False
         if not isinstance(raw, kind):
-            self.error(invalid(path, raw, detail))
+            self.error(invalid(path, raw, detail), rule="object.field-type")
             return False
         return True
 

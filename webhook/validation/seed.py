@@ -19,14 +19,14 @@ def check_seed(seed: Any, secrets: Secrets | None, config: OperatorConfig = DEFA
     """Every rule for a Seed. Secrets without a namespace are looked up in the Seed's namespace."""
     found = Findings()
     if not isinstance(seed, dict):
-        found.error(invalid(Path(""), seed, "must be a Seed object"))
+        found.error(invalid(Path(""), seed, "must be a Seed object"), rule="object.seed")
         return found
     namespace = namespace_of(seed) or "kubermatic"
     audit = dig(seed, "spec", "auditLogging")
     audit_path = Path("spec").child("auditLogging")
     allowances, annotation_errors = seed_allowances(seed)
     for error in annotation_errors:
-        found.error(error)
+        found.error(error, rule="seed.annotations")
     # The Seed's defaults are the operator's own: they may change records, within the same allowances.
     found.merge(check_audit_logging(audit, audit_path, default_namespace=namespace, own_namespace=None,
                                     secrets=secrets, sidecar=SidecarContext(allowances=allowances, config=config)))
@@ -34,7 +34,8 @@ def check_seed(seed: Any, secrets: Secrets | None, config: OperatorConfig = DEFA
     if datacenters is None:
         return found
     if not isinstance(datacenters, dict):
-        found.error(invalid(_DATACENTERS, datacenters, "must be a map of datacenter names to datacenters"))
+        found.error(invalid(_DATACENTERS, datacenters, "must be a map of datacenter names to datacenters"),
+                    rule="seed.datacenters")
         return found
     any_enforced = False
     for dc, body in datacenters.items():
@@ -43,11 +44,12 @@ def check_seed(seed: Any, secrets: Secrets | None, config: OperatorConfig = DEFA
         if spec is None:
             continue
         if not isinstance(spec, dict):
-            found.error(invalid(spec_path, spec, "must be a map"))
+            found.error(invalid(spec_path, spec, "must be a map"), rule="seed.datacenters")
             continue
         enforce = spec.get("enforceAuditLogging")
         if enforce is not None and not isinstance(enforce, bool):
-            found.error(invalid(spec_path.child("enforceAuditLogging"), enforce, "must be true or false"))
+            found.error(invalid(spec_path.child("enforceAuditLogging"), enforce, "must be true or false"),
+                        rule="seed.enforce-bool")
         any_enforced = any_enforced or enforce is True
         found.merge(check_webhook_backend(spec.get("enforcedAuditWebhookSettings"),
                                           spec_path.child("enforcedAuditWebhookSettings"),

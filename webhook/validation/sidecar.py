@@ -29,7 +29,6 @@ from webhook.validation.errors import (
     duplicate,
     forbidden,
     invalid,
-    policy_rule,
     required,
     unsupported,
 )
@@ -77,13 +76,13 @@ def _expand(value: str, path: Path, env: dict[str, str], decided: bool, found: F
         return value
     if decided:
         found.error(forbidden(path, "must not use ${...}: the value decides which rules apply, "
-                                    "so it must be written out"))
+                                    "so it must be written out"), rule="sidecar.variables")
         return None
     unknown = [var for var in _VAR_RE.findall(value) if var not in env]
     if unknown:
         known = ", ".join(f"${{{n}}}" for n in sorted(env))
         found.error(invalid(path, value, f"${{{unknown[0]}}} is not set in the sidecar; it has {known} "
-                                         "(add variables with extraEnvs)"))
+                                         "(add variables with extraEnvs)"), rule="sidecar.variables")
         return None
     return _VAR_RE.sub(lambda m: env[m.group(1)], value)
 
@@ -92,21 +91,22 @@ def _check_value(value: Any, path: Path, env: dict[str, str], decided: bool, fou
     """The expanded value of one entry, or None when it is refused."""
     if not isinstance(value, str):
         hint = f' (quote it: "{value}")' if isinstance(value, int | float | bool) else ""
-        found.error(invalid(path, value, f"must be a string{hint}"))
+        found.error(invalid(path, value, f"must be a string{hint}"), rule="sidecar.value-string")
         return None
     if _PLAIN_VALUE.fullmatch(value):
         return value
     if has_unsafe_char(value):
-        found.error(invalid(path, value, UNSAFE_DETAIL))
+        found.error(invalid(path, value, UNSAFE_DETAIL), rule="sidecar.characters")
         return None
     if not value.strip():
-        found.error(invalid(path, value, "must not be empty: fluent-bit refuses a key without a value"))
+        found.error(invalid(path, value, "must not be empty: fluent-bit refuses a key without a value"),
+                    rule="sidecar.value-empty")
         return None
     if value != value.strip():
         found.warn(path, "leading and trailing spaces are dropped by fluent-bit")
     expanded = _expand(value, path, env, decided, found)
     if expanded is not None and has_unsafe_char(expanded):
-        found.error(invalid(path, value, UNSAFE_DETAIL))
+        found.error(invalid(path, value, UNSAFE_DETAIL), rule="sidecar.characters")
         return None
     return expanded
 
@@ -130,17 +130,17 @@ def check_entry_map(raw: Any, path: Path, env: dict[str, str]) -> tuple[Findings
     found = Findings()
     section = Section({}, [])
     if not isinstance(raw, dict):
-        found.error(invalid(path, raw, "must be a map of string keys to string values"))
+        found.error(invalid(path, raw, "must be a map of string keys to string values"), rule="sidecar.map-shape")
         return found, section
     multi = fb.policy().multi_value_keys
     for key, value in raw.items():
         if not isinstance(key, str) or not KEY_RE.match(key):
-            found.error(invalid(path, key, KEY_DETAIL))
+            found.error(invalid(path, key, KEY_DETAIL), rule="sidecar.key-form")
             continue
         lower = key.lower()
         if lower in section.entries and lower not in multi:
             found.error(duplicate(path.key(key), key, "fluent-bit keys are case-insensitive and the last one wins; "
-                                                      "set each key once"))
+                                                      "set each key once"), rule="sidecar.key-duplicate")
             continue
         if type(value) is str and _PLAIN_VALUE.fullmatch(value):  # the common case, without building a path
             read: str | None = value
@@ -161,10 +161,10 @@ def _check_protected(path: Path, key: str, value: str, found: Findings, at: Path
     if protected:
         found.error(forbidden(at or path.key(key), f"must not name {protected}: the sidecar may not read, write or "
                                              "serve the audit log, the audit policy, its own configuration or "
-                                             "service-account tokens", value))
+                                             "service-account tokens", value), rule="sidecar.protected-path")
     if fb.is_destination_key(key) and any(fb.is_loopback(h) for h in fb.hosts_in(value)):
         found.error(forbidden(at or path.key(key), "must not be the apiserver Pod itself: its ports are "
-                                                   "kube-apiserver's", value))
+                                                   "kube-apiserver's", value), rule="sidecar.own-pod")
 
 
 def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarContext, found: Findings) -> None:
@@ -174,23 +174,26 @@ def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarCon
     policy = fb.policy()
     plugin = ""
     if "name" not in entry:
-        found.error(required(path.key("Name"), f'every {singular} names its fluent-bit plugin, e.g. "{known[0]}"'))
+        found.error(required(path.key("Name"), f'every {singular} names its fluent-bit plugin, e.g. "{known[0]}"'),
+                    rule="sidecar.plugin-name")
     elif entry["name"][1] is not None:
         key, plugin = entry["name"][0], entry["name"][1] or ""
         why = fb.denied_plugin(plugin)
         if why and not ctx.allowances.allows_plugin(plugin):
             found.error(forbidden(path.key(key), f'"{plugin}" {why}; an operator may allow it for a Seed '
-                                                 f"with the annotation {names.ALLOWED_PLUGINS_ANNOTATION}"))
+                                                 f"with the annotation {names.ALLOWED_PLUGINS_ANNOTATION}"),
+                        rule="sidecar.plugin-denied")
         elif plugin not in known and not why:
-            found.error(policy_rule(unsupported(path.key(key), plugin, [p for p in known if not fb.denied_plugin(p)])))
+            found.error(unsupported(path.key(key), plugin, [p for p in known if not fb.denied_plugin(p)]),
+                        rule="sidecar.plugin-known")
             plugin = ""
         elif ctx.keep_records and not ctx.allowances.record_changes:
             loses = (policy.record_dropping_outputs.get(plugin, "") if kind == "outputs"
                      else "" if plugin in policy.record_keeping_filters else "changes or drops records")
             if loses:
-                found.error(policy_rule(forbidden(path.key(key), f'"{plugin}" {loses}, and this datacenter enforces '
+                found.error(forbidden(path.key(key), f'"{plugin}" {loses}, and this datacenter enforces '
                                                                  "audit logging: the cluster may add outputs, not lose "
-                                                                 "records")))
+                                                                 "records"), rule="sidecar.records-kept")
     for lower, key, value in section.items:
         trusted = fb.trusted_certificate_path(lower, value)
         if not trusted:
@@ -198,10 +201,10 @@ def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarCon
         why = fb.denied_key(lower)
         if why and not trusted and not ctx.allowances.allows_key(plugin, lower):
             found.error(forbidden(path.key(key), f"{why}; an operator may allow it for a Seed with the annotation "
-                                                 f"{names.ALLOWED_KEYS_ANNOTATION}", value))
+                                                 f"{names.ALLOWED_KEYS_ANNOTATION}", value), rule="sidecar.key-denied")
         why = fb.denied_value(plugin, lower, value)
         if why:
-            found.error(forbidden(path.key(key), f'"{value.strip()}" {why}'))
+            found.error(forbidden(path.key(key), f'"{value.strip()}" {why}'), rule="sidecar.value-denied")
     key, host = entry.get("host", ("", None))
     if host is not None and is_outside(host):
         found.warn(path.key(key), "an outside name: allow egress to it yourself")
@@ -211,10 +214,11 @@ def _check_plugin_entry(section: Section, path: Path, kind: str, ctx: SidecarCon
         if why:
             found.warn(path.key(key), f"egress not opened: {why}")
     if kind == "outputs" and plugin in policy.host_required and "host" not in entry:
-        found.error(required(path.key("Host"), f"without it {plugin} sends to 127.0.0.1, the apiserver Pod itself"))
+        found.error(required(path.key("Host"), f"without it {plugin} sends to 127.0.0.1, the apiserver Pod itself"),
+                    rule="sidecar.host-required")
     if "match" not in entry and "match_regex" not in entry:
         found.error(required(path.key("Match"), f'every {singular} needs "Match" or "Match_Regex"; '
-                                                '"*" matches the audit log'))
+                                                '"*" matches the audit log'), rule="sidecar.match-required")
 
 
 def _check_plugin_list(raw: Any, path: Path, kind: str, env: dict[str, str], ctx: SidecarContext) -> Findings:
@@ -258,17 +262,19 @@ def _check_service(raw: Any, path: Path, env: dict[str, str], ctx: SidecarContex
             _check_protected(path, key, value, found)
         if lower == "daemon" and value.strip().lower() in _TRUTHY:
             found.error(forbidden(key_path, "fluent-bit would fork into the background and the sidecar "
-                                            "container would exit and restart forever"))
+                                            "container would exit and restart forever"), rule="sidecar.service")
         elif lower not in policy.service_keys and not ctx.allowances.allows_key("service", lower):
-            found.error(forbidden(key_path, f"not a [SERVICE] key a cluster may set; these are: {allowed}"))
+            found.error(forbidden(key_path, f"not a [SERVICE] key a cluster may set; these are: {allowed}"),
+                        rule="sidecar.service")
         elif lower == "storage.path" and not policy.storage_path.fullmatch(value):
             found.error(invalid(key_path, value, f"must be a folder inside {names.AUDIT_LOG_DIR}/ (not the audit "
                                                  "log or its database), e.g. "
-                                                 f"{names.AUDIT_LOG_DIR}/buffer"))
+                                                 f"{names.AUDIT_LOG_DIR}/buffer"), rule="sidecar.service")
         elif lower.endswith("port") and value.strip() in policy.protected_ports:
-            found.error(forbidden(key_path, f"port {value.strip()} is kube-apiserver's in this Pod"))
+            found.error(forbidden(key_path, f"port {value.strip()} is kube-apiserver's in this Pod"),
+                        rule="sidecar.service")
         elif problem := _service_value_problem(policy.service_keys.get(lower), value):
-            found.error(invalid(key_path, value, problem))
+            found.error(invalid(key_path, value, problem), rule="sidecar.service")
     return found
 
 
@@ -290,34 +296,37 @@ def _check_extra_envs(raw: Any, path: Path) -> Findings:
     for i, env in enumerate(raw):
         env_path = path.index(i)
         if not isinstance(env, dict):
-            found.error(invalid(env_path, env, "must be a map with `name` and `value`"))
+            found.error(invalid(env_path, env, "must be a map with `name` and `value`"), rule="sidecar.env")
             continue
         name = env.get("name")
         if not isinstance(name, str) or not name:
-            found.error(required(env_path.child("name")))
+            found.error(required(env_path.child("name")), rule="sidecar.env")
         elif not ENV_NAME_RE.match(name):
             found.error(invalid(env_path.child("name"), name, "a valid environment variable name must consist of "
-                                "alphabetic characters, digits, '_', '-', or '.', and must not start with a digit"))
+                                "alphabetic characters, digits, '_', '-', or '.', and must not start with a digit"),
+                        rule="sidecar.env")
         elif name == names.CLUSTER_ID_ENV:
             found.error(forbidden(env_path.child("name"), f"{names.CLUSTER_ID_ENV} is set by the webhook to the "
-                                                          "cluster ID and cannot be overridden"))
+                                                          "cluster ID and cannot be overridden"), rule="sidecar.env")
         elif name in seen:
-            found.error(duplicate(env_path.child("name"), name))
+            found.error(duplicate(env_path.child("name"), name), rule="sidecar.env")
         elif fb.denied_env_name(name):
             found.error(forbidden(env_path.child("name"), f"{name} is read by the dynamic loader, TLS libraries, "
-                                                          "proxies or cloud SDKs in the sidecar"))
+                                                          "proxies or cloud SDKs in the sidecar"),
+                        rule="sidecar.env-denied")
         else:
             seen.add(name)
         if "valueFrom" in env:
-            found.error(forbidden(env_path.child("valueFrom"), "only `value` is supported"))
+            found.error(forbidden(env_path.child("valueFrom"), "only `value` is supported"), rule="sidecar.env")
         value = env.get("value")
         if "value" in env and not isinstance(value, str):
-            found.error(invalid(env_path.child("value"), value, "must be a string"))
+            found.error(invalid(env_path.child("value"), value, "must be a string"), rule="sidecar.env")
         elif isinstance(value, str) and has_unsafe_char(value):
-            found.error(invalid(env_path.child("value"), value, UNSAFE_DETAIL))
+            found.error(invalid(env_path.child("value"), value, UNSAFE_DETAIL), rule="sidecar.characters")
         elif isinstance(value, str) and ("$(" in value or "${" in value):
             found.error(invalid(env_path.child("value"), value, "must not refer to other variables ($(...) or "
-                                                                "${...}): Kubernetes or fluent-bit would expand them"))
+                                                                "${...}): Kubernetes or fluent-bit would expand them"),
+                        rule="sidecar.env-references")
         elif isinstance(value, str):
             _check_protected(env_path, "value", value, found, at=env_path.child("value"))
     return found
@@ -329,25 +338,27 @@ def _check_quantities(raw: Any, path: Path, ceiling: dict[str, Any], floor: dict
     if raw is None:
         return parsed
     if not isinstance(raw, dict):
-        found.error(invalid(path, raw, "must be a map of resource names to quantities"))
+        found.error(invalid(path, raw, "must be a map of resource names to quantities"), rule="sidecar.resources")
         return parsed
     supported = fb.policy().resource_names
     for resource, value in raw.items():
         at = path.key(str(resource))
         q = parse_quantity(value)
         if resource not in supported:
-            found.error(unsupported(at, resource, supported))
+            found.error(unsupported(at, resource, supported), rule="sidecar.resources")
         elif q is None:
-            found.error(invalid(at, value, f"must match the regular expression {QUANTITY_FORMAT}"))
+            found.error(invalid(at, value, f"must match the regular expression {QUANTITY_FORMAT}"),
+                        rule="sidecar.resources")
         elif q < 0:
-            found.error(invalid(at, value, "must be greater than or equal to 0"))
+            found.error(invalid(at, value, "must be greater than or equal to 0"), rule="sidecar.resources")
         elif resource in ceiling and q > ceiling[resource]:
-            found.error(policy_rule(invalid(at, value, f"must be at most {_quantity_text(ceiling[resource])}, the "
-                                                       "ceiling the operator sets for audit sidecars")))
+            found.error(invalid(at, value, f"must be at most {_quantity_text(ceiling[resource])}, the "
+                                                       "ceiling the operator sets for audit sidecars"),
+                        rule="sidecar.resource-ceiling")
         elif resource in floor and q < floor[resource]:
-            found.error(policy_rule(invalid(at, value, f"must be at least {_quantity_text(floor[resource])}: below "
+            found.error(invalid(at, value, f"must be at least {_quantity_text(floor[resource])}: below "
                                                        "that fluent-bit falls behind or is killed, and records are "
-                                                       "lost")))
+                                                       "lost"), rule="sidecar.resource-floor")
         else:
             parsed[resource] = q
     return parsed
@@ -376,7 +387,8 @@ def _check_resources(raw: Any, path: Path, ctx: SidecarContext) -> Findings:
     for resource, request in requests.items():
         if resource in all_limits and request > all_limits[resource]:
             found.error(invalid(path.child("requests").key(resource), raw["requests"][resource],
-                                f"must be less than or equal to {resource} limit of {shown_limits[resource]}"))
+                                f"must be less than or equal to {resource} limit of {shown_limits[resource]}"),
+                        rule="sidecar.resources")
     return found
 
 

@@ -35,15 +35,16 @@ def _check_secret(ref: SecretRef, path: Path, secrets: Secrets, found: Findings)
     data = secrets.get(ref)
     if data is None:
         found.error(not_found(path, shown, f'create the Secret with key "{names.WEBHOOK_CONFIG_KEY}" holding '
-                                           "the audit webhook kubeconfig first"))
+                                           "the audit webhook kubeconfig first"), rule="webhook.secret-exists")
         return
     if names.WEBHOOK_CONFIG_KEY not in data:
         found.error(invalid(path, shown, f'the Secret has no key "{names.WEBHOOK_CONFIG_KEY}" (the audit webhook '
-                                         "kubeconfig that kube-apiserver reads)"))
+                                         "kubeconfig that kube-apiserver reads)"), rule="webhook.secret-key")
         return
     problems, notes = kubeconfig_findings(bytes(data[names.WEBHOOK_CONFIG_KEY]))
     for problem in problems:
-        found.error(invalid(path, shown, f"{names.WEBHOOK_CONFIG_KEY} {problem}: kube-apiserver would not start"))
+        found.error(invalid(path, shown, f"{names.WEBHOOK_CONFIG_KEY} {problem}: kube-apiserver would not start"),
+                    rule="webhook.kubeconfig")
     for note in notes:
         found.warn(path, f"the Secret's {names.WEBHOOK_CONFIG_KEY} {note}")
     server = server_of(bytes(data[names.WEBHOOK_CONFIG_KEY])) if not problems else None
@@ -70,22 +71,26 @@ def check_webhook_backend(
     ref_path = path.child("auditWebhookConfig")
     ref = raw.get("auditWebhookConfig")
     if ref is None:
-        found.error(required(ref_path, f'the Secret (name, namespace) with key "{names.WEBHOOK_CONFIG_KEY}"'))
+        found.error(required(ref_path, f'the Secret (name, namespace) with key "{names.WEBHOOK_CONFIG_KEY}"'),
+                    rule="webhook.reference")
     elif not isinstance(ref, dict):
-        found.error(invalid(ref_path, ref, "must be a Secret reference with `name` and `namespace`"))
+        found.error(invalid(ref_path, ref, "must be a Secret reference with `name` and `namespace`"),
+                    rule="webhook.reference")
     else:
         name, namespace = ref.get("name"), ref.get("namespace")
         if name in (None, ""):
-            found.error(required(ref_path.child("name")))
+            found.error(required(ref_path.child("name")), rule="webhook.reference")
         elif not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-            found.error(invalid(ref_path.child("name"), name, "must be a lowercase DNS-1123 subdomain (a Secret name)"))
+            found.error(invalid(ref_path.child("name"), name, "must be a lowercase DNS-1123 subdomain (a Secret name)"),
+                        rule="webhook.reference")
         if namespace is not None and not isinstance(namespace, str):
-            found.error(invalid(ref_path.child("namespace"), namespace, "must be a string"))
+            found.error(invalid(ref_path.child("namespace"), namespace, "must be a string"), rule="webhook.reference")
         elif own_namespace and namespace and namespace != own_namespace and (namespace, name) not in seed_secrets:
             allowed = f'"{own_namespace}"' + "".join(f' or its datacenter\'s "{ns}/{n}"'
                                                      for ns, n in sorted(seed_secrets))
             found.error(forbidden(ref_path.child("namespace"), f"a cluster may only use Secrets of its own namespace "
-                                                               f"{allowed}", offending=(namespace, name)))
+                                                               f"{allowed}", offending=(namespace, name)),
+                        rule="webhook.secret-namespace")
         elif not found.errors:
             resolved = secret_ref(raw, default_namespace)
             if resolved is not None and secrets is not None:
@@ -95,8 +100,9 @@ def check_webhook_backend(
     if backoff not in (None, ""):
         seconds = parse_duration(backoff) if isinstance(backoff, str) else None
         if seconds is None:
-            found.error(invalid(backoff_path, backoff, 'must be a Go duration such as "10s", "500ms" or "1m30s"'))
+            found.error(invalid(backoff_path, backoff, 'must be a Go duration such as "10s", "500ms" or "1m30s"'),
+                        rule="webhook.backoff")
         elif seconds < 0:
             # 0s is valid: KKP's CRD accepts it and kube-apiserver retries at once.
-            found.error(invalid(backoff_path, backoff, "must not be negative"))
+            found.error(invalid(backoff_path, backoff, "must not be negative"), rule="webhook.backoff")
     return found
