@@ -133,3 +133,44 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     lease = json.loads(plane.kubectl("get", "lease", "-n", "audit-webhook", "audit-webhook-reconciler",
                                      "-o", "json").stdout)
     assert lease["spec"]["holderIdentity"]
+
+
+def test_a_tightened_policy_rule_never_stops_a_running_control_plane(plane: ControlPlane,
+                                                                     reconciler: ReconcilerProcess):
+    """The operator lowers the Seed's sidecar resource ceiling below what a stored Cluster asks for:
+    its apiserver Pods are still injected, with a warning, and the Cluster gets an Event."""
+    ns = "cluster-e2etight"
+    namespace(plane, "kubermatic")
+    namespace(plane, ns)
+    seed = {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
+            "metadata": {"name": "e2e-tight-seed", "namespace": "kubermatic",
+                         "annotations": {names.RESOURCE_CEILING_ANNOTATION: "cpu=8"}},
+            "spec": {"datacenters": {"e2e-tight-dc": {"spec": {}}}}}
+    plane.apply(seed)
+    big = {"enabled": True, "sidecar": {"resources": {"limits": {"cpu": "4"}}}}
+    plane.apply(kkp_cluster("e2etight", dc="e2e-tight-dc", audit=big))  # within the Seed's ceiling
+    seed["metadata"]["annotations"] = {}
+    plane.apply(seed)  # the default ceiling, lower than the Cluster's cpu, applies again
+
+    def dry_run() -> dict[str, Any] | None:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "apiserver-x", "namespace": ns,
+                                                              "labels": {"app": "apiserver"}},
+               "spec": {"containers": [{"name": "apiserver", "image": "kube-apiserver"}]}}
+        result = plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(pod),
+                               check=False)
+        created = json.loads(result.stdout) if result.returncode == 0 else {}
+        injected = names.SETTINGS_HASH_ANNOTATION in (created.get("metadata", {}).get("annotations") or {})
+        return {"pod": created, "stderr": result.stderr} if injected and "breaks a rule" in result.stderr else None
+
+    admitted = eventually(dry_run)
+    assert admitted, "the Pod was not injected with a warning"
+    assert any(c["name"] == "audit-logs" for c in admitted["pod"]["spec"]["containers"])
+    assert "limits[cpu]: Invalid value: breaks a rule the Cluster predates; injected anyway" in admitted["stderr"]
+
+    def out_of_policy() -> list[dict[str, Any]]:
+        events = json.loads(plane.kubectl("get", "events", "-n", "default", "--field-selector",
+                                          "involvedObject.name=e2etight", "-o", "json").stdout)["items"]
+        return [e for e in events if e["reason"] == "AuditSettingsOutOfPolicy"]
+
+    events = eventually(out_of_policy)
+    assert events and "reconciled and injected, but:" in events[0]["message"]
