@@ -48,6 +48,7 @@ from webhook.review import Answer, encode_review, parse_review  # noqa: E402
 from webhook.server import Webhook  # noqa: E402
 from webhook.store import MemoryStore, Snapshot  # noqa: E402
 from webhook.validation.admission import check_admission  # noqa: E402
+from webhook.validation.context import Context  # noqa: E402
 
 FULL_POD = yaml.safe_load((ROOT / "examples/pods/apiserver-admitted.yaml").read_text())
 FULL_CLUSTER = yaml.safe_load((ROOT / "bench/data/cluster-kkp.yaml").read_text())
@@ -100,7 +101,7 @@ def rows_for(endpoint: str, body: bytes, webhook: Webhook, options: Options, sna
         secrets = dict(snapshot.secrets)
 
         def decide() -> Any:
-            return check_admission(req.object, req.oldObject, seed=None, secrets=secrets)
+            return check_admission(req.object, req.oldObject, Context(secrets=secrets))
         handler = webhook.validate
     decided = decide()
     answer = decided if isinstance(decided, Answer) else Answer(not decided.errors, warnings=decided.warnings)

@@ -8,6 +8,7 @@ from tests.helpers import cluster, webhook_backend
 from webhook.egress import Destination, classify, destinations, is_outside, network_policy, refusal
 from webhook.operator_config import OperatorConfig
 from webhook.settings import effective_settings
+from webhook.validation.context import Context
 
 # The operator allows the private network and the two sink namespaces of these tables.
 ALLOW = OperatorConfig.model_validate({"egress": {"cidrs": ["10.0.0.0/8", "fd00::/8"],
@@ -77,7 +78,7 @@ def test_outside_names_warn_at_admission():
     from webhook.validation.admission import check_admission
 
     found = check_admission(cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [
-        {"Name": "es", "Match": "*", "Host": "es.example.com"}]}}}), None, seed=None, secrets={})
+        {"Name": "es", "Match": "*", "Host": "es.example.com"}]}}}), None, Context(secrets={}))
     assert found.warnings == ["spec.auditLogging.sidecar.config.outputs[0][Host]: an outside name: allow egress to it "
                               "yourself"]
 
@@ -99,7 +100,7 @@ def test_egress_never_opens_other_control_planes_the_seed_or_metadata(host, port
     assert network_policy(settings, targets, {}, ALLOW) is None  # nothing opened, even with an allow-list
     from webhook.validation.admission import check_admission
 
-    found = check_admission(obj, None, seed=None, secrets={}, config=ALLOW)
+    found = check_admission(obj, None, Context(secrets={}, config=ALLOW))
     assert found.errors == []
     assert any(why in w and "egress not opened" in w for w in found.warnings), found.warnings
 

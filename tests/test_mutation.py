@@ -6,6 +6,7 @@ from tests.helpers import bare_pod, cluster, seed
 from webhook.mutation import decide_mutation
 from webhook.options import Options
 from webhook.validation.admission import check_admission
+from webhook.validation.context import Context
 
 OPTS = Options.default()
 ON = cluster(audit={"enabled": True})
@@ -164,7 +165,7 @@ def test_a_stored_cluster_that_breaks_a_later_policy_rule_is_still_injected_with
     assert answer.warnings == ["spec.auditLogging.sidecar.resources.limits[cpu]: Invalid value: breaks a rule the "
                                "Cluster predates; injected anyway, please fix"]
     # The same settings are refused when the Cluster itself is admitted.
-    assert check_admission(big, None, seed=None, secrets={}).errors
+    assert check_admission(big, None, Context(secrets={})).errors
 
 
 def test_a_stored_cluster_whose_settings_are_unsafe_to_render_is_not_injected():

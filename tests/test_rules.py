@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.helpers import ROOT
+from webhook.validation.context import Context
 from webhook.validation.rules import RULES
 
 
@@ -37,7 +38,7 @@ def test_every_error_of_the_validation_tables_carries_a_known_rule(monkeypatch):
         cluster(audit={"webhookBackend": webhook_backend("wh", namespace="other", backoff="-1s")}),
         seed({"dc1": {"enforceAuditLogging": "yes"}}),
     ]
-    errors = [e for obj in objects for e in check_admission(obj, None, seed=None, secrets={}).errors]
+    errors = [e for obj in objects for e in check_admission(obj, None, Context(secrets={})).errors]
     assert len(errors) >= 8
     assert [e for e in errors if e.rule not in RULES] == []
     assert all(e.tier is RULES[e.rule].tier for e in errors)

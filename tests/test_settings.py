@@ -5,6 +5,7 @@ import pytest
 from tests.helpers import cluster, seed, webhook_backend
 from webhook.names import OPT_OUT_ANNOTATION
 from webhook.settings import Origin, effective_settings
+from webhook.validation.context import Context
 
 SEED_DEFAULTS = {"enabled": False, "policyPreset": "recommended",
                  "sidecar": {"config": {"outputs": [{"Name": "forward", "Match": "*", "Host": "central"}]}}}
@@ -85,6 +86,6 @@ def test_null_fields_mean_absent_as_validation_says():
     obj = cluster(audit={"enabled": True, "sidecar": {"extraEnvs": None, "resources": None,
                                                       "config": {"service": None, "filters": None, "outputs": None}},
                          "webhookBackend": None, "policyPreset": None})
-    assert check_admission(obj, None, seed=None, secrets={}).errors == []
+    assert check_admission(obj, None, Context(secrets={})).errors == []
     s = effective_settings(obj, None)
     assert s.enabled and s.sidecar.extraEnvs == [] and s.sidecar.config.outputs == [] and s.webhook is None

@@ -8,6 +8,7 @@ import pytest
 from tests.helpers import cluster, seed
 from webhook import names
 from webhook.validation.admission import check_admission
+from webhook.validation.context import Context
 from webhook.validation.fluentbit_policy import is_loopback, protected_path_in, seed_allowances
 
 SC = "spec.auditLogging.sidecar"
@@ -32,7 +33,7 @@ def out(**entries):
 
 
 def errors(obj, seed_obj=None):
-    return [str(e) for e in check_admission(obj, None, seed=seed_obj, secrets={}).errors]
+    return [str(e) for e in check_admission(obj, None, Context(seed=seed_obj, secrets={})).errors]
 
 
 # (id, cluster, the one error expected, or a fragment of it when the text is long)

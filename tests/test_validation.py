@@ -8,6 +8,7 @@ from tests.helpers import KUBECONFIG, cluster, seed, webhook_backend
 from webhook.names import OPT_OUT_ANNOTATION
 from webhook.operator_config import OperatorConfig
 from webhook.validation.admission import check_admission, secret_refs
+from webhook.validation.context import Context
 from webhook.validation.errors import invalid_message
 
 GOOD_SECRET = {"webhook.yaml": KUBECONFIG.encode()}
@@ -18,11 +19,11 @@ CFG = f"{SC}.config"
 
 
 def errors_of(obj, seed_obj=None, secrets=SECRETS, old=None):
-    return [str(e) for e in check_admission(obj, old, seed=seed_obj, secrets=secrets).errors]
+    return [str(e) for e in check_admission(obj, old, Context(seed=seed_obj, secrets=secrets)).errors]
 
 
 def warnings_of(obj, seed_obj=None, secrets=SECRETS):
-    return check_admission(obj, None, seed=seed_obj, secrets=secrets).warnings
+    return check_admission(obj, None, Context(seed=seed_obj, secrets=secrets)).warnings
 
 
 def sidecar_cluster(**config):
@@ -138,8 +139,7 @@ def test_every_problem_is_reported_at_once():
         "webhookBackend": webhook_backend("missing", backoff="forever")})
     errors = errors_of(obj)
     assert len(errors) == 5  # the missing Secret is a warning on CREATE (see below)
-    message = invalid_message("Cluster.kubermatic.k8c.io", "abc", check_admission(obj, None, seed=None,
-                                                                                  secrets=SECRETS).errors)
+    message = invalid_message("Cluster.kubermatic.k8c.io", "abc", check_admission(obj, None, Context(secrets=SECRETS)).errors)
     assert message.startswith('Cluster.kubermatic.k8c.io "abc" is invalid: [spec.auditLogging.policyPreset: ')
     assert message.endswith("]")
 
@@ -155,8 +155,7 @@ def test_a_valid_cluster_passes():
                                "outputs": [{"Name": "forward", "Match_Regex": ".*", "Host": "fluentd.logging.svc",
                                             "Port": "24224"}]}},
         "webhookBackend": webhook_backend("wh", backoff="1m30s")})
-    found = check_admission(obj, None, seed=None, secrets=SECRETS,
-                            config=OperatorConfig.model_validate({"egress": {"namespaces": ["logging"]}}))
+    found = check_admission(obj, None, Context(secrets=SECRETS, config=OperatorConfig.model_validate({"egress": {"namespaces": ["logging"]}})))
     assert found.errors == []
     assert found.warnings == []
 
@@ -186,7 +185,7 @@ SEED_WITH = seed({"dc1": {"enforceAuditLogging": True}}, audit={"enabled": True,
      "spec.auditLogging.policyPreset: has no effect while audit logging and the webhook backend are off"),
 ])
 def test_risky_but_valid_settings_warn(obj, seed_obj, warning):
-    found = check_admission(obj, None, seed=seed_obj, secrets=SECRETS)
+    found = check_admission(obj, None, Context(seed=seed_obj, secrets=SECRETS))
     assert found.errors == []
     assert warning in found.warnings
     assert all(len(w) <= 256 and w.isprintable() for w in found.warnings)
@@ -194,8 +193,7 @@ def test_risky_but_valid_settings_warn(obj, seed_obj, warning):
 
 def test_plain_http_webhook_server_warns_without_quoting_the_secret():
     http = KUBECONFIG.replace("https://audit-sink.audit.svc:8443/events", "http://10.1.2.3:30001")
-    found = check_admission(cluster(audit={"webhookBackend": webhook_backend()}), None, seed=None,
-                            secrets={("cluster-abc", "wh"): {"webhook.yaml": http.encode()}})
+    found = check_admission(cluster(audit={"webhookBackend": webhook_backend()}), None, Context(secrets={("cluster-abc", "wh"): {"webhook.yaml": http.encode()}}))
     assert found.errors == []
     assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: the Secret's webhook.yaml sends "
                               "events over plain http://"]
@@ -205,7 +203,7 @@ def test_plain_http_webhook_server_warns_without_quoting_the_secret():
 def test_update_is_not_refused_for_what_the_old_object_already_had():
     bad = cluster(audit={"webhookBackend": webhook_backend("gone")})
     newer = cluster(audit={"webhookBackend": webhook_backend("gone")}, humanReadableName="renamed")
-    found = check_admission(newer, bad, seed=None, secrets=SECRETS)
+    found = check_admission(newer, bad, Context(secrets=SECRETS))
     assert found.errors == []
     assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: Not found (wrong before this "
                               "update too; please fix)"]
@@ -249,7 +247,7 @@ def test_seed_rules(obj, expected):
 
 def test_seed_warns_when_enforcement_overrides_its_own_enabled_false():
     obj = seed({"dc1": {"enforceAuditLogging": True}}, audit={"enabled": False})
-    assert check_admission(obj, None, seed=None, secrets=SECRETS).warnings == [
+    assert check_admission(obj, None, Context(secrets=SECRETS)).warnings == [
         "spec.auditLogging.enabled: forced to true in the datacenters that enforce audit logging"]
 
 
@@ -285,14 +283,13 @@ def test_a_preset_owns_the_policy_configmap():
 
     owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": "minimal"}), None)
     edited = configmap("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n")
-    assert [str(e) for e in check_admission(edited, None, seed=None, secrets=SECRETS, owner=owner).errors] == [
+    assert [str(e) for e in check_admission(edited, None, Context(secrets=SECRETS, owner=owner)).errors] == [
         'data[policy.yaml]: Forbidden: cluster "abc" uses the audit policy preset "minimal", which records "create '
         'pods" at RequestResponse or more; this policy gives None (and 18 more short). To write your own, first set '
         'spec.auditLogging.policyPreset to "" on the Cluster']
-    assert check_admission(configmap(presets.policy_text("minimal")), None, seed=None, secrets=SECRETS,
-                           owner=owner).errors == []
+    assert check_admission(configmap(presets.policy_text("minimal")), None, Context(secrets=SECRETS, owner=owner)).errors == []
     custom = effective_settings(cluster(audit={"enabled": True}), None)
-    assert check_admission(edited, None, seed=None, secrets=SECRETS, owner=custom).errors == []
+    assert check_admission(edited, None, Context(secrets=SECRETS, owner=custom)).errors == []
 
 
 def test_deleting_what_a_running_apiserver_needs_is_refused():
@@ -330,15 +327,15 @@ DC_SECRETS = {**SECRETS, ("kubermatic", "dc-wh"): {"webhook.yaml": KUBECONFIG.en
 def test_a_cluster_as_kkp_defaulting_writes_it_names_its_datacenters_secret():
     """KKP copies the datacenter's enforcedAuditWebhookSettings verbatim, Seed namespace and all."""
     kkp = cluster(audit={"enabled": True, "webhookBackend": ENFORCED_WEBHOOK})
-    assert check_admission(kkp, None, seed=SEED_ENFORCING_WEBHOOK, secrets=DC_SECRETS).errors == []
+    assert check_admission(kkp, None, Context(seed=SEED_ENFORCING_WEBHOOK, secrets=DC_SECRETS)).errors == []
     # Only that Secret: any other of the Seed's namespace stays forbidden, and so does the same
     # reference where the datacenter does not enforce it.
     other = cluster(audit={"enabled": True, "webhookBackend": {"auditWebhookConfig": {"name": "other",
                                                                                       "namespace": "kubermatic"}}})
-    assert [str(e) for e in check_admission(other, None, seed=SEED_ENFORCING_WEBHOOK, secrets=DC_SECRETS).errors] == [
+    assert [str(e) for e in check_admission(other, None, Context(seed=SEED_ENFORCING_WEBHOOK, secrets=DC_SECRETS)).errors] == [
         f'{P}.webhookBackend.auditWebhookConfig.namespace: Forbidden: a cluster may only use Secrets of its own '
         'namespace "cluster-abc" or its datacenter\'s "kubermatic/dc-wh"']
-    assert len(check_admission(kkp, None, seed=seed({"dc1": {}}), secrets=DC_SECRETS).errors) == 1
+    assert len(check_admission(kkp, None, Context(seed=seed({"dc1": {}}), secrets=DC_SECRETS)).errors) == 1
 
 
 def test_warnings_are_never_cut_mid_sentence():
@@ -362,7 +359,7 @@ def test_kkps_own_policy_text_is_accepted_for_its_preset(preset):
 
     owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": preset}), None)
     text = (KKP_POLICIES / f"{preset}.yaml").read_text(encoding="utf-8")
-    assert check_admission(configmap(text), None, seed=None, secrets=SECRETS, owner=owner).errors == []
+    assert check_admission(configmap(text), None, Context(secrets=SECRETS, owner=owner)).errors == []
 
 
 def test_a_policy_that_records_less_than_its_preset_promises_is_refused():
@@ -370,7 +367,7 @@ def test_a_policy_that_records_less_than_its_preset_promises_is_refused():
 
     owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": "recommended"}), None)
     kkp_minimal = (KKP_POLICIES / "minimal.yaml").read_text(encoding="utf-8")  # None for reads, not Metadata
-    (error,) = check_admission(configmap(kkp_minimal), None, seed=None, secrets=SECRETS, owner=owner).errors
+    (error,) = check_admission(configmap(kkp_minimal), None, Context(secrets=SECRETS, owner=owner)).errors
     assert 'preset "recommended", which records "get pods" at Metadata or more; this policy gives None' in str(error)
 
 
@@ -396,9 +393,9 @@ def test_the_ratchet_excuses_an_old_error_only_while_its_value_is_unchanged():
     secrets = {**SECRETS, ("cluster-other", "wh"): {"webhook.yaml": KUBECONFIG.encode()},
                ("cluster-victim", "wh"): {"webhook.yaml": KUBECONFIG.encode()}}
     old = naming("cluster-other")
-    same = check_admission(naming("cluster-other"), old, seed=None, secrets=secrets)
+    same = check_admission(naming("cluster-other"), old, Context(secrets=secrets))
     assert same.errors == [] and any("wrong before this update too" in w for w in same.warnings)
-    switched = check_admission(naming("cluster-victim"), old, seed=None, secrets=secrets)
+    switched = check_admission(naming("cluster-victim"), old, Context(secrets=secrets))
     assert [e.path for e in switched.errors] == ["spec.auditLogging.webhookBackend.auditWebhookConfig.namespace"]
 
 
@@ -407,10 +404,10 @@ def test_a_cluster_kkp_defaulted_with_the_seeds_own_webhook_backend_is_accepted(
     s = seed({"dc1": {"enforceAuditLogging": True}}, audit={"enabled": True, "webhookBackend": seed_hook})
     kkp = cluster(audit={"enabled": True, "webhookBackend": seed_hook})
     secrets = {**SECRETS, ("kubermatic", "seed-hook"): {"webhook.yaml": KUBECONFIG.encode()}}
-    assert check_admission(kkp, None, seed=s, secrets=secrets).errors == []
+    assert check_admission(kkp, None, Context(seed=s, secrets=secrets)).errors == []
     # Not where the datacenter does not enforce: then nothing of KKP's put it there.
     relaxed = seed({"dc1": {}}, audit={"enabled": True, "webhookBackend": seed_hook})
-    assert len(check_admission(kkp, None, seed=relaxed, secrets=secrets).errors) == 1
+    assert len(check_admission(kkp, None, Context(seed=relaxed, secrets=secrets)).errors) == 1
 
 
 def test_the_preset_promise_binds_only_while_audit_logging_is_on():
@@ -422,14 +419,14 @@ def test_the_preset_promise_binds_only_while_audit_logging_is_on():
     kkp_metadata = (KKP_POLICIES / "metadata.yaml").read_text(encoding="utf-8")
     kkp_minimal = (KKP_POLICIES / "minimal.yaml").read_text(encoding="utf-8")
     for text in (kkp_metadata, kkp_minimal):
-        assert check_admission(configmap(text), None, seed=None, secrets=SECRETS, owner=owner).errors == []
+        assert check_admission(configmap(text), None, Context(secrets=SECRETS, owner=owner)).errors == []
 
 
 def test_a_missing_webhook_secret_of_its_own_namespace_may_follow_a_new_cluster():
     """KKP creates cluster-<id> after the Cluster, so on CREATE the Secret cannot exist yet: a warning.
     Naming a missing Secret on UPDATE is an error, and so is a missing one of another namespace."""
     new = cluster(audit={"webhookBackend": webhook_backend("nope")})
-    created = check_admission(new, None, seed=None, secrets=SECRETS)
+    created = check_admission(new, None, Context(secrets=SECRETS))
     assert created.errors == []
     assert created.warnings == ['spec.auditLogging.webhookBackend.auditWebhookConfig: Secret cluster-abc/nope does '
                                 "not exist yet; the apiserver waits for it"]

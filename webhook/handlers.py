@@ -26,6 +26,7 @@ from webhook.validation.admission import (
     qualified_kind,
     secret_refs,
 )
+from webhook.validation.context import Context
 from webhook.validation.errors import invalid_message
 from webhook.validation.webhook_backend import Secrets
 
@@ -86,8 +87,8 @@ async def validate(req: AdmissionRequest, store: Store, options: Options, cache:
         return _validate_pod_update(req)
     if req.subResource == "status" and req.operation == "UPDATE" and kind_key(req.object) == CLUSTER:
         # status.namespaceName says where the control plane runs: it may not point into another's.
-        found = check_admission(req.object, None, seed=None, secrets=None, owner=None,
-                                namespace_holders=_namespace_holders(req.object, store), only_identity=True)
+        found = check_admission(req.object, None, Context(namespace_holders=_namespace_holders(req.object, store)),
+                                only_identity=True)
         if found.errors:
             return Answer(False, invalid_message(qualified_kind(req.object), object_label(req.object), found.errors),
                           code=422, reason="invalid", rules=[e.rule or str(e.path) for e in found.errors])
@@ -120,9 +121,9 @@ def validate_object(obj: Any, old: Any, store: Store, secrets: Secrets, options:
         cluster = store.cluster_for_namespace(namespace or namespace_of(obj))
         if cluster is not None:
             owner = cache.of_cluster(cluster, store, options).settings
-    holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else []
-    found = check_admission(obj, old, seed=seed, secrets=secrets, owner=owner, namespace_holders=holders,
-                            config=config)
+    holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else ()
+    found = check_admission(obj, old, Context(seed=seed, secrets=secrets, owner=owner, config=config,
+                                              namespace_holders=holders))
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
         rules = list(dict.fromkeys(e.rule or str(e.path) for e in found.errors))
@@ -149,7 +150,7 @@ def _validate_delete(req: AdmissionRequest, store: Store, options: Options, cach
     return Answer(True, reason="not-in-use")
 
 
-def _namespace_holders(cluster: Any, store: Store) -> list[str]:
+def _namespace_holders(cluster: Any, store: Store) -> tuple[str, ...]:
     """The Clusters that held `cluster`'s control-plane namespace before it (older, or first by name)."""
     def age(obj: Any) -> tuple[str, str]:
         # RFC 3339 timestamps sort as text; a Cluster being created has none yet and comes last.
@@ -157,8 +158,8 @@ def _namespace_holders(cluster: Any, store: Store) -> list[str]:
         return (created or "~", name_of(obj))
 
     mine = age(cluster)
-    return [name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
-            if name_of(c) != name_of(cluster) and age(c) < mine]
+    return tuple(name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
+                 if name_of(c) != name_of(cluster) and age(c) < mine)
 
 
 def _validate_pod_update(req: AdmissionRequest) -> Answer:

@@ -15,6 +15,7 @@ from webhook.review import Answer
 from webhook.settings import EffectiveSettings, effective_settings
 from webhook.validation.admission import qualified_kind
 from webhook.validation.cluster import check_cluster
+from webhook.validation.context import Context
 from webhook.validation.errors import Tier, invalid_message, warning
 from webhook.validation.seed import check_seed
 
@@ -71,8 +72,8 @@ def _stored_settings_problems(cluster: dict[str, Any], seed: dict[str, Any] | No
     render-safety rules stop injection (see Tier); the others become warnings.
     """
     notes: list[str] = []
-    for obj, errors in ((cluster, check_cluster(cluster, seed, secrets=None).errors),
-                        (seed, check_seed(seed, secrets=None).errors if seed else [])):
+    for obj, errors in ((cluster, check_cluster(cluster, Context(seed=seed)).errors),
+                        (seed, check_seed(seed).errors if seed else [])):
         unsafe = [e for e in errors if e.tier is Tier.SAFETY]
         if unsafe:
             return invalid_message(qualified_kind(obj), name_of(obj), unsafe), ()

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from webhook import names
 from webhook.names import KKP_API_VERSION
 from webhook.objects import cluster_namespace, dig, kind_of, name_of, namespace_of
-from webhook.operator_config import DEFAULT, OperatorConfig
 from webhook.settings import EffectiveSettings
 from webhook.validation.cluster import check_cluster
 from webhook.validation.configmap import check_configmap
+from webhook.validation.context import NO_CONTEXT, Context
 from webhook.validation.errors import ErrorType, Findings, Path, forbidden, warning
 from webhook.validation.seed import check_seed
-from webhook.validation.webhook_backend import SecretRef, Secrets, secret_ref
+from webhook.validation.webhook_backend import SecretRef, secret_ref
 
 CLUSTER, SEED, CONFIGMAP = "Cluster", "Seed", "ConfigMap"
 _QUALIFIED = {CLUSTER: "Cluster.kubermatic.k8c.io", SEED: "Seed.kubermatic.k8c.io", CONFIGMAP: "ConfigMap"}
@@ -51,30 +50,26 @@ def secret_refs(obj: Any) -> list[SecretRef]:
     return sorted({r for r in refs if r is not None})
 
 
-def check_object(obj: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None,
-                 owner: EffectiveSettings | None = None, config: OperatorConfig = DEFAULT) -> Findings:
-    """Every rule for one object; `seed` is the Seed of a Cluster's datacenter, `owner` the
-    settings of the cluster whose namespace holds a ConfigMap."""
+def check_object(obj: Any, ctx: Context = NO_CONTEXT) -> Findings:
+    """Every rule for one object, with what `ctx` holds beyond it."""
     kind = kind_key(obj)
     if kind == CLUSTER:
-        return check_cluster(obj, seed, secrets, config)
+        return check_cluster(obj, ctx)
     if kind == SEED:
-        return check_seed(obj, secrets, config)
+        return check_seed(obj, ctx)
     if kind == CONFIGMAP:
-        return check_configmap(obj, owner)
+        return check_configmap(obj, ctx.owner)
     return Findings()
 
 
-def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets: Secrets | None,
-                    owner: EffectiveSettings | None = None, namespace_holders: Sequence[str] = (),
-                    only_identity: bool = False, config: OperatorConfig = DEFAULT) -> Findings:
+def check_admission(obj: Any, old: Any, ctx: Context = NO_CONTEXT, *, only_identity: bool = False) -> Findings:
     """The findings for a create (`old` None) or an update, ratcheted against the old object.
 
-    `namespace_holders`: the Clusters that held a Cluster's control-plane namespace before it.
+    `ctx.namespace_holders`: the Clusters that held a Cluster's control-plane namespace before it.
     `only_identity`: just that rule (a status update, which carries no settings of ours).
     """
-    found = Findings() if only_identity else check_object(obj, seed=seed, secrets=secrets, owner=owner,
-                                                          config=config)
+    found = Findings() if only_identity else check_object(obj, ctx)
+    namespace_holders = ctx.namespace_holders
     if namespace_holders and kind_key(obj) == CLUSTER:
         # Never ratcheted: whose settings an apiserver Pod runs with must not be in doubt.
         listed = ", ".join(f'"{h}"' for h in sorted(namespace_holders))
@@ -85,7 +80,7 @@ def check_admission(obj: Any, old: Any, *, seed: dict[str, Any] | None, secrets:
     if old is None and kind_key(obj) == CLUSTER:
         found = _secret_may_follow(found, cluster_namespace(obj))
     if old is not None and found.errors:
-        found = found.ratchet(check_object(old, seed=seed, secrets=secrets, owner=owner, config=config))
+        found = found.ratchet(check_object(old, ctx))
     return found
 
 

@@ -6,20 +6,21 @@ from typing import Any
 
 from webhook import names
 from webhook.objects import cluster_namespace, datacenter_of, datacenter_spec, dig, name_of, namespace_of
-from webhook.operator_config import DEFAULT, OperatorConfig
+from webhook.operator_config import OperatorConfig
 from webhook.validation.audit_logging import check_audit_logging
+from webhook.validation.context import NO_CONTEXT, Context
 from webhook.validation.errors import Findings, Path, invalid, required
 from webhook.validation.fluentbit_policy import seed_allowances
 from webhook.validation.sidecar import SidecarContext
-from webhook.validation.webhook_backend import SecretRef, Secrets, secret_ref
+from webhook.validation.webhook_backend import SecretRef, secret_ref
 
 _SPEC = Path("spec")
 _AUDIT = _SPEC.child("auditLogging")
 
 
-def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | None,
-                  config: OperatorConfig = DEFAULT) -> Findings:
-    """Every rule for a Cluster, given the Seed of its datacenter (or None)."""
+def check_cluster(cluster: Any, ctx: Context = NO_CONTEXT) -> Findings:
+    """Every rule for a Cluster, given the Seed of its datacenter in `ctx` (or None)."""
+    seed = ctx.seed
     found = Findings()
     if not isinstance(cluster, dict) or not isinstance(cluster.get("metadata"), dict):
         found.error(required(Path("metadata"), "a Cluster needs metadata.name"), rule="object.metadata")
@@ -34,7 +35,7 @@ def check_cluster(cluster: Any, seed: dict[str, Any] | None, secrets: Secrets | 
     namespace = cluster_namespace(cluster)
     raw = dig(cluster, "spec", "auditLogging")
     found.merge(check_audit_logging(raw, _AUDIT, default_namespace=namespace, own_namespace=namespace,
-                                    secrets=secrets, sidecar=_sidecar_context(cluster, seed, config),
+                                    secrets=ctx.secrets, sidecar=_sidecar_context(cluster, seed, ctx.config),
                                     seed_secrets=_seed_secrets(cluster, seed)))
     _warn_overrides(cluster, raw if isinstance(raw, dict) else {}, seed, found)
     return found

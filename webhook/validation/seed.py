@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from webhook.objects import dig, namespace_of
-from webhook.operator_config import DEFAULT, OperatorConfig
 from webhook.validation.audit_logging import check_audit_logging
+from webhook.validation.context import NO_CONTEXT, Context
 from webhook.validation.errors import Findings, Path, invalid
 from webhook.validation.fluentbit_policy import seed_allowances
 from webhook.validation.sidecar import SidecarContext
-from webhook.validation.webhook_backend import Secrets, check_webhook_backend
+from webhook.validation.webhook_backend import check_webhook_backend
 
 _DATACENTERS = Path("spec").child("datacenters")
 
 
-def check_seed(seed: Any, secrets: Secrets | None, config: OperatorConfig = DEFAULT) -> Findings:
+def check_seed(seed: Any, ctx: Context = NO_CONTEXT) -> Findings:
     """Every rule for a Seed. Secrets without a namespace are looked up in the Seed's namespace."""
     found = Findings()
     if not isinstance(seed, dict):
@@ -29,7 +29,8 @@ def check_seed(seed: Any, secrets: Secrets | None, config: OperatorConfig = DEFA
         found.error(error, rule="seed.annotations")
     # The Seed's defaults are the operator's own: they may change records, within the same allowances.
     found.merge(check_audit_logging(audit, audit_path, default_namespace=namespace, own_namespace=None,
-                                    secrets=secrets, sidecar=SidecarContext(allowances=allowances, config=config)))
+                                    secrets=ctx.secrets,
+                                    sidecar=SidecarContext(allowances=allowances, config=ctx.config)))
     datacenters = dig(seed, "spec", "datacenters")
     if datacenters is None:
         return found
@@ -53,7 +54,7 @@ def check_seed(seed: Any, secrets: Secrets | None, config: OperatorConfig = DEFA
         any_enforced = any_enforced or enforce is True
         found.merge(check_webhook_backend(spec.get("enforcedAuditWebhookSettings"),
                                           spec_path.child("enforcedAuditWebhookSettings"),
-                                          default_namespace=namespace, own_namespace=None, secrets=secrets))
+                                          default_namespace=namespace, own_namespace=None, secrets=ctx.secrets))
     if any_enforced and isinstance(audit, dict) and audit.get("enabled") is False:
         found.warn(audit_path.child("enabled"), "forced to true in the datacenters that enforce audit logging")
     return found
