@@ -17,9 +17,9 @@ from typing import Any
 
 from webhook import __version__, decisions, logs, report, yamlio
 from webhook.certs import ServiceName, ca_bundle, ensure_certs
+from webhook.decide import PreparedCache, validate_object
 from webhook.egress import classify, destinations, network_policy, refusal
 from webhook.explain import explain, explain_preset, group_of, policy_from_document, request_problem
-from webhook.handlers import PreparedCache, validate_object
 from webhook.images import with_registry
 from webhook.manifests import needed_files
 from webhook.metrics import Metrics

@@ -20,6 +20,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from webhook import handlers
 from webhook.certs import CertWatcher, expiry_timestamp
+from webhook.decide import PreparedCache
 from webhook.decisions import log_decision
 from webhook.metrics import CONTENT_TYPE, KINDS, OPERATIONS, Metrics, bounded
 from webhook.operator_config import ConfigFile
@@ -46,7 +47,7 @@ class Webhook:
     store: Store
     options: Options
     metrics: Metrics
-    cache: handlers.PreparedCache = field(default_factory=handlers.PreparedCache)
+    cache: PreparedCache = field(default_factory=PreparedCache)
     # The operator's configuration file (reloaded beside the certificates).
     config: ConfigFile = field(default_factory=lambda: ConfigFile(None))
     # With mutual TLS: the client certificate names (subject CN or DNS SAN) allowed to call the

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from webhook.lookup import Lookup
 from webhook.objects import cluster_namespace, dig, kind_of, name_of, namespace_of
 from webhook.validation.admission import CLUSTER, CONFIGMAP, SEED, kind_key
 
@@ -22,26 +23,14 @@ class StoreUnavailable(Exception):
     """The source could not answer in time; the message says what was asked, never a value."""
 
 
-class Store(Protocol):
-    """What the handlers ask of a source of objects."""
-
-    def cluster_for_namespace(self, namespace: str) -> dict[str, Any] | None:
-        """The Cluster whose control plane runs in `namespace` (the first by name if several claim it)."""
-
-    def clusters_in(self, namespace: str) -> list[dict[str, Any]]:
-        """Every Cluster that claims `namespace`, by name: more than one is a conflict."""
-
-    def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
-        """The Seed that defines `datacenter`."""
+class Store(Lookup, Protocol):
+    """What the handlers ask of a source of objects: the lookups decisions make, and live Secrets."""
 
     async def secret(self, namespace: str, name: str) -> SecretData | None:
         """A Secret's data, decoded, or None when it does not exist."""
 
     def ready(self) -> bool:
         """Whether the store has everything it needs to answer."""
-
-    def all_clusters(self) -> list[dict[str, Any]]:
-        """Every Cluster the store knows."""
 
 
 def decode_secret(obj: dict[str, Any], where: str) -> SecretData:

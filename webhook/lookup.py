@@ -1,0 +1,21 @@
+"""The lookups a decision may make: the interface between the core and any store."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Lookup(Protocol):
+    """The objects a decision may look up (the store's synchronous half)."""
+
+    def cluster_for_namespace(self, namespace: str) -> dict[str, Any] | None:
+        """The Cluster whose control plane runs in `namespace` (the first by name if several claim it)."""
+
+    def clusters_in(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Cluster that claims `namespace`, by name: more than one is a conflict."""
+
+    def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
+        """The Seed that defines `datacenter`."""
+
+    def all_clusters(self) -> list[dict[str, Any]]:
+        """Every Cluster the store knows."""
