@@ -31,8 +31,6 @@ from webhook.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BODY = 7 * 1024 * 1024  # kube-apiserver sends at most ~3 MiB objects; twice that plus envelope
-# Everything but the probes: only the pinned client identities reach these.
-ADMISSION_PATHS = frozenset({"/mutate", "/validate", "/metrics"})
 Handler = Callable[[AdmissionRequest], Awaitable[Answer]]
 
 
@@ -65,6 +63,19 @@ class Webhook:
     metrics_port: int | None = None
 
     async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
+        refused = self._refused_client(request)
+        if refused is not None:
+            return refused
+        # A connection with a request in progress is never the one closed to make room (BoundedSite),
+        # and one that has sent a request is closed only after those that never did.
+        self.busy.add(request.protocol)
+        self.served.add(request.protocol)
+        try:
+            return await self._answer(request, name, handler)
+        finally:
+            self.busy.discard(request.protocol)
+
+    async def _answer(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
             body = await asyncio.wait_for(request.read(), self.body_timeout)
         except TimeoutError:
@@ -128,33 +139,26 @@ class Webhook:
             return web.Response(text="ok")
         return web.Response(status=503, text="store not ready")
 
-    async def metrics_page(self, _request: web.Request) -> web.Response:
-        """GET /metrics in the Prometheus text format."""
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        """GET /metrics in the Prometheus text format (behind the client pin on the HTTPS port)."""
+        refused = self._refused_client(request) if self.metrics_port is None else None
+        if refused is not None:
+            return refused
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-    @web.middleware
-    async def _in_progress(self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
-        """Mark the connection busy while it has a request in progress, and as one that sends requests."""
-        self.busy.add(request.protocol)
-        self.served.add(request.protocol)
-        try:
-            return await handler(request)
-        finally:
-            self.busy.discard(request.protocol)
-
-    @web.middleware
-    async def _pinned_client(self, request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
-        """Only the pinned client identities reach anything but the probes."""
-        if self.allowed_clients and request.path in ADMISSION_PATHS:
-            names = client_names(request.transport.get_extra_info("peercert") if request.transport else None)
-            if not names & self.allowed_clients:
-                self.metrics.bad_requests.labels("403").inc()
-                return _error(403, "client certificate is not one of the identities allowed to call this webhook")
-        return await handler(request)
+    def _refused_client(self, request: web.Request) -> web.Response | None:
+        """With pinned identities, a 403 for any other client certificate (the probes stay open)."""
+        if not self.allowed_clients:
+            return None
+        names = client_names(request.transport.get_extra_info("peercert") if request.transport else None)
+        if names & self.allowed_clients:
+            return None
+        self.metrics.bad_requests.labels("403").inc()
+        return _error(403, "client certificate is not one of the identities allowed to call this webhook")
 
     def app(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._in_progress, self._pinned_client])
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/mutate", self.mutate)
         app.router.add_post("/validate", self.validate)
         app.router.add_get("/healthz", self.healthz)
