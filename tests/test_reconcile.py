@@ -241,3 +241,15 @@ def test_a_copy_of_a_datacenter_webhook_secret_is_removed_when_the_datacenter_st
     assert verbs(actions) == [("create", "Secret", "dcwh2"), ("delete", "Secret", "dcwh")]
     # A name we never copied is never ours, whatever its labels say.
     assert plan(after, [], copied, ours(cluster(), renamed, "kkp")) == []
+
+
+def test_per_cluster_series_go_with_their_cluster():
+    from webhook.metrics import ReconcilerMetrics
+
+    m = ReconcilerMetrics()
+    m.cluster_state({"a": (True, True), "b": (False, False)})
+    text = m.render().decode()
+    assert 'audit_webhook_cluster_audited{cluster="a"} 1.0' in text
+    assert 'audit_webhook_cluster_settings_valid{cluster="b"} 0.0' in text
+    m.cluster_state({"a": (True, True)})
+    assert 'cluster="b"' not in m.render().decode()

@@ -100,3 +100,46 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class ReconcilerMetrics:
+    """What the reconciler did, and each cluster's audit state: labels are fixed words, or the
+    names of the Clusters that exist (series of a Cluster that goes are removed with it)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.passes = Counter("audit_webhook_reconcile_passes_total", "Passes over every Cluster.", registry=r)
+        self.last_pass = Gauge("audit_webhook_reconcile_last_pass_timestamp_seconds",
+                               "When the last pass over every Cluster ended.", registry=r)
+        self.duration = Histogram("audit_webhook_reconcile_duration_seconds", "Time to reconcile one Cluster.",
+                                  registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
+        self.errors = Counter("audit_webhook_reconcile_errors_total",
+                              "Clusters a pass could not reconcile, by kind (api: the API refused; other: a "
+                              "timeout or a broken connection).", ["kind"], registry=r)
+        self.actions = Counter("audit_webhook_reconcile_actions_total",
+                               "Objects written (create, update, delete) or left alone as someone else's (report).",
+                               ["verb", "kind"], registry=r)
+        self.rollouts = Counter("audit_webhook_rollouts_total", "apiserver Deployments rolled.", registry=r)
+        self.leader = Gauge("audit_webhook_reconciler_leader", "1 while this replica holds the Lease.", registry=r)
+        self.audited = Gauge("audit_webhook_cluster_audited",
+                             "1 when a Cluster's apiservers need audit logging or a webhook backend, 0 when not.",
+                             ["cluster"], registry=r)
+        self.valid = Gauge("audit_webhook_cluster_settings_valid",
+                           "0 when a Cluster's stored audit settings cannot be rendered (it is not reconciled).",
+                           ["cluster"], registry=r)
+        self._clusters: set[str] = set()
+
+    def cluster_state(self, states: dict[str, tuple[bool, bool]]) -> None:
+        """Set (audited, valid) for every Cluster there is, and drop the series of those gone."""
+        for gone in self._clusters - set(states):
+            self.audited.remove(gone)
+            self.valid.remove(gone)
+        for name, (audited, valid) in states.items():
+            self.audited.labels(name).set(1 if audited else 0)
+            self.valid.labels(name).set(1 if valid else 0)
+        self._clusters = set(states)
+
+    def render(self) -> bytes:
+        """The Prometheus text format."""
+        return generate_latest(self.registry)

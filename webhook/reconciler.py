@@ -19,6 +19,7 @@ from webhook.audited_namespaces import selector_patch
 from webhook.egress import classify, destinations, network_policy, refusal
 from webhook.kubeapi import api_message, read_or_none, webhook_configuration_calls
 from webhook.leader import LeaderElector
+from webhook.metrics import CONTENT_TYPE, ReconcilerMetrics
 from webhook.mutation import Prepared, prepare
 from webhook.objects import cluster_namespace, datacenter_of, dig, name_of, namespace_of
 from webhook.operator_config import ConfigFile
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 
 async def run_until_stopped(reconciler: Reconciler, store: KubeStore, *, host: str, port: int) -> None:
-    """The reconciler on its own (`audit-webhook reconcile`): its loop, plain-HTTP probes on
-    `port` (/healthz, and /readyz once the caches have synced), until SIGTERM or SIGINT."""
+    """The reconciler on its own (`audit-webhook reconcile`): its loop, and on `port` over plain
+    HTTP /healthz, /readyz (once the caches have synced) and /metrics, until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,9 +47,13 @@ async def run_until_stopped(reconciler: Reconciler, store: KubeStore, *, host: s
     async def readyz(_request: web.Request) -> web.Response:
         return web.Response(text="ok") if store.ready() else web.Response(status=503, text="caches not synced")
 
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=reconciler.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -69,7 +74,7 @@ class Reconciler:
     def __init__(self, api_client: client.ApiClient, store: KubeStore, options: Options, elector: LeaderElector,
                  *, interval: float = 10.0, deployment: str = "apiserver", mode: Mode = "standalone",
                  webhook_configs: tuple[str, ...] = (), own_namespace: str = "audit-webhook",
-                 config: ConfigFile | None = None) -> None:
+                 config: ConfigFile | None = None, metrics: ReconcilerMetrics | None = None) -> None:
         self.core = client.CoreV1Api(api_client)
         self.admission = client.AdmissionregistrationV1Api(api_client)
         # The webhook configurations whose namespace lists follow the audited clusters.
@@ -78,6 +83,7 @@ class Reconciler:
         self.net = client.NetworkingV1Api(api_client)
         self.store, self.options, self.elector = store, options, elector
         self.config = config or ConfigFile(None)
+        self.metrics = metrics or ReconcilerMetrics()
         self.interval, self.deployment = interval, deployment
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,8 +109,12 @@ class Reconciler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.store.ready() and self.elector.try_lead():
+                leading = self.store.ready() and self.elector.try_lead()
+                self.metrics.leader.set(1 if leading else 0)
+                if leading:
                     self.reconcile_all()
+                    self.metrics.passes.inc()
+                    self.metrics.last_pass.set_to_current_time()
             except Exception:
                 log.exception("reconcile pass failed")
             self._stop.wait(self.interval)
@@ -120,6 +130,8 @@ class Reconciler:
         self._copies = {c: names_ for c, names_ in self._copies.items() if c in present}
         self._seen_problems = {c: why for c, why in self._seen_problems.items() if c in present}
         prepared = [(c, prepare(c, self.store.seed_for_datacenter(datacenter_of(c)), self.options)) for c in clusters]
+        self.metrics.cluster_state({name_of(c): (p.settings is None or p.settings.needs_injection,
+                                                 p.settings is not None) for c, p in prepared})
         # Settings we cannot render still ask for audit logging: fail closed for them too.
         self._sync_webhook_selectors([cluster_namespace(c) for c, p in prepared
                                       if p.settings is None or p.settings.needs_injection])
@@ -133,11 +145,14 @@ class Reconciler:
                     self.event(cluster, "Warning", "ContestedNamespace", f"not reconciled: {reason}")
                 continue
             try:
-                self.reconcile(cluster, ready)
+                with self.metrics.duration.time():
+                    self.reconcile(cluster, ready)
             except ApiException as exc:
+                self.metrics.errors.labels("api").inc()
                 log.warning("cluster %s: API error %s while reconciling: %s", name_of(cluster), exc.status,
                             api_message(exc))
             except Exception as exc:  # a timeout or a reset connection: the next pass tries again
+                self.metrics.errors.labels("other").inc()
                 log.warning("cluster %s: %s while reconciling", name_of(cluster), type(exc).__name__)
 
     def _sync_webhook_selectors(self, audited: list[str]) -> None:
@@ -209,11 +224,13 @@ class Reconciler:
                                              and name_of(o) != names.SECRET_FLUENTBIT)
         for action in actions:
             if action.verb == "report":
+                self.metrics.actions.labels("report", action.obj["kind"]).inc()
                 if (cluster_id, action.reason) not in self._reported:
                     self._reported.add((cluster_id, action.reason))
                     self.event(cluster, "Warning", "ObjectInTheWay", action.reason)
                 continue
             self._apply(action)
+            self.metrics.actions.labels(action.verb, action.obj["kind"]).inc()
             self.event(cluster, "Normal", "AuditObjectsReconciled", action.reason)
         if self.mode == "kkp":
             return actions  # the Deployment is KKP's: it rolls it when the Cluster changes
@@ -221,6 +238,7 @@ class Reconciler:
         patch = rollout_patch(deployment, prepared)
         if patch is not None:
             self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, patch, _request_timeout=10)
+            self.metrics.rollouts.inc()
             self.event(cluster, "Normal", "ApiserverRolledOut",
                        f"rolled Deployment {self.deployment}: audit settings changed ({prepared.settings_hash})")
         return actions

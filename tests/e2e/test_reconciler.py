@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,16 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     lease = json.loads(plane.kubectl("get", "lease", "-n", "audit-webhook", "audit-webhook-reconciler",
                                      "-o", "json").stdout)
     assert lease["spec"]["holderIdentity"]
+
+    # 6. And in its metrics, which Prometheus scrapes from the probe port.
+    with urllib.request.urlopen(f"http://127.0.0.1:{reconciler.port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert "audit_webhook_reconciler_leader 1.0" in metrics
+    assert 'audit_webhook_cluster_audited{cluster="e2erec"} 0.0' in metrics  # turned off in step 4
+    assert 'audit_webhook_reconcile_actions_total{kind="ConfigMap",verb="create"}' in metrics
+    assert 'audit_webhook_reconcile_actions_total{kind="Secret",verb="delete"}' in metrics
+    rollouts = next(line for line in metrics.splitlines() if line.startswith("audit_webhook_rollouts_total "))
+    assert float(rollouts.split()[1]) >= 3
 
 
 def test_a_tightened_policy_rule_never_stops_a_running_control_plane(plane: ControlPlane,
