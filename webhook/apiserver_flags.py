@@ -63,11 +63,15 @@ def _expand(token: Any, known: Mapping[str, str]) -> Any:
     return _REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else known.get(m.group(1), m.group(0)), token)
 
 
+def _command_and_args(container: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    command, args = container.get("command"), container.get("args")
+    return (command if isinstance(command, list) else []), (args if isinstance(args, list) else [])
+
+
 def tokens_of(container: Mapping[str, Any]) -> list[Any]:
     """The arguments kube-apiserver gets: `command` after the program, then `args`, with the
     `$(NAME)` references Kubernetes expands from values known now expanded."""
-    command = container.get("command") if isinstance(container.get("command"), list) else []
-    args = container.get("args") if isinstance(container.get("args"), list) else []
+    command, args = _command_and_args(container)
     known, _ = _environment(container)
     return [_expand(t, known) for t in (*command[1:], *args)]
 
@@ -78,8 +82,7 @@ def run_time_references(container: Mapping[str, Any]) -> str:
     known, unknown = _environment(container)
     if not unknown:
         return ""
-    command = container.get("command") if isinstance(container.get("command"), list) else []
-    args = container.get("args") if isinstance(container.get("args"), list) else []
+    command, args = _command_and_args(container)
     for token in (*command, *args):
         if isinstance(token, str):
             for match in _REFERENCE.finditer(token):

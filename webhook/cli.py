@@ -334,7 +334,7 @@ def _certificates(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: l
 
 
 def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: list[Any],
-                stops: list[Callable[[], None]]) -> Store:
+                stops: list[Callable[[], None]], config: ConfigFile) -> Store:
     """The API store, the caBundle sync and (with --reconcile) the reconciler; `stops` gets what
     must be stopped, in order, after the server."""
     from webhook.cabundle import CABundleSync
@@ -345,7 +345,7 @@ def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: lis
     if args.webhook_config_name:
         pollers.append(_in_background(CABundleSync(api, args.webhook_config_name, cert_dir)))
     if args.reconcile:
-        reconciler = _reconciler(args, api, store)
+        reconciler = _reconciler(args, api, store, config)
         reconciler.start()
         stops.append(reconciler.stop)
     stops.append(store.stop)
@@ -353,7 +353,7 @@ def _kube_store(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: lis
     return store
 
 
-def _reconciler(args: argparse.Namespace, api: Any, store: Any) -> Any:
+def _reconciler(args: argparse.Namespace, api: Any, store: Any, config: ConfigFile) -> Any:
     from webhook.leader import LeaderElector
     from webhook.reconciler import Reconciler
 
@@ -364,7 +364,7 @@ def _reconciler(args: argparse.Namespace, api: Any, store: Any) -> Any:
     return Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode,
                       webhook_configs=tuple(n for n in args.audited_namespaces_config or ["audit-webhook"]
                                             if n != "none"),
-                      own_namespace=own_namespace, config=_config_file(args))
+                      own_namespace=own_namespace, config=config)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -380,7 +380,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot load a Kubernetes configuration: {exc}") from None
     store = KubeStore(api)
     store.start()
-    asyncio.run(run_until_stopped(_reconciler(args, api, store), store, host=args.health_host,
+    asyncio.run(run_until_stopped(_reconciler(args, api, store, _config_file(args)), store, host=args.health_host,
                                   port=args.health_port))
     return 0
 
@@ -422,12 +422,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pollers: list[Any] = []
     _certificates(args, api, cert_dir, pollers)
     stops: list[Callable[[], None]] = []
-    store = _kube_store(args, api, cert_dir, pollers, stops) if args.source == "kube" else _file_store(args)
+    # One configuration for the server and, with --reconcile, the reconciler: read once, seen alike.
+    config = _config_file(args)
+    store = _kube_store(args, api, cert_dir, pollers, stops, config) if args.source == "kube" else _file_store(args)
     if args.client_name and not args.client_ca:
         raise UsageError("--client-name needs --client-ca: names are read from verified client certificates")
     webhook = Webhook(store=store, options=_options(args), metrics=Metrics(),
                       allowed_clients=frozenset(args.client_name or ()), metrics_port=args.metrics_port,
-                      config=_config_file(args))
+                      config=config)
     limits = Limits(max_connections=args.max_connections, idle_timeout=args.idle_timeout)
     try:
         _serve_until_stopped(webhook, args, cert_dir, pollers, limits)

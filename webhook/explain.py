@@ -36,7 +36,7 @@ def request_problem(verb: str, resource: str, group: str | None, path: str) -> s
                 f'e.g. "{resource.lower()}"')
     groups = known_groups()
     if group is None:
-        owners = sorted(g for g, resources in groups.items() if resource in resources)
+        owners = _groups_with(resource)
         if not owners:
             return f'--resource: "{resource}" is not a resource explain knows: give its --group'
         if len(owners) > 1 and "" not in owners:  # the core group's is the one meant without a group
@@ -50,10 +50,14 @@ def request_problem(verb: str, resource: str, group: str | None, path: str) -> s
     return ""
 
 
+def _groups_with(resource: str) -> list[str]:
+    """The known groups that have `resource`, sorted: the core group ("") first."""
+    return sorted(g for g, resources in known_groups().items() if resource in resources)
+
+
 def group_of(resource: str) -> str:
     """The group of a resource `request_problem` accepted without --group."""
-    owners = sorted(g for g, resources in known_groups().items() if resource in resources)
-    return owners[0]  # "" sorts first
+    return _groups_with(resource)[0]
 
 
 @dataclass(frozen=True)
