@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from webhook.certs import ServiceName, ensure_certs  # noqa: E402
+from webhook.adapters.certs import ServiceName, ensure_certs  # noqa: E402
 
 POD = yaml.safe_load((ROOT / "examples/pods/apiserver.yaml").read_text())
 CLUSTER_AUDIT = {

@@ -40,15 +40,16 @@ import bare  # noqa: E402
 import yaml  # noqa: E402
 
 from bench import KUBECONFIG, POD, cluster, review  # noqa: E402
-from webhook import decisions  # noqa: E402
-from webhook.metrics import Metrics  # noqa: E402
-from webhook.mutation import decide_mutation, prepare  # noqa: E402
-from webhook.options import Options  # noqa: E402
-from webhook.review import Answer, encode_review, parse_review  # noqa: E402
-from webhook.server import Webhook  # noqa: E402
-from webhook.store import MemoryStore, Snapshot  # noqa: E402
-from webhook.validation.admission import check_admission  # noqa: E402
-from webhook.validation.context import Context  # noqa: E402
+from webhook.adapters import decision_log  # noqa: E402
+from webhook.adapters.metrics import Metrics  # noqa: E402
+from webhook.adapters.server import Webhook  # noqa: E402
+from webhook.adapters.store import MemoryStore  # noqa: E402
+from webhook.core.mutation import decide_mutation, prepare  # noqa: E402
+from webhook.core.options import Options  # noqa: E402
+from webhook.core.review import Answer, encode_review, parse_review  # noqa: E402
+from webhook.core.snapshot import Snapshot  # noqa: E402
+from webhook.core.validation.admission import check_admission  # noqa: E402
+from webhook.core.validation.context import Context  # noqa: E402
 
 FULL_POD = yaml.safe_load((ROOT / "examples/pods/apiserver-admitted.yaml").read_text())
 FULL_CLUSTER = yaml.safe_load((ROOT / "bench/data/cluster-kkp.yaml").read_text())
@@ -133,7 +134,7 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=1000)
     args = p.parse_args()
 
-    decisions.set_level("off")  # as bench.py serves: the decision log is measured on its own below
+    decision_log.set_level("off")  # as bench.py serves: the decision log is measured on its own below
     options = Options.default()
     snapshot = Snapshot()
     snapshot.add(cluster(0))

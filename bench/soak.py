@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.cluster import ControlPlane, WebhookProcess, webhook_configurations  # noqa: E402
-from webhook.certs import ServiceName, ensure_certs  # noqa: E402
+from webhook.adapters.certs import ServiceName, ensure_certs  # noqa: E402
 
 POD = yaml.safe_load((ROOT / "examples/pods/apiserver.yaml").read_text())
 CLUSTER = {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "soak01"},

@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 import yaml
 
-from webhook.certs import CertWatcher, ServiceName, ensure_certs
-from webhook.metrics import Metrics
-from webhook.options import Options
-from webhook.server import Webhook
-from webhook.store.files import FileStore
+from webhook.adapters.certs import CertWatcher, ServiceName, ensure_certs
+from webhook.adapters.metrics import Metrics
+from webhook.adapters.server import Webhook
+from webhook.adapters.store.files import FileStore
+from webhook.core.options import Options
 
 
 @pytest.fixture(scope="session")

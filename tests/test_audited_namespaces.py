@@ -1,11 +1,11 @@
 """The webhook configuration's namespace lists: Fail for the namespaces of audited clusters,
-Ignore for the rest (webhook/audited_namespaces.py)."""
+Ignore for the rest (webhook/core/audited_namespaces.py)."""
 
 from pathlib import Path
 
 import yaml
 
-from webhook.audited_namespaces import NONE_PLACEHOLDER, selector_patch, wanted_selector
+from webhook.core.audited_namespaces import NONE_PLACEHOLDER, selector_patch, wanted_selector
 
 DEPLOYED = next(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/base/webhooks.yaml").read_text()))
 

@@ -2,7 +2,7 @@
 
 import base64
 
-from webhook.cabundle import cabundle_patch
+from webhook.adapters.cabundle import cabundle_patch
 
 CA = b"-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n"
 B64 = base64.b64encode(CA).decode()

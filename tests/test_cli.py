@@ -14,8 +14,8 @@ import yaml
 
 import webhook
 from tests.helpers import EXAMPLES, ROOT, kkp_pod
-from webhook.cli import main
-from webhook.presets import policy_text
+from webhook.adapters.cli import main
+from webhook.core.presets import policy_text
 
 
 def run(capsys, *argv):
@@ -199,7 +199,7 @@ def test_a_broken_config_file_is_a_clear_error(capsys, tmp_path):
 
 
 def test_every_flag_of_every_command_says_what_it_does():
-    from webhook.cli import parser
+    from webhook.adapters.cli import parser
 
     top = parser()
     commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -218,7 +218,7 @@ def test_global_flags_work_after_the_command_too(capsys):
 def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
     import io
 
-    from webhook.store import files
+    from webhook.adapters.store import files
 
     files._stdin_text.cache_clear()
     monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "clusters/audit-on.yaml").read_text()))
@@ -230,7 +230,7 @@ def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
 
 
 def test_version_agrees_with_build_info(capsys):
-    from webhook.metrics import Metrics
+    from webhook.adapters.metrics import Metrics
 
     assert run(capsys, "version")[:2] == (0, f"audit-webhook {webhook.__version__}\n")
     text = Metrics().render().decode()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import cluster, webhook_backend
-from webhook.egress import Destination, classify, destinations, is_outside, network_policy, refusal
-from webhook.operator_config import OperatorConfig
-from webhook.settings import effective_settings
-from webhook.validation.context import Context
+from webhook.core.egress import Destination, classify, destinations, is_outside, network_policy, refusal
+from webhook.core.operator_config import OperatorConfig
+from webhook.core.settings import effective_settings
+from webhook.core.validation.context import Context
 
 # The operator allows the private network and the two sink namespaces of these tables.
 ALLOW = OperatorConfig.model_validate({"egress": {"cidrs": ["10.0.0.0/8", "fd00::/8"],
@@ -75,7 +75,7 @@ def test_nothing_to_allow_means_no_policy():
 
 
 def test_outside_names_warn_at_admission():
-    from webhook.validation.admission import check_admission
+    from webhook.core.validation.admission import check_admission
 
     found = check_admission(cluster(audit={"enabled": True, "sidecar": {"config": {"outputs": [
         {"Name": "es", "Match": "*", "Host": "es.example.com"}]}}}), None, Context(secrets={}))
@@ -98,7 +98,7 @@ def test_egress_never_opens_other_control_planes_the_seed_or_metadata(host, port
     settings = effective_settings(obj, None)
     targets = [classify(d, settings.namespace) for d in destinations(settings, None)]
     assert network_policy(settings, targets, {}, ALLOW) is None  # nothing opened, even with an allow-list
-    from webhook.validation.admission import check_admission
+    from webhook.core.validation.admission import check_admission
 
     found = check_admission(obj, None, Context(secrets={}, config=ALLOW))
     assert found.errors == []
@@ -138,14 +138,14 @@ def test_only_what_the_operator_allows_is_opened_and_never_the_control_planes_ow
 def test_an_allow_list_that_names_what_can_never_be_opened_is_refused(config, error):
     import yaml
 
-    from webhook.operator_config import ConfigError, parse
+    from webhook.core.operator_config import ConfigError, parse
 
     with pytest.raises(ConfigError, match=error):
         parse(yaml.safe_dump(config), "config.yaml")
 
 
 def test_the_config_file_is_reloaded_and_a_broken_version_keeps_the_last_good_one(tmp_path, caplog):
-    from webhook.operator_config import ConfigFile
+    from webhook.adapters.config_file import ConfigFile
 
     path = tmp_path / "config.yaml"
     path.write_text("egress:\n  namespaces: [logging]\n")
@@ -164,7 +164,7 @@ def test_the_shipped_configuration_parses_and_opens_nothing():
     import yaml
 
     from tests.helpers import ROOT
-    from webhook.operator_config import DEFAULT, parse
+    from webhook.core.operator_config import DEFAULT, parse
 
     shipped = yaml.safe_load((ROOT / "deploy/base/config.yaml").read_text())
     assert parse(shipped["data"]["config.yaml"], "deploy/base/config.yaml") == DEFAULT
@@ -179,7 +179,7 @@ def test_metadata_and_link_local_in_any_ipv6_spelling_are_never_opened(host):
 
 
 def test_addresses_in_the_seeds_own_networks_are_other_control_planes_and_never_opened():
-    from webhook.operator_config import ConfigError, parse
+    from webhook.core.operator_config import ConfigError, parse
 
     config = OperatorConfig.model_validate({"seedNetworks": ["10.244.0.0/16", "10.96.0.0/12"],
                                             "egress": {"cidrs": ["192.168.0.0/16"]}})

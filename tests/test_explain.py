@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from tests.test_presets import ROWS
-from webhook import presets
-from webhook.cli import main
+from webhook.adapters.cli import main
+from webhook.core import presets
 
 
 def explain(capsys, *argv):

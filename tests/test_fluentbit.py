@@ -5,9 +5,9 @@ import re
 import pytest
 import yaml
 
-from webhook.fluentbit import render, render_classic, render_yaml
-from webhook.model import SidecarConfig
-from webhook.options import Options
+from webhook.core.fluentbit import render, render_classic, render_yaml
+from webhook.core.model import SidecarConfig
+from webhook.core.options import Options
 
 OPTS = Options.default()
 NO_ID = OPTS.model_copy(update={"cluster_id_record": False})
@@ -102,9 +102,9 @@ def _bytes(size: str) -> int:
 
 
 def test_the_tail_input_ships_every_event_whole_and_early():
-    from webhook.defaults import defaults
-    from webhook.inject import audit_flags
-    from webhook.settings import effective_settings
+    from webhook.core.defaults import defaults
+    from webhook.core.desired_pod import audit_flags
+    from webhook.core.settings import effective_settings
 
     tail = dict(parse_classic(render_classic(SidecarConfig(), OPTS))[0][1])
     assert tail["Name"] == "tail"

@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 
 from tests.helpers import EXAMPLES, kkp_pod
 from tests.test_fluentbit import parse_classic
-from tests.test_serve import Serve
-from webhook import yamlio
-from webhook.fluentbit import render_classic
-from webhook.model import audit_logging
-from webhook.options import Options
-from webhook.settings import effective_settings
+from tests.test_serve_process import Serve
+from webhook.core import yamlio
+from webhook.core.fluentbit import render_classic
+from webhook.core.model import audit_logging
+from webhook.core.options import Options
+from webhook.core.settings import effective_settings
 
 EXAMPLES_PER_RUN = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES_PER_RUN, deadline=None, derandomize="FUZZ_EXAMPLES" not in os.environ,

@@ -3,10 +3,10 @@
 import pytest
 
 from tests.helpers import bare_pod, cluster
-from webhook.images import same_repository, split_image, with_registry
-from webhook.inject import inject, injection_for
-from webhook.options import Options
-from webhook.settings import effective_settings
+from webhook.core.desired_pod import inject, injection_for
+from webhook.core.images import same_repository, split_image, with_registry
+from webhook.core.options import Options
+from webhook.core.settings import effective_settings
 
 
 @pytest.mark.parametrize(("image", "parts"), [

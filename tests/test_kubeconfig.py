@@ -3,7 +3,7 @@
 import pytest
 
 from tests.helpers import KUBECONFIG
-from webhook.validation.kubeconfig import check_kubeconfig
+from webhook.core.validation.kubeconfig import check_kubeconfig
 
 
 def variant(old, new):

@@ -3,10 +3,10 @@
 import pytest
 
 from tests.helpers import bare_pod, cluster, seed
-from webhook.mutation import decide_mutation
-from webhook.options import Options
-from webhook.validation.admission import check_admission
-from webhook.validation.context import Context
+from webhook.core.mutation import decide_mutation
+from webhook.core.options import Options
+from webhook.core.validation.admission import check_admission
+from webhook.core.validation.context import Context
 
 OPTS = Options.default()
 ON = cluster(audit={"enabled": True})
@@ -141,8 +141,8 @@ def test_references_that_stay_literal_or_are_escaped_are_fine():
     ["--feature-gates=A=true", "--v=2"],
 ])
 def test_flags_kube_apiserver_reads_as_ours_are_injected(args):
-    from webhook.apiserver_flags import parse, tokens_of
-    from webhook.patch import apply_patch
+    from webhook.core.apiserver_flags import parse, tokens_of
+    from webhook.core.patch import apply_patch
 
     answer = decide_mutation("CREATE", bare_pod(args=args), ON, None, OPTS)
     assert answer.allowed and answer.reason == "injected", answer.message

@@ -14,13 +14,13 @@ import yaml
 
 from tests.conftest import write_store
 from tests.helpers import KUBECONFIG, kkp_pod, review, secret, seed
-from webhook.cli import main
-from webhook.egress import classify, destinations, network_policy
-from webhook.mutation import prepare
-from webhook.options import Options
-from webhook.patch import apply_patch
-from webhook.presets import policy_text
-from webhook.reconcile import Owner, desired_objects, ownership, plan
+from webhook.adapters.cli import main
+from webhook.core.egress import classify, destinations, network_policy
+from webhook.core.mutation import prepare
+from webhook.core.options import Options
+from webhook.core.patch import apply_patch
+from webhook.core.presets import policy_text
+from webhook.core.reconcile_plan import Owner, desired_objects, ownership, plan
 
 SEED = seed({"dc1": {}, "dc-enforced": {"enforceAuditLogging": True}})
 

@@ -5,7 +5,7 @@ import copy
 import jsonpatch
 import pytest
 
-from webhook.patch import apply_patch, record_change
+from webhook.core.patch import apply_patch, record_change
 
 ITEM = {"name": "x", "mountPath": "/x"}
 SHARED = [ITEM, "a", "b"]

@@ -1,14 +1,14 @@
-"""Changes to an injected apiserver Pod after admission (webhook/pod_updates.py)."""
+"""Changes to an injected apiserver Pod after admission (webhook/core/pod_updates.py)."""
 
 import copy
 
 import pytest
 
 from tests.helpers import bare_pod, cluster, container
-from webhook.inject import inject, injection_for
-from webhook.options import Options
-from webhook.pod_updates import pod_update_problems
-from webhook.settings import effective_settings
+from webhook.core.desired_pod import inject, injection_for
+from webhook.core.options import Options
+from webhook.core.pod_updates import pod_update_problems
+from webhook.core.settings import effective_settings
 
 INJECTED = inject(bare_pod(), injection_for(effective_settings(cluster(audit={"enabled": True}), None),
                                              Options.default()))[0]

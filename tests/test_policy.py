@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from webhook.policy_eval import AuditRequest, evaluate, rule_matches
-from webhook.validation.errors import Path
-from webhook.validation.policy import check_policy
+from webhook.core.policy_eval import AuditRequest, evaluate, rule_matches
+from webhook.core.validation.errors import Path
+from webhook.core.validation.policy import check_policy
 
 HEAD = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy"}
 
@@ -116,8 +116,8 @@ rules:
 def test_an_alias_bomb_is_refused_before_it_is_built():
     """A 300-byte "billion laughs" policy would expand to 387 million nodes; it is refused on the
     parser's events, without building it."""
-    from webhook.validation.errors import Path as FieldPath
-    from webhook.validation.policy import check_policy_text
+    from webhook.core.validation.errors import Path as FieldPath
+    from webhook.core.validation.policy import check_policy_text
 
     levels = ["a: &a [x,x,x,x,x,x,x,x,x]"]
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):

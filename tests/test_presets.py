@@ -9,10 +9,10 @@ from pathlib import Path as FsPath
 import pytest
 import yaml
 
-from webhook import presets
-from webhook.policy_eval import AuditRequest, evaluate
-from webhook.validation.errors import Path
-from webhook.validation.policy import LEVELS, check_policy, check_policy_text
+from webhook.core import presets
+from webhook.core.policy_eval import AuditRequest, evaluate
+from webhook.core.validation.errors import Path
+from webhook.core.validation.policy import LEVELS, check_policy, check_policy_text
 
 R = AuditRequest
 M, RR, NONE = "Metadata", "RequestResponse", "None"
@@ -103,8 +103,9 @@ def test_the_table_has_a_column_for_every_preset():
     assert all(set(expected) == set(presets.PRESETS) for _, _, expected in ROWS)
 
 
-def test_presets_are_the_yaml_files_beside_the_loader():
-    files = sorted(e.name for e in resources.files(presets).iterdir() if e.name.endswith(".yaml"))
+def test_presets_are_the_yaml_files_of_the_presets_folder():
+    folder = resources.files("webhook").joinpath("presets")
+    files = sorted(e.name for e in folder.iterdir() if e.name.endswith(".yaml"))
     assert tuple(f.removesuffix(".yaml") for f in files) == presets.PRESETS
     assert ("", *presets.PRESETS) == presets.SUPPORTED_VALUES
     assert presets.DEFAULT_PRESET == "metadata"

@@ -10,16 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_fluentbit import parse_classic
-from webhook import names
-from webhook.apiserver_flags import bool_flags
-from webhook.fluentbit import render_classic
-from webhook.inject import audit_flags, desired_pod, inject, injection_for, read_flags
-from webhook.model import SidecarConfig
-from webhook.options import Options
-from webhook.settings import effective_settings
-from webhook.validation.errors import Findings, Path
-from webhook.validation.fluentbit_policy import denied_key, policy
-from webhook.validation.sidecar import _PLAIN_VALUE, _check_value, check_sidecar
+from webhook.core import names
+from webhook.core.apiserver_flags import bool_flags
+from webhook.core.desired_pod import audit_flags, desired_pod, inject, injection_for, read_flags
+from webhook.core.fluentbit import render_classic
+from webhook.core.model import SidecarConfig
+from webhook.core.options import Options
+from webhook.core.settings import effective_settings
+from webhook.core.validation.errors import Findings, Path
+from webhook.core.validation.fluentbit_policy import denied_key, policy
+from webhook.core.validation.sidecar import _PLAIN_VALUE, _check_value, check_sidecar
 
 OPTS = Options.default()
 OWNED_VOLUMES = {names.VOLUME_AUDIT_LOG, names.VOLUME_AUDIT_CONFIG, names.VOLUME_FLUENTBIT, names.VOLUME_WEBHOOK_BACKEND}

@@ -2,8 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from webhook.duration import parse_duration
-from webhook.quantity import parse_quantity, same_quantity
+from webhook.core.duration import parse_duration
+from webhook.core.quantity import parse_quantity, same_quantity
 
 
 @pytest.mark.parametrize(("text", "value"), [

@@ -12,13 +12,13 @@ import yaml
 
 from tests.conftest import write_store
 from tests.helpers import EXAMPLES, KUBECONFIG, bare_pod, cluster, secret, seed, webhook_backend
-from webhook import names
-from webhook.cli import main
-from webhook.inject import desired_pod
-from webhook.mutation import prepare
-from webhook.options import Options
-from webhook.report import cluster_row, render_csv, render_json, render_table, rows_of
-from webhook.store import Snapshot
+from webhook.adapters.cli import main
+from webhook.core import names
+from webhook.core.desired_pod import desired_pod
+from webhook.core.mutation import prepare
+from webhook.core.options import Options
+from webhook.core.report import cluster_row, render_csv, render_json, render_table, rows_of
+from webhook.core.snapshot import Snapshot
 
 OPTS = Options.default()
 AUDITED = cluster(name="aud", audit={

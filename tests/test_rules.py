@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from tests.helpers import ROOT
-from webhook.validation.context import Context
-from webhook.validation.rules import RULES
+from webhook.core.validation.context import Context
+from webhook.core.validation.rules import RULES
 
 
 def test_every_id_the_code_records_is_in_the_table_and_every_row_is_used():
@@ -27,7 +27,7 @@ def test_the_docs_table_is_the_table():
 def test_every_error_of_the_validation_tables_carries_a_known_rule(monkeypatch):
     """Run the validation suites' objects and look at what they find."""
     from tests.helpers import cluster, seed, webhook_backend
-    from webhook.validation.admission import check_admission
+    from webhook.core.validation.admission import check_admission
 
     objects = [
         cluster(audit={"enabled": "yes", "policyPreset": "loud"}),

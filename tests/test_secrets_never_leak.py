@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from tests.helpers import KUBECONFIG, cluster, review, secret, webhook_backend
-from webhook.store import LoadError, decode_secret
+from webhook.core.snapshot import LoadError, decode_secret
 
 MARKER = "s3cr3t-MARKER-7f3a"
 

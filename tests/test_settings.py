@@ -3,9 +3,9 @@
 import pytest
 
 from tests.helpers import cluster, seed, webhook_backend
-from webhook.names import OPT_OUT_ANNOTATION
-from webhook.settings import Origin, effective_settings
-from webhook.validation.context import Context
+from webhook.core.names import OPT_OUT_ANNOTATION
+from webhook.core.settings import Origin, effective_settings
+from webhook.core.validation.context import Context
 
 SEED_DEFAULTS = {"enabled": False, "policyPreset": "recommended",
                  "sidecar": {"config": {"outputs": [{"Name": "forward", "Match": "*", "Host": "central"}]}}}
@@ -81,7 +81,7 @@ def test_seed_defaults_sidecar_replaces_the_clusters():
 
 def test_null_fields_mean_absent_as_validation_says():
     """Found by the fuzz suite: `extraEnvs: null` passed validation but broke the model."""
-    from webhook.validation.admission import check_admission
+    from webhook.core.validation.admission import check_admission
 
     obj = cluster(audit={"enabled": True, "sidecar": {"extraEnvs": None, "resources": None,
                                                       "config": {"service": None, "filters": None, "outputs": None}},

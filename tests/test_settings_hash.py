@@ -8,10 +8,10 @@ import copy
 import pytest
 
 from tests.helpers import cluster, seed, webhook_backend
-from webhook import presets
-from webhook.defaults import defaults
-from webhook.mutation import prepare
-from webhook.options import Options
+from webhook.core import presets
+from webhook.core.defaults import defaults
+from webhook.core.mutation import prepare
+from webhook.core.options import Options
 
 OPTS = Options.default()
 BASE = cluster(audit={"enabled": True, "policyPreset": "minimal"})
@@ -69,10 +69,10 @@ def test_a_data_file_edit_rolls_exactly_the_apiservers_it_changes(monkeypatch):
     edited = copy.deepcopy(defaults())
     assert "--audit-log-maxage" in edited["auditLogRotation"]
     edited["auditLogRotation"]["--audit-log-maxage"] = "99"
-    import webhook.inject as inject_module
+    import webhook.core.desired_pod as inject_module
 
     with monkeypatch.context() as patched:
-        patched.setattr("webhook.inject.defaults", lambda: edited)
+        patched.setattr("webhook.core.desired_pod.defaults", lambda: edited)
         inject_module._flags.cache_clear()
         after = {name: hash_of(obj) for name, obj in (("base", BASE), ("other", other),
                                                       ("recommended", recommended))}
@@ -81,7 +81,7 @@ def test_a_data_file_edit_rolls_exactly_the_apiservers_it_changes(monkeypatch):
     assert after["other"] == before["other"]
 
     original = presets.policy_text
-    monkeypatch.setattr("webhook.settings_hash.presets.policy_text",
+    monkeypatch.setattr("webhook.core.settings_hash.presets.policy_text",
                         lambda name: original(name) + ("# edited\n" if name == "minimal" else ""))
     assert hash_of(BASE) != before["base"]
     assert hash_of(recommended) == before["recommended"]

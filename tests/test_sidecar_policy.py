@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import cluster, seed
-from webhook import names
-from webhook.validation.admission import check_admission
-from webhook.validation.context import Context
-from webhook.validation.fluentbit_policy import is_loopback, protected_path_in, seed_allowances
+from webhook.core import names
+from webhook.core.validation.admission import check_admission
+from webhook.core.validation.context import Context
+from webhook.core.validation.fluentbit_policy import is_loopback, protected_path_in, seed_allowances
 
 SC = "spec.auditLogging.sidecar"
 CFG = f"{SC}.config"

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import KUBECONFIG, cluster, seed, webhook_backend
-from webhook.names import OPT_OUT_ANNOTATION
-from webhook.operator_config import OperatorConfig
-from webhook.validation.admission import check_admission, secret_refs
-from webhook.validation.context import Context
-from webhook.validation.errors import invalid_message
+from webhook.core.names import OPT_OUT_ANNOTATION
+from webhook.core.operator_config import OperatorConfig
+from webhook.core.validation.admission import check_admission, secret_refs
+from webhook.core.validation.context import Context
+from webhook.core.validation.errors import invalid_message
 
 GOOD_SECRET = {"webhook.yaml": KUBECONFIG.encode()}
 SECRETS = {("cluster-abc", "wh"): GOOD_SECRET, ("kubermatic", "dc-wh"): GOOD_SECRET}
@@ -278,8 +278,8 @@ def test_audit_config_configmap_rules(obj, expected):
 
 
 def test_a_preset_owns_the_policy_configmap():
-    from webhook import presets
-    from webhook.settings import effective_settings
+    from webhook.core import presets
+    from webhook.core.settings import effective_settings
 
     owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": "minimal"}), None)
     edited = configmap("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n")
@@ -293,8 +293,8 @@ def test_a_preset_owns_the_policy_configmap():
 
 
 def test_deleting_what_a_running_apiserver_needs_is_refused():
-    from webhook.settings import effective_settings
-    from webhook.validation.admission import deletion_blockers, deletion_message
+    from webhook.core.settings import effective_settings
+    from webhook.core.validation.admission import deletion_blockers, deletion_message
 
     dc_seed = seed({"dc1": {"enforcedAuditWebhookSettings": {"auditWebhookConfig": {"name": "dcwh", "namespace": "kubermatic"}}}})
     users = [(c, effective_settings(c, dc_seed)) for c in (cluster(name="a"), cluster(name="b"))]
@@ -355,7 +355,7 @@ KKP_POLICIES = Path(__file__).resolve().parents[2] / "shared/kkp/audit-policies"
 def test_kkps_own_policy_text_is_accepted_for_its_preset(preset):
     """KKP's controllers write their own text for each preset into audit-config; refusing it would stop
     KKP from creating the control plane (it reconciles ConfigMaps before Deployments)."""
-    from webhook.settings import effective_settings
+    from webhook.core.settings import effective_settings
 
     owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": preset}), None)
     text = (KKP_POLICIES / f"{preset}.yaml").read_text(encoding="utf-8")
@@ -363,7 +363,7 @@ def test_kkps_own_policy_text_is_accepted_for_its_preset(preset):
 
 
 def test_a_policy_that_records_less_than_its_preset_promises_is_refused():
-    from webhook.settings import effective_settings
+    from webhook.core.settings import effective_settings
 
     owner = effective_settings(cluster(audit={"enabled": True, "policyPreset": "recommended"}), None)
     kkp_minimal = (KKP_POLICIES / "minimal.yaml").read_text(encoding="utf-8")  # None for reads, not Metadata
@@ -372,7 +372,7 @@ def test_a_policy_that_records_less_than_its_preset_promises_is_refused():
 
 
 def test_deleting_the_cluster_or_seed_crd_is_refused_unless_annotated():
-    from webhook.validation.admission import ALLOW_CRD_DELETION_ANNOTATION, crd_deletion_message
+    from webhook.core.validation.admission import ALLOW_CRD_DELETION_ANNOTATION, crd_deletion_message
 
     def crd(name, **annotations):
         return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -412,7 +412,7 @@ def test_a_cluster_kkp_defaulted_with_the_seeds_own_webhook_backend_is_accepted(
 
 def test_the_preset_promise_binds_only_while_audit_logging_is_on():
     """With only a webhook backend KKP writes its default policy, whatever the preset says."""
-    from webhook.settings import effective_settings
+    from webhook.core.settings import effective_settings
 
     owner = effective_settings(cluster(audit={"policyPreset": "recommended", "webhookBackend": webhook_backend()}),
                                None)

@@ -1,5 +1,5 @@
 """`python -m webhook` is the same as the `audit-webhook` command."""
 
-from webhook.cli import main
+from webhook.adapters.cli import main
 
 raise SystemExit(main())

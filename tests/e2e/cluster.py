@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook.certs import ServiceName, create_ca, create_serving
+from webhook.adapters.certs import ServiceName, create_ca, create_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".e2e-bin"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, webhook_configurations
-from webhook.certs import ServiceName, ensure_certs
+from webhook.adapters.certs import ServiceName, ensure_certs
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ kubelet or node exists, so Pods are never scheduled and the exec fails after it 
 the sink is a test HTTPS server that only records what it receives.
 
 Expected levels are not hard-coded: each event's level is compared with the project's own evaluator
-(webhook/policy_eval.py, webhook/explain.py) on the policy file the apiserver actually loaded. A few hard
+(webhook/core/policy_eval.py, webhook/core/explain.py) on the policy file the apiserver actually loaded. A few hard
 facts are asserted on top: Secret events carry metadata only, a Pod create carries its request and
 response, and no Secret value (nor its base64) appears in the audit log or in any body the sink received.
 """
@@ -42,9 +42,9 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import ROOT, ControlPlane
-from webhook.certs import ServiceName, create_ca, create_serving
-from webhook.explain import explain, explain_preset, policy_from_document
-from webhook.policy_eval import AuditRequest
+from webhook.adapters.certs import ServiceName, create_ca, create_serving
+from webhook.core.explain import explain, explain_preset, policy_from_document
+from webhook.core.policy_eval import AuditRequest
 
 PRESET = "recommended"
 NAMESPACE = "audit-trail"

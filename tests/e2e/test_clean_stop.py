@@ -12,7 +12,7 @@ import time
 
 from tests.e2e.cluster import ControlPlane, ReconcilerProcess, WebhookProcess, eventually
 from tests.e2e.test_kube import namespace
-from webhook.certs import ServiceName, ensure_certs
+from webhook.adapters.certs import ServiceName, ensure_certs
 
 STOPS = 10  # of each process: 20 in all
 

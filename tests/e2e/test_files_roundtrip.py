@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import ControlPlane
-from webhook.manifests import needed_files
-from webhook.options import Options
-from webhook.settings import effective_settings
+from webhook.core.manifests import needed_files
+from webhook.core.options import Options
+from webhook.core.settings import effective_settings
 
 AWKWARD_VALUES = [
     "prüfung-日本-🙂",

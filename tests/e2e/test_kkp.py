@@ -25,12 +25,12 @@ import yaml
 
 from tests.e2e.cluster import ROOT, ControlPlane, ReconcilerProcess, WebhookProcess, eventually, webhook_configurations
 from tests.helpers import KUBECONFIG
-from webhook import names
-from webhook.certs import ServiceName, ensure_certs
-from webhook.egress import classify, destinations, network_policy
-from webhook.mutation import prepare
-from webhook.operator_config import OperatorConfig
-from webhook.options import Options
+from webhook.adapters.certs import ServiceName, ensure_certs
+from webhook.core import names
+from webhook.core.egress import classify, destinations, network_policy
+from webhook.core.mutation import prepare
+from webhook.core.operator_config import OperatorConfig
+from webhook.core.options import Options
 
 KKP = ROOT.parent / "shared/kkp"
 KKP_DEPLOYMENTS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((KKP / "apiserver").glob("*.yaml"))}

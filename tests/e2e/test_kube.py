@@ -123,7 +123,7 @@ def test_datacenter_enforcement_through_a_seed(plane: ControlPlane, webhook: Web
 
 
 def test_what_a_running_apiserver_needs_cannot_be_edited_away_or_deleted(plane: ControlPlane, webhook: WebhookProcess):
-    from webhook.presets import policy_text
+    from webhook.core.presets import policy_text
 
     ns = "cluster-e2eprot"
     namespace(plane, ns)

@@ -14,8 +14,8 @@ import pytest
 
 from tests.e2e.cluster import ControlPlane, ReconcilerProcess, WebhookProcess, eventually
 from tests.e2e.test_kube import kkp_cluster, namespace
-from webhook import names
-from webhook.presets import policy_text
+from webhook.core import names
+from webhook.core.presets import policy_text
 
 NS = "cluster-e2erec"
 KUBECONFIG = ("apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: https://sink.example\n"

@@ -14,9 +14,9 @@ from cryptography import x509
 from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, eventually
 from tests.e2e.test_kube import create_pod_when_injected, kkp_cluster, namespace, pod_in
 from tests.helpers import review
-from webhook.certs import ServiceName, ensure_certs
-from webhook.store.kube import load_api_client
-from webhook.tls_secret import TLSSecret
+from webhook.adapters.certs import ServiceName, ensure_certs
+from webhook.adapters.store.kube import load_api_client
+from webhook.adapters.tls_secret import TLSSecret
 
 
 def _webhook_get(hook: WebhookProcess, path: str) -> str:

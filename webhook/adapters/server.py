@@ -1,0 +1,339 @@
+"""The HTTPS edge: routes, body limits, error containment, metrics, certificate and store reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import inspect
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp.http_exceptions
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from webhook.adapters import handlers
+from webhook.adapters.certs import CertWatcher, expiry_timestamp
+from webhook.adapters.config_file import ConfigFile
+from webhook.adapters.decision_log import log_decision
+from webhook.adapters.metrics import CONTENT_TYPE, KINDS, OPERATIONS, Metrics, bounded
+from webhook.adapters.store import Store
+from webhook.core.decide import PreparedCache
+from webhook.core.options import Options
+from webhook.core.review import AdmissionRequest, Answer, ReviewError, encode_review, parse_review
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 7 * 1024 * 1024  # kube-apiserver sends at most ~3 MiB objects; twice that plus envelope
+Handler = Callable[[AdmissionRequest], Awaitable[Answer]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "code": status}, status=status)
+
+
+@dataclass
+class Webhook:
+    """Everything a running server needs; `app()` builds the aiohttp application."""
+
+    store: Store
+    options: Options
+    metrics: Metrics
+    cache: PreparedCache = field(default_factory=PreparedCache)
+    # The operator's configuration file (reloaded beside the certificates).
+    config: ConfigFile = field(default_factory=lambda: ConfigFile(None))
+    # With mutual TLS: the client certificate names (subject CN or DNS SAN) allowed to call the
+    # admission paths and /metrics. Empty: any certificate the client CA signed.
+    allowed_clients: frozenset[str] = frozenset()
+    # Seconds a client may take to send its body: kube-apiserver sends a review at once, and a
+    # slow sender must not hold the request (and its memory) forever.
+    body_timeout: float = 10.0
+    # Connections with a request in progress: the others may be closed to make room (see BoundedSite).
+    busy: set[Any] = field(default_factory=set)
+    # Connections that have sent a request: closed to make room only after those that never did.
+    served: set[Any] = field(default_factory=set)
+    # A port of its own for /metrics (plain HTTP), or None: /metrics on the HTTPS port, behind the
+    # client-certificate pin like the admission paths.
+    metrics_port: int | None = None
+
+    async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
+        refused = self._refused_client(request)
+        if refused is not None:
+            return refused
+        # A connection with a request in progress is never the one closed to make room (BoundedSite),
+        # and one that has sent a request is closed only after those that never did.
+        self.busy.add(request.protocol)
+        self.served.add(request.protocol)
+        try:
+            return await self._answer(request, name, handler)
+        finally:
+            self.busy.discard(request.protocol)
+
+    async def _answer(self, request: web.Request, name: str, handler: Handler) -> web.Response:
+        try:
+            body = await asyncio.wait_for(request.read(), self.body_timeout)
+        except TimeoutError:
+            self.metrics.bad_requests.labels("408").inc()
+            return _error(408, f"request body not received within {self.body_timeout:g} s")
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.bad_requests.labels("413").inc()
+            return _error(413, f"request body is larger than {MAX_BODY} bytes")
+        except (RequestPayloadError, aiohttp.http_exceptions.HttpProcessingError, ValueError) as exc:
+            # A body that cannot be decoded (a bad Content-Encoding, a broken chunk) is the client's error.
+            self.metrics.bad_requests.labels("400").inc()
+            return _error(400, f"request body cannot be read: {type(exc).__name__}")
+        try:
+            api_version, req = parse_review(body)
+        except ReviewError as exc:
+            self.metrics.bad_requests.labels("400").inc()
+            return _error(400, str(exc))
+        start = time.perf_counter()
+        try:
+            answer = await handler(req)
+        except Exception:
+            # One broken request must not take the others down: answer it, log it, go on.
+            log.exception("%s handler failed on request %s", name, req.uid)
+            self.metrics.errors.labels(name).inc()
+            answer = Answer(False, f"audit-webhook: internal error while handling request {req.uid}; "
+                                   "see the webhook's log", code=500, reason="error")
+        elapsed = time.perf_counter() - start
+        self._observe(name, req, answer, elapsed)
+        return web.Response(body=encode_review(api_version, req.uid, answer), content_type="application/json")
+
+    def _observe(self, name: str, req: AdmissionRequest, answer: Answer, elapsed: float) -> None:
+        m = self.metrics
+        decision = "allowed" if answer.allowed else "denied"
+        m.requests.labels(name, bounded(req.kind.kind, KINDS), bounded(req.operation, OPERATIONS), decision).inc()
+        m.duration.labels(name).observe(elapsed)
+        if answer.patch:
+            m.injections.inc()
+        if not answer.allowed:
+            m.rejected(name, answer.reason, answer.rules)
+        if answer.warnings:
+            m.warnings.labels(name).inc(len(answer.warnings))
+        log_decision(name, req, answer, elapsed)
+
+    async def mutate(self, request: web.Request) -> web.Response:
+        """POST /mutate."""
+        return await self._review(request, "mutate", lambda r: handlers.mutate(r, self.store, self.options, self.cache))
+
+    async def validate(self, request: web.Request) -> web.Response:
+        """POST /validate."""
+        return await self._review(request, "validate",
+                                  lambda r: handlers.validate(r, self.store, self.options, self.cache,
+                                                              self.config.current))
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """GET /healthz: the process answers."""
+        return web.Response(text="ok")
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        """GET /readyz: the store can answer admissions."""
+        if self.store.ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="store not ready")
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        """GET /metrics in the Prometheus text format (behind the client pin on the HTTPS port)."""
+        refused = self._refused_client(request) if self.metrics_port is None else None
+        if refused is not None:
+            return refused
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    def _refused_client(self, request: web.Request) -> web.Response | None:
+        """With pinned identities, a 403 for any other client certificate (the probes stay open)."""
+        if not self.allowed_clients:
+            return None
+        names = client_names(request.transport.get_extra_info("peercert") if request.transport else None)
+        if names & self.allowed_clients:
+            return None
+        self.metrics.bad_requests.labels("403").inc()
+        return _error(403, "client certificate is not one of the identities allowed to call this webhook")
+
+    def app(self) -> web.Application:
+        """The aiohttp application with every route."""
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/mutate", self.mutate)
+        app.router.add_post("/validate", self.validate)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        if self.metrics_port is None:
+            app.router.add_get("/metrics", self.metrics_page)
+        return app
+
+    def metrics_app(self) -> web.Application:
+        """/metrics alone, for its own plain-HTTP port (scraped like any other target; it holds no secret)."""
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics_page)
+        return app
+
+
+def client_names(peercert: Any) -> set[str]:
+    """The subject common names and DNS names of a verified peer certificate (`ssl`'s dict form)."""
+    if not isinstance(peercert, dict):
+        return set()
+    names = {value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"}
+    return names | {value for key, value in peercert.get("subjectAltName", ()) if key == "DNS"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of the server one client can hold.
+
+    kube-apiserver keeps a few keep-alive connections and sends each review at once, so anything
+    slower or idler than these is not kube-apiserver, and is closed before it can exhaust memory.
+    """
+
+    # At most this many connections, from accept (TLS handshake included) to close; past it, one
+    # without a request in progress is dropped (see BoundedSite).
+    max_connections: int = 512
+    # Seconds to finish the TLS handshake.
+    handshake_timeout: float = 10.0
+    # Seconds a connection may sit without a complete request line and headers (before its first
+    # request, or between two): aiohttp's keep-alive timer covers both.
+    idle_timeout: float = 30.0
+
+
+class _TLSConnection(asyncio.sslproto.SSLProtocol):
+    """One TLS connection, known to its site from accept to close.
+
+    asyncio's own gives every connection a 256 KiB read buffer from the moment it is accepted:
+    2,000 idle connections held 500 MiB. TLS records carry at most 16 KiB, so 32 KiB is plenty.
+    """
+
+    max_size = 32 * 1024
+
+    def __init__(self, site: BoundedSite, app: Any, context: ssl.SSLContext, limits: Limits) -> None:
+        super().__init__(asyncio.get_running_loop(), app, context, None, server_side=True,
+                         ssl_handshake_timeout=limits.handshake_timeout, ssl_shutdown_timeout=5.0)
+        self.site, self.app = site, app
+        self.raw: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.raw = transport
+        self.site.live[self] = None
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.site.forget(self)
+        super().connection_lost(exc)
+
+
+class BoundedSite(web.TCPSite):
+    """An HTTPS site with `Limits`. Each new connection past the cap drops an idle one: the oldest
+    that never sent a request, else the oldest without a request in progress. Idle, half-sent or
+    handshaking connections can then neither exhaust memory nor lock kube-apiserver out, nor push
+    its keep-alive connections out."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, ssl_context: ssl.SSLContext,
+                 limits: Limits, busy: set[Any], served: set[Any]) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, backlog=512)
+        self.limits, self.busy, self.served = limits, busy, served
+        self.live: dict[_TLSConnection, None] = {}  # in accept order
+
+    def forget(self, conn: _TLSConnection) -> None:
+        self.live.pop(conn, None)
+        self.served.discard(conn.app)
+
+    def _make_room(self) -> None:
+        idle = [c for c in self.live if c.app not in self.busy]
+        victim = next((c for c in idle if c.app not in self.served), None) or next(iter(idle), None)
+        if victim is not None and victim.raw is not None:
+            self.forget(victim)
+            victim.raw.abort()  # no TLS goodbye: its buffers go now
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None and self._ssl_context is not None
+        context = self._ssl_context
+
+        def connection() -> _TLSConnection:
+            if len(self.live) >= self.limits.max_connections:
+                self._make_room()
+            return _TLSConnection(self, server(), context, self.limits)
+
+        self._server = await asyncio.get_running_loop().create_server(connection, self._host, self._port,
+                                                                      backlog=self._backlog)
+
+
+Poller = Callable[[], object]
+
+
+async def _poll_forever(interval: float, pollers: list[Poller]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        for poll in pollers:
+            try:
+                result = poll()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("background refresh failed")
+
+
+async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_interval: float = 2.0,
+                shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None,
+                pollers: list[Poller] | None = None, client_ca: Path | None = None,
+                limits: Limits | None = None, metrics_host: str = "0.0.0.0") -> None:
+    """Serve HTTPS until SIGTERM or SIGINT, then finish requests in flight and stop.
+
+    `pollers` run every `poll_interval` seconds beside the certificate and source reloads;
+    they may be coroutine functions.
+    """
+    watcher = CertWatcher(cert_dir, client_ca)
+    webhook.metrics.watch_store(webhook.store)
+
+    webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
+
+    def refresh_cert() -> None:
+        if watcher.poll():
+            webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
+
+    all_pollers: list[Poller] = [refresh_cert, webhook.config.poll, *(pollers or [])]
+    store_refresh = getattr(webhook.store, "refresh", None)
+    if callable(store_refresh):
+        all_pollers.append(store_refresh)
+
+    # Signal handlers first: a SIGTERM that arrives while we start up must still stop us cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    limits = limits or Limits()
+    runner = web.AppRunner(webhook.app(), handle_signals=False, shutdown_timeout=shutdown_timeout,
+                           access_log=None, keepalive_timeout=limits.idle_timeout)
+    await runner.setup()
+    site = BoundedSite(runner, host, port, ssl_context=watcher.listening, limits=limits, busy=webhook.busy,
+                       served=webhook.served)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    log.info("audit-webhook listening on https://%s:%d", host, bound)
+    metrics_runner = None
+    if webhook.metrics_port is not None:
+        # Plain HTTP, reachable only from the scraping namespace (deploy/'s NetworkPolicy).
+        metrics_runner = web.AppRunner(webhook.metrics_app(), handle_signals=False, access_log=None,
+                                       keepalive_timeout=limits.idle_timeout)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, metrics_host, webhook.metrics_port).start()
+        log.info("metrics on http://%s:%d/metrics", metrics_host, webhook.metrics_port)
+    if started:
+        started(bound)
+
+    poller = asyncio.create_task(_poll_forever(poll_interval, all_pollers))
+    try:
+        await stop.wait()
+        log.info("shutting down: no new connections, finishing requests in flight")
+    finally:
+        poller.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()

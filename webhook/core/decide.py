@@ -1,0 +1,179 @@
+"""The admission decisions, over a lookup interface: what /mutate and /validate answer, and what
+`audit-webhook check` and `render` answer from files. The shell (webhook/adapters/handlers.py for HTTP,
+webhook/adapters/cli.py offline) reads the Secrets a decision names beforehand; everything here is
+synchronous and looks only at what it is given."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from webhook.core import names
+from webhook.core.lookup import Lookup
+from webhook.core.mutation import Prepared, decide_mutation, is_apiserver_pod, prepare
+from webhook.core.objects import cluster_namespace, datacenter_of, dig, kind_of, name_of, namespace_of
+from webhook.core.operator_config import DEFAULT, OperatorConfig
+from webhook.core.options import Options
+from webhook.core.pod_updates import pod_update_problems
+from webhook.core.review import AdmissionRequest, Answer
+from webhook.core.validation.admission import (
+    CLEANUP_USERS,
+    CLUSTER,
+    CONFIGMAP,
+    check_admission,
+    crd_deletion_message,
+    deletion_blockers,
+    deletion_message,
+    kind_key,
+    object_label,
+    qualified_kind,
+    secret_refs,
+)
+from webhook.core.validation.context import Context
+from webhook.core.validation.errors import invalid_message
+from webhook.core.validation.webhook_backend import SecretRef, Secrets
+
+
+class PreparedCache:
+    """`prepare()` results by the identity of the stored Cluster and Seed objects.
+
+    A store replaces an object when it changes, so identity is a version: a changed Cluster
+    misses the cache and is prepared again. Bounded, least recently used out first.
+    """
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[int, int], tuple[Any, Any, Prepared]] = OrderedDict()
+
+    def get(self, cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
+        """The prepared decision inputs for this version of the cluster and seed."""
+        key = (id(cluster), id(seed))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is cluster and hit[1] is seed:
+            self._entries.move_to_end(key)
+            return hit[2]
+        prepared = prepare(cluster, seed, options)
+        self._entries[key] = (cluster, seed, prepared)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return prepared
+
+    def of_cluster(self, cluster: dict[str, Any], store: Lookup, options: Options) -> Prepared:
+        """`get` with the Seed of the cluster's datacenter looked up in `store`."""
+        return self.get(cluster, store.seed_for_datacenter(datacenter_of(cluster)), options)
+
+
+def mutate_pod(req: AdmissionRequest, store: Lookup, options: Options, cache: PreparedCache) -> Answer:
+    """Inject audit logging into an apiserver Pod."""
+    if req.kind.kind != "Pod" or req.kind.group != "":
+        return Answer(True, reason="not-pod")
+    namespace = req.namespace or namespace_of(req.object)
+    claimants = store.clusters_in(namespace)
+    if len(claimants) > 1 and req.operation == "CREATE" and is_apiserver_pod(req.object):
+        # Whose settings would this Pod run with? Neither may decide for the other.
+        listed = ", ".join(f'"{name_of(c)}"' for c in claimants)
+        return Answer(False, f'audit-webhook: namespace "{namespace}" is claimed by Clusters {listed}; an apiserver '
+                             "Pod there is refused until one Cluster holds it", code=403, reason="contested-namespace")
+    cluster = store.cluster_for_namespace(namespace)
+    if cluster is None:
+        return decide_mutation(req.operation, req.object, None, None, options)
+    seed = store.seed_for_datacenter(datacenter_of(cluster))
+    return decide_mutation(req.operation, req.object, cluster, seed, options,
+                           prepared=cache.get(cluster, seed, options))
+
+
+def secrets_needed(req: AdmissionRequest) -> list[SecretRef]:
+    """The Secrets `validate_request` reads for this request, for the shell to fetch first."""
+    if req.subResource or req.operation not in ("CREATE", "UPDATE") or not kind_key(req.object):
+        return []
+    old = req.oldObject if req.operation == "UPDATE" else None
+    return sorted({*secret_refs(req.object), *secret_refs(old)})
+
+
+def validate_request(req: AdmissionRequest, store: Lookup, secrets: Secrets, options: Options,
+                     cache: PreparedCache, config: OperatorConfig = DEFAULT) -> Answer:
+    """Refuse Clusters, Seeds and ConfigMaps that would break or leak audit logging, and the
+    deletion of Secrets and ConfigMaps that running apiservers need. `secrets` holds those
+    `secrets_needed` names."""
+    if kind_of(req.object) == ("v1", "Pod") and req.operation == "UPDATE":
+        return _validate_pod_update(req)
+    if req.subResource == "status" and req.operation == "UPDATE" and kind_key(req.object) == CLUSTER:
+        # status.namespaceName says where the control plane runs: it may not point into another's.
+        found = check_admission(req.object, None, Context(namespace_holders=_namespace_holders(req.object, store)),
+                                only_identity=True)
+        if found.errors:
+            return Answer(False, invalid_message(qualified_kind(req.object), object_label(req.object), found.errors),
+                          code=422, reason="invalid", rules=[e.rule or str(e.path) for e in found.errors])
+        return Answer(True, reason="valid")
+    if req.subResource:
+        return Answer(True, reason="not-checked")
+    if req.operation == "DELETE":
+        return _validate_delete(req, store, options, cache)
+    if req.operation not in ("CREATE", "UPDATE"):
+        return Answer(True, reason="not-checked")
+    obj, old = req.object, req.oldObject if req.operation == "UPDATE" else None
+    if not kind_key(obj):
+        return Answer(True, reason="not-checked")
+    return validate_object(obj, old, store, secrets, options, cache, config, namespace=req.namespace)
+
+
+def validate_object(obj: Any, old: Any, store: Lookup, secrets: Secrets, options: Options, cache: PreparedCache,
+                    config: OperatorConfig = DEFAULT, *, namespace: str = "") -> Answer:
+    """The answer to a Cluster, Seed or ConfigMap create (`old` None) or update, given the Secrets it
+    names: what /validate and `audit-webhook check` both say, from the same lookups."""
+    seed = store.seed_for_datacenter(datacenter_of(obj)) if kind_key(obj) == CLUSTER else None
+    owner = None
+    if kind_key(obj) == CONFIGMAP:
+        cluster = store.cluster_for_namespace(namespace or namespace_of(obj))
+        if cluster is not None:
+            owner = cache.of_cluster(cluster, store, options).settings
+    holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else ()
+    found = check_admission(obj, old, Context(seed=seed, secrets=secrets, owner=owner, config=config,
+                                              namespace_holders=holders))
+    if found.errors:
+        message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
+        rules = list(dict.fromkeys(e.rule or str(e.path) for e in found.errors))
+        return Answer(False, message, code=422, warnings=found.warnings, reason="invalid", rules=rules)
+    return Answer(True, warnings=found.warnings, reason="valid")
+
+
+def _validate_delete(req: AdmissionRequest, store: Lookup, options: Options, cache: PreparedCache) -> Answer:
+    obj = req.oldObject
+    refused = crd_deletion_message(obj)
+    if refused:
+        return Answer(False, refused, code=403, reason="protected-crd")
+    if kind_of(obj)[1] not in ("Secret", "ConfigMap") or req.userInfo.username in CLEANUP_USERS:
+        return Answer(True, reason="not-checked")
+    users = []
+    for cluster in store.all_clusters():
+        settings = cache.of_cluster(cluster, store, options).settings
+        if settings is not None:
+            users.append((cluster, settings))
+    namespace = req.namespace or namespace_of(obj)
+    blockers = deletion_blockers(obj, namespace, users)
+    if blockers:
+        return Answer(False, deletion_message(obj, namespace, blockers), code=403, reason="in-use")
+    return Answer(True, reason="not-in-use")
+
+
+def _namespace_holders(cluster: Any, store: Lookup) -> tuple[str, ...]:
+    """The Clusters that held `cluster`'s control-plane namespace before it (older, or first by name)."""
+    def age(obj: Any) -> tuple[str, str]:
+        # RFC 3339 timestamps sort as text; a Cluster being created has none yet and comes last.
+        created = obj.get("metadata", {}).get("creationTimestamp") if isinstance(obj, dict) else None
+        return (created or "~", name_of(obj))
+
+    mine = age(cluster)
+    return tuple(name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
+                 if name_of(c) != name_of(cluster) and age(c) < mine)
+
+
+def _validate_pod_update(req: AdmissionRequest) -> Answer:
+    """An injected apiserver Pod keeps its sidecar and audit flags, and lends no one its audit volumes."""
+    injected = dig(req.oldObject, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION) is not None
+    if not injected or not is_apiserver_pod(req.oldObject):
+        return Answer(True, reason="not-checked")
+    problems = pod_update_problems(req.oldObject, req.object)
+    if problems:
+        return Answer(False, f'Pod "{name_of(req.object)}": ' + "; ".join(problems), code=403, reason="audited-pod")
+    return Answer(True, reason="valid")

@@ -1,0 +1,193 @@
+"""What the reconciler should do in one cluster namespace: pure decisions over plain objects.
+
+It keeps the objects behind the apiserver's volumes and rolls the apiserver Deployment when the
+effective settings change. Everything it creates carries the managed-by and cluster labels and an
+ownerReference to its Cluster. It updates or deletes an object only when all three are there and
+the object has a name it could have created: labels alone are written by anyone who may patch the
+object, and would otherwise turn the reconciler's rights into theirs.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from webhook.core import names
+from webhook.core.egress import POLICY_NAME
+from webhook.core.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, managed_metadata, needed_files
+from webhook.core.mutation import Prepared
+from webhook.core.objects import dig, kind_of, name_of
+from webhook.core.options import Options
+from webhook.core.settings import EffectiveSettings, Origin
+
+Verb = Literal["create", "update", "delete", "report"]
+# Who owns the objects behind the apiserver's volumes. On a KKP seed, KKP's controllers write the
+# apiserver Deployment, audit-config, audit-logs-fluentbit and the copied webhook Secret: we only
+# add what KKP does not (the egress NetworkPolicy). Standalone, we keep all of them.
+Mode = Literal["kkp", "standalone"]
+MODES: tuple[Mode, ...] = ("kkp", "standalone")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Cluster whose namespace the objects are kept in, named in their ownerReferences."""
+
+    name: str
+    uid: str
+
+    @classmethod
+    def of(cls, cluster: Mapping[str, Any]) -> Owner:
+        return cls(name_of(cluster), str(dig(cluster, "metadata", "uid") or ""))
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "name": self.name, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Which objects of a cluster namespace the reconciler may update or delete."""
+
+    owner: Owner
+    cluster_id: str
+    # (kind, name) of everything we could have created there.
+    names: frozenset[tuple[str, str]]
+
+    def owns(self, obj: Mapping[str, Any]) -> bool:
+        """Our labels, an ownerReference to the Cluster's UID, and a name we could have created."""
+        labels = dig(obj, "metadata", "labels") or {}
+        refs = dig(obj, "metadata", "ownerReferences") or []
+        return (bool(self.owner.uid) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+                and labels.get(CLUSTER_LABEL) == self.cluster_id
+                and any(isinstance(r, Mapping) and r.get("uid") == self.owner.uid and r.get("kind") == "Cluster"
+                        for r in refs)
+                and _key(obj) in self.names)
+
+
+def ownership(settings: EffectiveSettings, owner: Owner, mode: Mode,
+              copies: frozenset[str] = frozenset()) -> Ownership:
+    """What we may keep for a cluster: the egress policy; standalone, the audit files; and copies of
+    webhook backend Secrets: today's, and `copies` (names we copied before, so that a copy the
+    datacenter no longer names is found and removed)."""
+    keep = {("NetworkPolicy", POLICY_NAME)}
+    if mode == "standalone":
+        keep |= {("ConfigMap", names.CONFIGMAP_AUDIT_CONFIG), ("Secret", names.SECRET_FLUENTBIT)}
+    secrets = set(copies)
+    if settings.webhook is not None and settings.webhook.secret_namespace != settings.namespace:
+        secrets.add(settings.webhook.secret_name)
+    keep |= {("Secret", name) for name in secrets}
+    return Ownership(owner, settings.cluster_id, frozenset(keep))
+
+
+@dataclass(frozen=True)
+class Action:
+    """One write to the API, and why (the text becomes an Event on the Cluster). A `report` writes
+    nothing: an object of the name we need is not ours, and is left alone."""
+
+    verb: Verb
+    obj: dict[str, Any]
+    reason: str
+
+
+def _as_data(secret: dict[str, Any]) -> dict[str, Any]:
+    """A Secret with `stringData` turned into `data`, the form the API returns and compares."""
+    if "stringData" not in secret:
+        return secret
+    out = {k: v for k, v in secret.items() if k != "stringData"}
+    out["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in secret["stringData"].items()}
+    return out
+
+
+def webhook_secret_copy(settings: EffectiveSettings, source: Mapping[str, bytes] | None) -> dict[str, Any] | None:
+    """The datacenter's webhook Secret copied into the cluster namespace (Pods mount only their own), if needed."""
+    hook = settings.webhook
+    if hook is None or hook.secret_namespace == settings.namespace or source is None:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": managed_metadata(hook.secret_name, settings),
+            "data": {k: base64.b64encode(bytes(v)).decode() for k, v in source.items()}}
+
+
+def desired_objects(settings: EffectiveSettings, options: Options, webhook_source: Mapping[str, bytes] | None,
+                    egress: dict[str, Any] | None = None, mode: Mode = "standalone",
+                    owner: Owner | None = None) -> list[dict[str, Any]]:
+    """Every object we keep in the cluster namespace for this cluster's apiserver; `egress` is its
+    NetworkPolicy (webhook/core/egress.py), when its sinks need one. With an `owner` that has a UID, each
+    names it in its ownerReferences (and goes when the Cluster goes).
+
+    In KKP mode KKP keeps the rest, except the copy of a datacenter's webhook Secret, which KKP
+    makes only where the datacenter also enforces audit logging: we make it where KKP does not.
+    """
+    objects: list[dict[str, Any]] = []
+    if mode == "standalone":
+        objects = [_as_data(o) if o["kind"] == "Secret" else o for o in needed_files(settings, options)]
+    kkp_copies = settings.audit_origin in (Origin.DATACENTER, Origin.SEED)
+    copy = webhook_secret_copy(settings, webhook_source)
+    if copy is not None and (mode == "standalone" or not kkp_copies):
+        objects.append(copy)
+    if egress is not None:
+        objects.append(egress)
+    if owner is not None and owner.uid:
+        objects = [{**o, "metadata": {**o["metadata"], "ownerReferences": [owner.reference()]}} for o in objects]
+    return objects
+
+
+def _content(obj: dict[str, Any]) -> Any:
+    return obj.get("spec") if obj.get("kind") == "NetworkPolicy" else (obj.get("data") or {})
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    return kind_of(obj)[1], name_of(obj)
+
+
+def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: list[dict[str, Any]],
+         ours: Ownership) -> list[Action]:
+    """Creates, updates and deletes that turn `existing` (what the namespace holds under the names
+    `ours` lists or a desired object has) into `desired`.
+
+    Only objects `ours` owns are ever updated or deleted. One of a desired name that
+    is not ours (KKP's, a user's) is reported and left alone; so is a user's `audit-config`
+    without a preset, which is created once and then belongs to the user. Ours is kept equal to
+    the preset's policy while a preset is set.
+    """
+    current = {_key(o): o for o in existing}
+    actions: list[Action] = []
+    for want in desired:
+        kind, name = _key(want)
+        have = current.get((kind, name))
+        label = f"{kind} {name}"
+        if have is None:
+            actions.append(Action("create", want, f"created {label}"))
+            continue
+        user_policy = kind == "ConfigMap" and name == names.CONFIGMAP_AUDIT_CONFIG and not settings.preset
+        if user_policy or _content(have) == _content(want):
+            continue
+        if not ours.owns(have):
+            actions.append(Action("report", have, f"{label} exists and is not managed by audit-webhook: left alone"))
+            continue
+        update = {**want, "metadata": {**want["metadata"], "resourceVersion": dig(have, "metadata", "resourceVersion")}}
+        why = (f'restored {label} to the "{settings.preset}" preset' if kind == "ConfigMap" else f"updated {label}")
+        actions.append(Action("update", update, why))
+    wanted = {_key(o) for o in desired}
+    for have in existing:
+        if _key(have) not in wanted and ours.owns(have):
+            actions.append(Action("delete", have, f"deleted {_key(have)[0]} {name_of(have)}: no longer needed"))
+    return actions
+
+
+def rollout_patch(deployment: dict[str, Any] | None, prepared: Prepared,
+                  mode: Mode = "standalone") -> dict[str, Any] | None:
+    """A patch of the apiserver Deployment's pod template that rolls it, or None when nothing changed.
+
+    A Deployment that never carried our annotation and needs nothing is left alone, so turning the
+    reconciler on does not roll every apiserver of the seed. In KKP mode the Deployment is KKP's.
+    """
+    settings = prepared.settings
+    if deployment is None or mode == "kkp" or settings is None:
+        return None
+    current = dig(deployment, "spec", "template", "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
+    if prepared.is_current(current) or (current is None and not settings.needs_injection):
+        return None
+    return {"spec": {"template": {"metadata": {"annotations": {
+        names.SETTINGS_HASH_ANNOTATION: prepared.settings_hash}}}}}
