@@ -229,11 +229,17 @@ def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
     assert code == 0 and json.loads(out)["kind"] == "List"
 
 
-def test_version_agrees_with_build_info(capsys):
+def test_version_agrees_with_build_info(capsys, monkeypatch):
     from webhook.adapters.metrics import Metrics
 
-    assert run(capsys, "version")[:2] == (0, f"audit-webhook {webhook.__version__}\n")
+    monkeypatch.setenv("AUDIT_WEBHOOK_REVISION", "3f9c2e1")
+    code, out, _ = run(capsys, "version", "-o", "json")
+    assert code == 0
+    info = json.loads(out)
+    assert info == {"version": webhook.__version__, "revision": "3f9c2e1", "python_version": platform.python_version()}
+    assert run(capsys, "version")[:2] == (
+        0, f"audit-webhook {webhook.__version__} (revision 3f9c2e1, Python {platform.python_version()})\n")
     text = Metrics().render().decode()
-    assert f'audit_webhook_build_info{{python_version="{platform.python_version()}",version="{webhook.__version__}"}} 1.0' \
-        in text
+    labels = ",".join(f'{k}="{v}"' for k, v in sorted(info.items()))
+    assert f"audit_webhook_build_info{{{labels}}} 1.0" in text
     assert "process_resident_memory_bytes" in text

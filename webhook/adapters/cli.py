@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from webhook import __version__
 from webhook.adapters import decision_log, logs
+from webhook.adapters.build_info import build_info, describe
 from webhook.adapters.certs import ServiceName, ca_bundle, ensure_certs
 from webhook.adapters.config_file import ConfigFile
 from webhook.adapters.metrics import Metrics
@@ -453,10 +453,16 @@ def _serve_until_stopped(webhook: Any, args: argparse.Namespace, cert_dir: Path,
                       metrics_host=args.host))
 
 
+def cmd_version(args: argparse.Namespace) -> int:
+    """The build, told as audit_webhook_build_info tells it."""
+    print(json.dumps(build_info(), sort_keys=True) if args.output == "json" else describe())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="audit-webhook", description=__doc__)
-    p.add_argument("--version", action="version", version=f"audit-webhook {__version__}")
+    p.add_argument("--version", action="version", version=describe())
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="log level on stderr (default: INFO)")
     # The same flag after the subcommand (`serve --log-level DEBUG`); it wins when both are given.
     common = argparse.ArgumentParser(add_help=False)
@@ -586,8 +592,11 @@ def parser() -> argparse.ArgumentParser:
                              help="output format (default: text)")
     explain_cmd.set_defaults(func=cmd_explain)
 
-    version = sub.add_parser("version", parents=[common], help="print the version (as audit_webhook_build_info has it)")
-    version.set_defaults(func=lambda _args: print(f"audit-webhook {__version__}") or 0)
+    version = sub.add_parser("version", parents=[common],
+                             help="print the version, revision and Python (as audit_webhook_build_info has them)")
+    version.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                         help="output format (default: text)")
+    version.set_defaults(func=cmd_version)
 
     certs = sub.add_parser("certs", parents=[common],
                            help="create or renew the CA and serving certificate, print the caBundle")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -14,7 +12,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from webhook import __version__
+from webhook.adapters.build_info import build_info
 
 # The _created series double every counter for little use on a webhook.
 disable_created_metrics()
@@ -78,9 +76,11 @@ class Metrics:
         self.cache_age = Gauge(
             "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
             registry=self.registry)
-        build = Gauge("audit_webhook_build_info", "The running audit-webhook (always 1): its version and Python's.",
-                      ["version", "python_version"], registry=self.registry)
-        build.labels(__version__, platform.python_version()).set(1)
+        info = build_info()
+        build = Gauge("audit_webhook_build_info",
+                      "The running audit-webhook (always 1): version, image revision, Python version.",
+                      list(info), registry=self.registry)
+        build.labels(**info).set(1)
         ProcessCollector(registry=self.registry)  # process_* : CPU, memory, open files, start time
 
     def rejected(self, handler: str, reason: str, rules: list[str]) -> None:
