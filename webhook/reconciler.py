@@ -174,9 +174,10 @@ class Reconciler:
         while not self._stop.is_set():
             now = time.monotonic()
             try:
-                if now >= next_try:
+                # Only with synced caches: a leader that does not know every Cluster would act on part of them.
+                if now >= next_try and self.store.ready() and self.watches.ready():
                     was = self.elector.leading
-                    leading = self.store.ready() and self.watches.ready() and self.elector.try_lead()
+                    leading = self.elector.try_lead()
                     self.metrics.leader.set(1 if leading else 0)
                     next_try = now + (RENEW_S if leading else RETRY_S)
                     if leading and not was:
