@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench bench-core fuzz soak clean e2e-bin
+.PHONY: serve test lint bench bench-core bench-scale fuzz soak clean e2e-bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(BIN)/.installed
 # Per-request CPU of parse, decision, answer and the whole handler, against the bare floor.
 bench-core: $(BIN)/.installed
 	$(BIN)/python bench/core.py $(ARGS)
+
+# The reconciler on 100 and 1,000 Clusters (ARGS="--sizes 100,1000,10000" for more) against the real
+# kube-apiserver: first sync, steady API requests, change-to-rollout latency, RSS, handover.
+bench-scale: $(BIN)/.installed e2e-bin
+	$(BIN)/python bench/scale.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .e2e-bin

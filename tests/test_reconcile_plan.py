@@ -113,9 +113,20 @@ def test_changed_sidecar_settings_update_the_fluent_bit_secret():
     assert verbs(actions) == [("update", "Secret", "audit-logs-fluentbit")]
 
 
-def deployment(hash_value=None):
+def deployment(hash_value=None, replaced_until=None):
     annotations = {} if hash_value is None else {names.SETTINGS_HASH_ANNOTATION: hash_value}
+    if replaced_until is not None:
+        annotations[names.ROLLED_PODS_ANNOTATION] = replaced_until
     return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
+
+
+def pod(name, created, hash_value=None, going=False):
+    meta = {"name": name, "creationTimestamp": created}
+    if hash_value is not None:
+        meta["annotations"] = {names.SETTINGS_HASH_ANNOTATION: hash_value}
+    if going:
+        meta["deletionTimestamp"] = created
+    return {"metadata": meta}
 
 
 @pytest.mark.parametrize(("obj", "deploy", "rolls"), [
@@ -127,12 +138,43 @@ def deployment(hash_value=None):
 ])
 def test_rollouts(obj, deploy, rolls):
     p = prepare(obj, None, OPTS)
-    patch = rollout_patch(deploy, p)
-    assert (patch is not None) is rolls
-    if patch:
+    rolled = rollout_patch(deploy, p)
+    assert (rolled is not None) is rolls
+    if rolled:
+        patch, why = rolled
+        assert why == f"audit settings changed ({p.settings_hash})"
         assert patch["spec"]["template"]["metadata"]["annotations"][names.SETTINGS_HASH_ANNOTATION] == p.settings_hash
         assert rollout_patch(deployment(p.settings_hash), p) is None  # nothing changed
         assert rollout_patch(deployment(p.legacy_hash), p) is None  # injected by 0.1: nothing changed either
+
+
+T1, T2, T3 = "2026-11-29T12:00:01Z", "2026-11-29T12:00:02Z", "2026-11-29T12:00:03Z"
+AUDITED = prepare(cluster(audit={"enabled": True}), None, OPTS)
+CURRENT = AUDITED.settings_hash
+
+
+@pytest.mark.parametrize(("deploy", "pods", "replaced_until"), [
+    # A Pod admitted with stale settings after the last rollout (a lagging replica): roll again.
+    (deployment(CURRENT), [pod("a", T1, CURRENT), pod("b", T2, "stale")], T2),
+    (deployment(CURRENT, T1), [pod("b", T2, "stale")], T2),
+    # Already being replaced by the rollout that recorded it, or on its way out: nothing to do.
+    (deployment(CURRENT, T2), [pod("b", T2, "stale"), pod("a", T1, "stale")], None),
+    (deployment(CURRENT), [pod("b", T2, "stale", going=True)], None),
+    # Current, or never injected (admitted while not audited: the settings rollout handles those).
+    (deployment(CURRENT), [pod("a", T1, CURRENT), pod("c", T3)], None),
+    (deployment(CURRENT), [pod("a", T1, AUDITED.legacy_hash)], None),
+    # A settings rollout replaces every Pod there is: they roll nothing afterwards.
+    (deployment("old"), [pod("a", T1, "old"), pod("b", T3, "old")], T3),
+    (deployment("old"), [], None),
+])
+def test_rollouts_for_pods_with_stale_settings(deploy, pods, replaced_until):
+    rolled = rollout_patch(deploy, AUDITED, pods=pods)
+    annotations = rolled[0]["spec"]["template"]["metadata"]["annotations"] if rolled else {}
+    assert annotations.get(names.ROLLED_PODS_ANNOTATION) == replaced_until
+    if rolled and names.SETTINGS_HASH_ANNOTATION not in annotations:
+        assert rolled[1] == f"Pod b runs stale audit settings (stale, current {CURRENT})"
+        after = deployment(CURRENT, replaced_until)
+        assert rollout_patch(after, AUDITED, pods=pods) is None  # once per stale Pod
 
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)

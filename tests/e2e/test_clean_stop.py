@@ -30,7 +30,7 @@ def test_sigterm_stops_every_time_with_exit_0_and_hands_the_lease_over(plane: Co
     codes = []
     for i in range(STOPS):
         served = WebhookProcess(plane, cert_dir, label=f"clean-stop-serve-{i}", extra=(
-            "--reconcile", "--mode", "standalone", "--reconcile-interval", "0.2", "--webhook-config-name", "none",
+            "--reconcile", "--mode", "standalone", "--webhook-config-name", "none",
             "--audited-namespaces-config", "none"))
         served.start()
         me = f"{socket.gethostname()}-{served.proc.pid}"
@@ -39,7 +39,7 @@ def test_sigterm_stops_every_time_with_exit_0_and_hands_the_lease_over(plane: Co
         served.proc.terminate()
         codes.append(("serve", served.proc.wait(timeout=60)))
         alone = ReconcilerProcess(plane, label=f"clean-stop-reconcile-{i}", extra=(
-            "--mode", "standalone", "--reconcile-interval", "0.2", "--audited-namespaces-config", "none"))
+            "--mode", "standalone", "--audited-namespaces-config", "none"))
         alone.start()
         me = f"{socket.gethostname()}-{alone.proc.pid}"
         assert eventually(lambda me=me: _holder(plane) == me, timeout=5)  # at once: the last holder let go

@@ -139,7 +139,7 @@ def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KKPSeed]:
         plane.apply(*webhook_configurations(hook.port))
         hook.start()
         reconciler = ReconcilerProcess(plane, _sa_kubeconfig(plane, work, "audit-webhook-reconciler"), extra=(
-            "--mode", "kkp", "--reconcile-interval", "0.3", "--namespace", "audit-webhook"))
+            "--mode", "kkp", "--namespace", "audit-webhook"))
         reconciler.start()
         # Admissions go through once the webhook has written its CA into both configurations.
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
@@ -307,6 +307,12 @@ CAN_I = [
     (RECONCILER_SA, "patch", "deployments", "cluster-kkpplain", False),  # KKP's: only standalone rolls it
     (RECONCILER_SA, "create", "events", "default", True),
     (RECONCILER_SA, "update", "leases/audit-webhook-reconciler", "audit-webhook", True),
+    # It watches the objects of the names it keeps, and namespaces; on a KKP seed no Pod, no Deployment.
+    (RECONCILER_SA, "watch", "networkpolicies/audit-logging-egress", "", True),
+    (RECONCILER_SA, "list", "networkpolicies", "", False),
+    (RECONCILER_SA, "watch", "namespaces", "", True),
+    (RECONCILER_SA, "list", "pods", "", False),
+    (RECONCILER_SA, "list", "secrets/audit-logs-fluentbit", "", False),  # KKP's there: only standalone watches it
     (RECONCILER_SA, "list", "secrets", "", False),
     (RECONCILER_SA, "list", "secrets", "cluster-kkpplain", False),
     (RECONCILER_SA, "watch", "secrets", "", False),
@@ -371,8 +377,7 @@ def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(
                  "stringData": {"ca.crt": "KKP's CA"}})
     ours = {"app.kubernetes.io/managed-by": "audit-webhook"}
     for namespace in ("kube-system", ns):
-        name = "dns" if namespace == "kube-system" else "apiserver"
-        plane.kubectl("create", "deployment", name, "--image=registry.k8s.io/x:1", "-n", namespace)
+        plane.kubectl("create", "deployment", "apiserver", "--image=registry.k8s.io/x:1", "-n", namespace)
     annotate = json.dumps({"spec": {"template": {"metadata": {"annotations": {"x": "y"}}}}})
 
     def obj(kind: str, name: str, namespace: str, labels: dict[str, str] | None = None, **extra: Any) -> str:
@@ -419,7 +424,7 @@ def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(
     plane.kubectl("apply", "-f", str(ROOT / "deploy/overlays/standalone/rollouts.yaml"))
     try:
         changes = {
-            "a Deployment of kube-system": ("dns", "kube-system", "merge", annotate),
+            "a Deployment of kube-system": ("apiserver", "kube-system", "merge", annotate),
             "the apiserver's containers": ("apiserver", ns, "json", json.dumps([
                 {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "evil:1"}])),
             "paused": ("apiserver", ns, "merge", json.dumps({"spec": {"paused": True}})),

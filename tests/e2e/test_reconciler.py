@@ -37,7 +37,7 @@ def operator_config(plane: ControlPlane) -> Path:
 def reconciler(plane: ControlPlane, webhook: WebhookProcess, operator_config: Path) -> Iterator[ReconcilerProcess]:
     """`audit-webhook reconcile` beside the webhook."""
     namespace(plane, "audit-webhook")
-    proc = ReconcilerProcess(plane, extra=("--mode", "standalone", "--reconcile-interval", "0.3",
+    proc = ReconcilerProcess(plane, extra=("--mode", "standalone",
                                            "--config", str(operator_config)))
     proc.start()
     yield proc

@@ -50,7 +50,7 @@ def test_with_the_webhook_down_only_audited_control_planes_stop(plane: ControlPl
     plane.apply(kkp_cluster("downoff"))
     # Same certificates as the registered webhook, so its caBundle stays right; its own Lease namespace.
     reconciler = WebhookProcess(plane, webhook.cert_dir, label="down-reconciler", extra=(
-        "--reconcile", "--mode", "kkp", "--reconcile-interval", "0.3", "--webhook-config-name", "audit-webhook",
+        "--reconcile", "--mode", "kkp", "--webhook-config-name", "audit-webhook",
         "--namespace", "e2e-down-lease"))
     reconciler.start()
     try:

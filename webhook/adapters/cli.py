@@ -91,6 +91,18 @@ def _add_mode_option(p: argparse.ArgumentParser) -> None:
                         "standalone: the reconciler keeps all of them (default: kkp)")
 
 
+def _add_reconciler_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resync-period", type=float, default=600.0, metavar="SECONDS",
+                   help="the reconciler works on watch events; every this many seconds it also goes over every "
+                        "Cluster again, from its caches (default: 600)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="Clusters reconciled at the same time (default: 2)")
+    p.add_argument("--api-qps", type=float, default=50.0, metavar="N",
+                   help="the reconciler's API requests per second at most, after --api-burst (default: 50)")
+    p.add_argument("--api-burst", type=int, default=100, metavar="N",
+                   help="the reconciler's API requests in a burst at most (default: 100)")
+
+
 def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sidecar-image", help="fluent-bit image of the sidecar (default: webhook/data/defaults.yaml)")
     p.add_argument("--sidecar-registry", metavar="REGISTRY",
@@ -365,7 +377,8 @@ def _reconciler(args: argparse.Namespace, api: Any, store: Any, config: ConfigFi
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector = LeaderElector(api, own_namespace, "audit-webhook-reconciler", identity)
     log.info("reconciling in %s mode", args.mode)
-    return Reconciler(api, store, _options(args), elector, interval=args.reconcile_interval, mode=args.mode,
+    return Reconciler(api, store, _options(args), elector, resync_period=args.resync_period, workers=args.workers,
+                      qps=args.api_qps, burst=args.api_burst, mode=args.mode,
                       webhook_configs=tuple(n for n in args.audited_namespaces_config or ["audit-webhook"]
                                             if n != "none"),
                       own_namespace=own_namespace, config=config)
@@ -481,8 +494,7 @@ def parser() -> argparse.ArgumentParser:
                        help="with --source kube: keep each cluster's audit-config ConfigMap, fluent-bit Secret and "
                             "copied webhook Secret, and roll its apiserver Deployment when settings change "
                             "(one replica at a time, by Lease)")
-    serve.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
-                       help="seconds between reconcile passes")
+    _add_reconciler_options(serve)
     serve.add_argument("--audited-namespaces-config", action="append", metavar="NAME",
                        help="with --reconcile: webhook configurations whose namespace lists the reconciler keeps "
                             "equal to the audited clusters (repeatable; default: audit-webhook; 'none' to disable). "
@@ -521,8 +533,7 @@ def parser() -> argparse.ArgumentParser:
                          help="run the reconciler alone, as its own ServiceAccount (the writing half "
                                            "of the webhook: deploy/ runs it beside `serve`)")
     rec.add_argument("--kubeconfig", help="a kubeconfig (default: in-cluster, then $KUBECONFIG)")
-    rec.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
-                     help="seconds between reconcile passes")
+    _add_reconciler_options(rec)
     rec.add_argument("--audited-namespaces-config", action="append", metavar="NAME",
                      help="webhook configurations whose namespace lists are kept equal to the audited clusters "
                           "(repeatable; default: audit-webhook; 'none' to disable)")

@@ -33,10 +33,25 @@ class LeaderElector:
         self.api = client.CoordinationV1Api(api_client)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.leading = False
+        # The Lease as our last write left it: the holder renews it with one write and no read.
+        self._lease: client.V1Lease | None = None
 
     def try_lead(self) -> bool:
         """Acquire or renew the Lease (one API round trip or two); False when another holder is live."""
         now = _now()
+        if self.leading and self._lease is not None and self._lease.spec is not None:
+            self._lease.spec.renew_time = now
+            try:
+                self._lease = self.api.replace_namespaced_lease(self.name, self.namespace, self._lease,
+                                                                _request_timeout=5)
+                return self._set(True, "renewed the Lease")
+            except ApiException as exc:
+                self._lease = None  # changed under us (409) or refused: read it again
+                if exc.status != 409:
+                    return self._set(False, f"could not renew the Lease: HTTP {exc.status}")
+            except Exception as exc:
+                self._lease = None
+                return self._set(False, f"could not renew the Lease: {type(exc).__name__}")
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=5)
         except ApiException as exc:
@@ -46,7 +61,7 @@ class LeaderElector:
                                   spec=client.V1LeaseSpec(holder_identity=self.identity, acquire_time=now,
                                                           renew_time=now, lease_duration_seconds=LEASE_SECONDS))
             try:
-                self.api.create_namespaced_lease(self.namespace, body, _request_timeout=5)
+                self._lease = self.api.create_namespaced_lease(self.namespace, body, _request_timeout=5)
                 return self._set(True, "created the Lease")
             except ApiException as exc2:
                 return self._set(False, f"lost the race to create the Lease: HTTP {exc2.status}")
@@ -60,7 +75,7 @@ class LeaderElector:
         spec.holder_identity, spec.renew_time, spec.lease_duration_seconds = self.identity, now, LEASE_SECONDS
         lease.spec = spec
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=5)
+            self._lease = self.api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=5)
         except ApiException as exc:
             return self._set(False, f"could not renew the Lease: HTTP {exc.status}")
         return self._set(True, "renewed the Lease" if mine else "took over the Lease")
@@ -80,6 +95,7 @@ class LeaderElector:
             log.warning("could not release the Lease: HTTP %s", exc.status)
         except Exception as exc:  # stopping anyway: the Lease then expires on its own
             log.warning("could not release the Lease: %s", type(exc).__name__)
+        self._lease = None
         self._set(False, "released the Lease")
 
     def _set(self, leading: bool, why: str) -> bool:

@@ -109,13 +109,16 @@ class ReconcilerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.passes = Counter("audit_webhook_reconcile_passes_total", "Passes over every Cluster.", registry=r)
+        self.passes = Counter("audit_webhook_reconcile_passes_total",
+                              "Full resyncs: every Cluster queued (on taking the Lease, then every resync period).",
+                              registry=r)
         self.last_pass = Gauge("audit_webhook_reconcile_last_pass_timestamp_seconds",
-                               "When the last pass over every Cluster ended.", registry=r)
+                               "When the last full resync queued every Cluster.", registry=r)
         self.duration = Histogram("audit_webhook_reconcile_duration_seconds", "Time to reconcile one Cluster.",
                                   registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
         self.errors = Counter("audit_webhook_reconcile_errors_total",
-                              "Clusters a pass could not reconcile, by kind (api: the API refused; other: a "
+                              "Clusters that could not be reconciled (retried after a backoff), by kind "
+                              "(api: the API refused; other: a "
                               "timeout or a broken connection).", ["kind"], registry=r)
         self.actions = Counter("audit_webhook_reconcile_actions_total",
                                "Objects written (create, update, delete) or left alone as someone else's (report).",
@@ -129,6 +132,25 @@ class ReconcilerMetrics:
                            "0 when a Cluster's stored audit settings cannot be rendered (it is not reconciled).",
                            ["cluster"], registry=r)
         self._clusters: set[str] = set()
+        self._work_queue_metrics(r)
+
+    def _work_queue_metrics(self, r: CollectorRegistry) -> None:
+        """The work queue: how much waits, what is retried, what the API refused as out of date."""
+        self.queue_depth = Gauge("audit_webhook_reconcile_queue_depth",
+                                 "Clusters (and the webhook configurations' namespace lists) queued to be reconciled.",
+                                 registry=r)
+        self.retries = Counter("audit_webhook_reconcile_retries_total",
+                               "Keys queued again after a failure, each after its own exponential backoff.",
+                               registry=r)
+        self.conflicts = Counter("audit_webhook_reconcile_conflicts_total",
+                                 "Writes refused with 409 Conflict (the cache was behind the API): retried.",
+                                 registry=r)
+        self.stale_pod_rollouts = Counter(
+            "audit_webhook_stale_pod_rollouts_total",
+            "apiserver Deployments rolled because a Pod was admitted with stale settings (a lagging replica).",
+            registry=r)
+        self.api_wait = Counter("audit_webhook_reconcile_api_throttle_seconds_total",
+                                "Seconds API calls waited for the reconciler's client-side rate limit.", registry=r)
 
     def cluster_state(self, states: dict[str, tuple[bool, bool]]) -> None:
         """Set (audited, valid) for every Cluster there is, and drop the series of those gone."""

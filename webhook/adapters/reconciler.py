@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 from aiohttp import web
@@ -19,10 +20,12 @@ from webhook.adapters.kubeapi import api_message, read_or_none, webhook_configur
 from webhook.adapters.leader import LeaderElector
 from webhook.adapters.metrics import CONTENT_TYPE, ReconcilerMetrics
 from webhook.adapters.store.kube import KubeStore
+from webhook.adapters.store.kube_watches import ReconcilerWatches
+from webhook.adapters.workqueue import TokenBucket, WorkQueue
 from webhook.core import names
 from webhook.core.audited_namespaces import selector_patch
 from webhook.core.egress import classify, destinations, network_policy, refusal
-from webhook.core.mutation import Prepared, prepare
+from webhook.core.mutation import prepare
 from webhook.core.objects import cluster_namespace, datacenter_of, dig, name_of, namespace_of
 from webhook.core.options import Options
 from webhook.core.reconcile_plan import Action, Mode, Owner, Ownership, desired_objects, ownership, plan, rollout_patch
@@ -45,7 +48,8 @@ async def run_until_stopped(reconciler: Reconciler, store: KubeStore, *, host: s
         return web.Response(text="ok")
 
     async def readyz(_request: web.Request) -> web.Response:
-        return web.Response(text="ok") if store.ready() else web.Response(status=503, text="caches not synced")
+        synced = store.ready() and reconciler.watches.ready()
+        return web.Response(text="ok") if synced else web.Response(status=503, text="caches not synced")
 
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=reconciler.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -61,122 +65,281 @@ async def run_until_stopped(reconciler: Reconciler, store: KubeStore, *, host: s
     reconciler.start()
     try:
         await stop.wait()
-        log.info("shutting down: finishing the pass in progress and releasing the Lease")
+        log.info("shutting down: finishing the clusters in progress and releasing the Lease")
     finally:
         await asyncio.to_thread(reconciler.stop)
-        store.stop()
+        await asyncio.to_thread(store.stop)
         await runner.cleanup()
 
 
+class RateLimitedApiClient(client.ApiClient):
+    """An API client whose every call first takes a token from a bucket, as client-go's QPS and
+    Burst do: a new leader's first pass or a seed-wide change writes at a steady pace, not in a storm."""
+
+    def __init__(self, configuration: client.Configuration, bucket: TokenBucket, metrics: ReconcilerMetrics,
+                 stop: threading.Event) -> None:
+        super().__init__(configuration)
+        self.bucket, self.metrics, self.stop = bucket, metrics, stop
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        delay = self.bucket.delay()
+        if delay > 0:
+            self.metrics.api_wait.inc(delay)
+            if self.stop.wait(delay):
+                raise Stopping()
+        return super().call_api(*args, **kwargs)
+
+
+class Stopping(Exception):
+    """The reconciler is stopping: the call was not made."""
+
+
+# The queue key of the webhook configurations' namespace lists; Cluster names are DNS labels, so it
+# is never one of theirs.
+SELECTORS = "<audited namespaces>"
+# How often the holder renews the Lease, and how often a replica standing by tries to take it
+# (client-go: RetryPeriod 2 s; the Lease lasts 15 s).
+RENEW_S, RETRY_S = 5.0, 2.0
+TICK_S = 0.5  # how often the operator's configuration is looked at
+
+
 class Reconciler:
-    """Runs `reconcile_all` every `interval` seconds while this replica holds the Lease."""
+    """Keeps every cluster namespace and apiserver Deployment as its Cluster says, on watches.
+
+    Watch events on Clusters, Seeds, the objects it keeps and the apiserver Pods queue the Clusters
+    they concern; workers reconcile each queued Cluster from the caches, and retry one that fails
+    after a backoff of its own. While this replica holds the Lease: on taking it, and every
+    `resync_period` seconds, every Cluster is queued (a resync, read from the caches); API calls
+    go through a token bucket (`qps`, `burst`). A replica standing by only keeps its caches.
+    """
 
     def __init__(self, api_client: client.ApiClient, store: KubeStore, options: Options, elector: LeaderElector,
-                 *, interval: float = 10.0, deployment: str = "apiserver", mode: Mode = "standalone",
+                 *, resync_period: float = 600.0, workers: int = 2, qps: float = 50.0, burst: int = 100,
+                 deployment: str = "apiserver", mode: Mode = "standalone",
                  webhook_configs: tuple[str, ...] = (), own_namespace: str = "audit-webhook",
                  config: ConfigFile | None = None, metrics: ReconcilerMetrics | None = None) -> None:
-        self.core = client.CoreV1Api(api_client)
-        self.admission = client.AdmissionregistrationV1Api(api_client)
+        self.metrics = metrics or ReconcilerMetrics()
+        self._stop = threading.Event()
+        limited = RateLimitedApiClient(api_client.configuration, TokenBucket(qps, burst), self.metrics, self._stop)
+        self.core = client.CoreV1Api(limited)
+        self.admission = client.AdmissionregistrationV1Api(limited)
         # The webhook configurations whose namespace lists follow the audited clusters.
         self.webhook_configs, self.own_namespace = webhook_configs, own_namespace
-        self.apps = client.AppsV1Api(api_client)
-        self.net = client.NetworkingV1Api(api_client)
+        self.apps = client.AppsV1Api(limited)
+        self.net = client.NetworkingV1Api(limited)
         self.store, self.options, self.elector = store, options, elector
         self.config = config or ConfigFile(None)
-        self.metrics = metrics or ReconcilerMetrics()
-        self.interval, self.deployment = interval, deployment
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._seen_problems: dict[str, str] = {}
+        self.resync_period, self.deployment, self.workers = resync_period, deployment, workers
         self.mode = mode
+        self.queue = WorkQueue()
+        self.metrics.queue_depth.set_function(lambda: float(self.queue.depth()))
+        self.watches = ReconcilerWatches(api_client, mode, deployment, self._on_namespace)
+        store.clusters.handlers.append(self._on_cluster)
+        store.seeds.handlers.append(self._on_seed)
+        self._threads: list[threading.Thread] = []
+        self._seen_problems: dict[str, str] = {}
         # Names of the webhook Secrets copied into each cluster's namespace.
         self._copies: dict[str, frozenset[str]] = {}
         # (cluster, reason) of objects in our way already reported, so each gets one Event.
         self._reported: set[tuple[str, str]] = set()
+        # Per Cluster: (the Cluster and Seed it was worked out from, audited, valid).
+        self._states: dict[str, tuple[dict[str, Any], dict[str, Any] | None, bool, bool]] = {}
+        self._selectors: list[str] | None = None  # the namespace lists last written (None: read them again)
 
     def start(self) -> None:
-        """Run in a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
-        self._thread.start()
+        """Start the watches, the leader election and the workers, each in a thread."""
+        self.watches.start()
+        self._threads = [threading.Thread(target=self._lead, name="reconciler-leader", daemon=True)]
+        self._threads += [threading.Thread(target=self._work, name=f"reconciler-{i}", daemon=True)
+                          for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """End the loop (after the pass in progress), then give the Lease up."""
+        """Stop the queue (each worker finishes the Cluster in hand), the watches, then give the Lease up."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.queue.shut_down()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.watches.stop()
         self.elector.release()
+        self.metrics.leader.set(0)
 
-    def _run(self) -> None:
+    # The leader's loop: the Lease, resyncs, the operator's configuration.
+
+    def _lead(self) -> None:
+        next_try = next_resync = 0.0
+        config = self.config.current
         while not self._stop.is_set():
+            now = time.monotonic()
             try:
-                leading = self.store.ready() and self.elector.try_lead()
-                self.metrics.leader.set(1 if leading else 0)
-                if leading:
-                    self.reconcile_all()
-                    self.metrics.passes.inc()
-                    self.metrics.last_pass.set_to_current_time()
+                # Only with synced caches: a leader that does not know every Cluster would act on part of them.
+                if now >= next_try and self.store.ready() and self.watches.ready():
+                    was = self.elector.leading
+                    leading = self.elector.try_lead()
+                    self.metrics.leader.set(1 if leading else 0)
+                    next_try = now + (RENEW_S if leading else RETRY_S)
+                    if leading and not was:
+                        next_resync = now  # a new leader starts from a resync of its caches
+                self.config.poll()
+                if self.elector.leading:
+                    if now >= next_resync:
+                        self.resync()
+                        next_resync = now + self.resync_period
+                    elif self.config.current is not config:
+                        self.resync()  # the egress allow-list may open or close any cluster's policy
+                    config = self.config.current
             except Exception:
-                log.exception("reconcile pass failed")
-            self._stop.wait(self.interval)
+                log.exception("leader election failed")
+                next_try = now + RETRY_S
+            self._stop.wait(TICK_S)
 
-    def reconcile_all(self) -> None:
-        """The webhook's lists of audited namespaces first (they decide what fails closed), then
-        one pass over every cached Cluster; one cluster's failure never stops the others."""
-        self.config.poll()
-        clusters = self.store.all_clusters()
-        # What is remembered per cluster goes with the cluster: the memory stays bounded by the fleet.
-        present = {name_of(c) for c in clusters}
-        self._reported = {(c, why) for c, why in self._reported if c in present}
-        self._copies = {c: names_ for c, names_ in self._copies.items() if c in present}
-        self._seen_problems = {c: why for c, why in self._seen_problems.items() if c in present}
-        prepared = [(c, prepare(c, self.store.seed_for_datacenter(datacenter_of(c)), self.options)) for c in clusters]
-        self.metrics.cluster_state({name_of(c): (p.settings is None or p.settings.needs_injection,
-                                                 p.settings is not None) for c, p in prepared})
-        # Settings we cannot render still ask for audit logging: fail closed for them too.
-        self._sync_webhook_selectors([cluster_namespace(c) for c, p in prepared
-                                      if p.settings is None or p.settings.needs_injection])
-        for cluster, ready in prepared:
-            claimants = self.store.clusters_in(cluster_namespace(cluster))
-            if len(claimants) > 1:
-                # Whose objects would these be? Neither Cluster's settings may write into the other's.
-                reason = "namespace claimed by " + ", ".join(name_of(c) for c in claimants)
-                if (name_of(cluster), reason) not in self._reported:
-                    self._reported.add((name_of(cluster), reason))
-                    self.event(cluster, "Warning", "ContestedNamespace", f"not reconciled: {reason}")
-                continue
+    def resync(self) -> None:
+        """Queue every Cluster, the namespace lists first (they decide what fails closed)."""
+        self._selectors = None
+        self.queue.add(SELECTORS, first=True)
+        for cluster in self.store.all_clusters():
+            self.queue.add(name_of(cluster))
+        self.metrics.passes.inc()
+        self.metrics.last_pass.set_to_current_time()
+
+    # Watch events: which Clusters they concern. A replica standing by queues nothing.
+
+    def _on_cluster(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if self.elector.leading:
+            self.queue.add(name_of(new or old))
+            self.queue.add(SELECTORS)
+            if old is not None and new is not None and cluster_namespace(old) != cluster_namespace(new):
+                self._on_namespace(cluster_namespace(old))  # a Cluster that shared it may be alone now
+
+    def _on_seed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if not self.elector.leading:
+            return
+        datacenters = {str(dc) for seed in (old, new) for dc in (dig(seed, "spec", "datacenters") or {})}
+        for cluster in self.store.all_clusters():
+            if datacenter_of(cluster) in datacenters:
+                self.queue.add(name_of(cluster))
+        self.queue.add(SELECTORS)
+
+    def _on_namespace(self, namespace: str) -> None:
+        if self.elector.leading:
+            for cluster in self.store.clusters_in(namespace):
+                self.queue.add(name_of(cluster))
+
+    # The workers.
+
+    def _work(self) -> None:
+        while (key := self.queue.get()) is not None:
             try:
-                with self.metrics.duration.time():
-                    self.reconcile(cluster, ready)
-            except ApiException as exc:
-                self.metrics.errors.labels("api").inc()
-                log.warning("cluster %s: API error %s while reconciling: %s", name_of(cluster), exc.status,
-                            api_message(exc))
-            except Exception as exc:  # a timeout or a reset connection: the next pass tries again
-                self.metrics.errors.labels("other").inc()
-                log.warning("cluster %s: %s while reconciling", name_of(cluster), type(exc).__name__)
+                if self.elector.leading:  # else the next leader's resync does it
+                    self._process(str(key))
+                self.queue.forget(key)
+            except Stopping:
+                pass
+            except Exception as exc:
+                self._failed(str(key), exc)
+            finally:
+                self.queue.done(key)
+
+    def _failed(self, key: str, exc: Exception) -> None:
+        delay = self.queue.retry(key)
+        self.metrics.retries.inc()
+        what = "the audited namespace lists" if key == SELECTORS else f"cluster {key}"
+        if isinstance(exc, ApiException):
+            self.metrics.errors.labels("api").inc()
+            if exc.status == 409:
+                self.metrics.conflicts.inc()
+            log.warning("%s: API error %s while reconciling, retry in %.1fs: %s", what, exc.status, delay,
+                        api_message(exc))
+        else:  # a timeout or a reset connection
+            self.metrics.errors.labels("other").inc()
+            log.warning("%s: %s while reconciling, retry in %.1fs", what, type(exc).__name__, delay)
+
+    def _process(self, key: str) -> None:
+        if key == SELECTORS:
+            self._sync_selectors()
+            return
+        cluster = self.store.cluster(key)
+        if cluster is None:  # gone: so is what was remembered about it
+            self._forget(key)
+            return
+        claimants = self.store.clusters_in(cluster_namespace(cluster))
+        if len(claimants) > 1:
+            # Whose objects would these be? Neither Cluster's settings may write into the other's.
+            reason = "namespace claimed by " + ", ".join(name_of(c) for c in claimants)
+            if (key, reason) not in self._reported:
+                self._reported.add((key, reason))
+                self.event(cluster, "Warning", "ContestedNamespace", f"not reconciled: {reason}")
+            return
+        with self.metrics.duration.time():
+            self.reconcile(cluster)
+
+    def _forget(self, name: str) -> None:
+        self._reported = {(c, why) for c, why in self._reported if c != name}
+        self._copies.pop(name, None)
+        self._seen_problems.pop(name, None)
+        self._states.pop(name, None)
+
+    def _state(self, cluster: dict[str, Any]) -> tuple[bool, bool]:
+        """(audited, valid) of a Cluster, worked out again only when it or its Seed changed."""
+        name, seed = name_of(cluster), self.store.seed_for_datacenter(datacenter_of(cluster))
+        known = self._states.get(name)
+        if known is None or known[0] is not cluster or known[1] is not seed:
+            p = prepare(cluster, seed, self.options)
+            known = (cluster, seed, p.settings is None or p.settings.needs_injection, p.settings is not None)
+            self._states[name] = known
+        return known[2], known[3]
+
+    def _sync_selectors(self) -> None:
+        clusters = self.store.all_clusters()
+        states = {name_of(c): self._state(c) for c in clusters}
+        for gone in self._states.keys() - states.keys():
+            self._states.pop(gone, None)
+        self.metrics.cluster_state(states)
+        # Settings we cannot render still ask for audit logging: fail closed for them too.
+        audited = sorted({cluster_namespace(c) for c in clusters if states[name_of(c)][0]})
+        if audited != self._selectors:
+            self._sync_webhook_selectors(audited)
+            self._selectors = audited
 
     def _sync_webhook_selectors(self, audited: list[str]) -> None:
+        """Patch each webhook configuration's namespace lists; one that fails does not stop the
+        others, and is raised afterwards, so the key is retried."""
+        failure: Exception | None = None
         for name in self.webhook_configs:
             for kind, read, patch in webhook_configuration_calls(self.admission):
                 try:
                     current = read_or_none(read, name)
                     body = selector_patch(current, self.own_namespace, audited) if current else None
                     if body:
-                        patch(name, body, _request_timeout=10)
+                        patch(name, body, _request_timeout=10, _preload_content=False)
                         log.info("%s %s: %d audited namespaces fail closed", kind, name, len(audited))
+                except Stopping:
+                    raise
                 except ApiException as exc:
                     log.warning("cannot update %s %s: %s", kind, name, api_message(exc))
+                    failure = exc
                 except Exception as exc:
                     log.warning("cannot update %s %s: %s", kind, name, type(exc).__name__)
+                    failure = exc
+        if failure is not None:
+            raise failure
 
     def _existing(self, namespace: str, ours: Ownership, desired: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Whatever holds a name we could have created or want, read by name: the reconciler may
-        not list Secrets, so no tenant's Secret ever passes through it."""
+        """Whatever holds a name we could have created or want: from the watches' caches, or read by
+        name (the copies of webhook Secrets). The reconciler may not list Secrets, so no tenant's
+        Secret ever passes through it."""
         reads = {"ConfigMap": ("v1", self.core.read_namespaced_config_map),
                  "Secret": ("v1", self.core.read_namespaced_secret),
                  "NetworkPolicy": ("networking.k8s.io/v1", self.net.read_namespaced_network_policy)}
         found = []
         for kind, name in sorted(ours.names | {(o["kind"], name_of(o)) for o in desired}):
+            if self.watches.covers(kind, name):
+                obj = self.watches.get(kind, namespace, name)
+                if obj is not None:
+                    found.append(obj)
+                continue
             api_version, read = reads[kind]
             obj = read_or_none(read, name, namespace)
             if obj is not None:
@@ -187,10 +350,9 @@ class Reconciler:
         raw = read_or_none(self.core.read_namespaced_secret, name, namespace)
         return None if raw is None else decode_secret(raw, f"Secret {namespace}/{name}")
 
-    def reconcile(self, cluster: dict[str, Any], prepared: Prepared | None = None) -> list[Action]:
+    def reconcile(self, cluster: dict[str, Any]) -> list[Action]:
         """Bring one cluster's namespace and apiserver Deployment to the desired state."""
-        if prepared is None:
-            prepared = prepare(cluster, self.store.seed_for_datacenter(datacenter_of(cluster)), self.options)
+        prepared = prepare(cluster, self.store.seed_for_datacenter(datacenter_of(cluster)), self.options)
         cluster_id = name_of(cluster)
         if prepared.settings is None:
             if self._seen_problems.get(cluster_id) != prepared.problem:
@@ -206,8 +368,8 @@ class Reconciler:
         settings = prepared.settings
         if settings.paused:
             return []
-        if read_or_none(self.core.read_namespace, settings.namespace) is None:
-            return []  # the control plane namespace does not exist yet
+        if not self.watches.namespace_exists(settings.namespace):
+            return []  # the control plane namespace does not exist yet: its creation queues the Cluster
         source = None
         if settings.webhook is not None and settings.webhook.secret_namespace != settings.namespace:
             source = self._secret_data(settings.webhook.secret_namespace, settings.webhook.secret_name)
@@ -222,25 +384,34 @@ class Reconciler:
         # Remember the webhook Secret copies, so a copy the datacenter stops naming is removed.
         self._copies[cluster_id] = frozenset(name_of(o) for o in desired if o["kind"] == "Secret"
                                              and name_of(o) != names.SECRET_FLUENTBIT)
-        for action in actions:
-            if action.verb == "report":
-                self.metrics.actions.labels("report", action.obj["kind"]).inc()
-                if (cluster_id, action.reason) not in self._reported:
-                    self._reported.add((cluster_id, action.reason))
-                    self.event(cluster, "Warning", "ObjectInTheWay", action.reason)
-                continue
-            self._apply(action)
-            self.metrics.actions.labels(action.verb, action.obj["kind"]).inc()
-            self.event(cluster, "Normal", "AuditObjectsReconciled", action.reason)
+        done = []
+        try:
+            for action in actions:
+                if action.verb == "report":
+                    self.metrics.actions.labels("report", action.obj["kind"]).inc()
+                    if (cluster_id, action.reason) not in self._reported:
+                        self._reported.add((cluster_id, action.reason))
+                        self.event(cluster, "Warning", "ObjectInTheWay", action.reason)
+                    continue
+                self._apply(action)
+                self.metrics.actions.labels(action.verb, action.obj["kind"]).inc()
+                done.append(action.reason)
+        finally:  # one Event for what was written, also when a later write failed
+            if done:
+                self.event(cluster, "Normal", "AuditObjectsReconciled", "; ".join(done))
         if self.mode == "kkp":
             return actions  # the Deployment is KKP's: it rolls it when the Cluster changes
-        deployment = read_or_none(self.apps.read_namespaced_deployment, self.deployment, settings.namespace)
-        patch = rollout_patch(deployment, prepared)
-        if patch is not None:
-            self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, patch, _request_timeout=10)
+        rolled = rollout_patch(self.watches.get("Deployment", settings.namespace, self.deployment), prepared,
+                               pods=self.watches.pods(settings.namespace))
+        if rolled is not None:
+            patch, why = rolled
+            self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, patch, _request_timeout=10,
+                                                  _preload_content=False)
             self.metrics.rollouts.inc()
-            self.event(cluster, "Normal", "ApiserverRolledOut",
-                       f"rolled Deployment {self.deployment}: audit settings changed ({prepared.settings_hash})")
+            if names.SETTINGS_HASH_ANNOTATION not in patch["spec"]["template"]["metadata"]["annotations"]:
+                self.metrics.stale_pod_rollouts.inc()
+            log.info("cluster %s: rolled Deployment %s: %s", cluster_id, self.deployment, why)
+            self.event(cluster, "Normal", "ApiserverRolledOut", f"rolled Deployment {self.deployment}: {why}")
         return actions
 
     def _egress(self, settings: EffectiveSettings, dc_source: dict[str, bytes] | None) -> dict[str, Any] | None:
@@ -275,16 +446,18 @@ class Reconciler:
     def _apply(self, action: Action) -> None:
         obj, kind = action.obj, action.obj["kind"]
         namespace, name = namespace_of(obj), name_of(obj)
+        raw = {"_preload_content": False, "_request_timeout": 10}  # the answer is not read: skip its models
         ops = {
-            ("ConfigMap", "create"): lambda: self.core.create_namespaced_config_map(namespace, obj),
-            ("ConfigMap", "update"): lambda: self.core.replace_namespaced_config_map(name, namespace, obj),
-            ("ConfigMap", "delete"): lambda: self.core.delete_namespaced_config_map(name, namespace),
-            ("Secret", "create"): lambda: self.core.create_namespaced_secret(namespace, obj),
-            ("Secret", "update"): lambda: self.core.replace_namespaced_secret(name, namespace, obj),
-            ("Secret", "delete"): lambda: self.core.delete_namespaced_secret(name, namespace),
-            ("NetworkPolicy", "create"): lambda: self.net.create_namespaced_network_policy(namespace, obj),
-            ("NetworkPolicy", "update"): lambda: self.net.replace_namespaced_network_policy(name, namespace, obj),
-            ("NetworkPolicy", "delete"): lambda: self.net.delete_namespaced_network_policy(name, namespace),
+            ("ConfigMap", "create"): lambda: self.core.create_namespaced_config_map(namespace, obj, **raw),
+            ("ConfigMap", "update"): lambda: self.core.replace_namespaced_config_map(name, namespace, obj, **raw),
+            ("ConfigMap", "delete"): lambda: self.core.delete_namespaced_config_map(name, namespace, **raw),
+            ("Secret", "create"): lambda: self.core.create_namespaced_secret(namespace, obj, **raw),
+            ("Secret", "update"): lambda: self.core.replace_namespaced_secret(name, namespace, obj, **raw),
+            ("Secret", "delete"): lambda: self.core.delete_namespaced_secret(name, namespace, **raw),
+            ("NetworkPolicy", "create"): lambda: self.net.create_namespaced_network_policy(namespace, obj, **raw),
+            ("NetworkPolicy", "update"): lambda: self.net.replace_namespaced_network_policy(name, namespace, obj,
+                                                                                            **raw),
+            ("NetworkPolicy", "delete"): lambda: self.net.delete_namespaced_network_policy(name, namespace, **raw),
         }
         ops[(kind, action.verb)]()
         log.info("cluster namespace %s: %s", namespace, action.reason)
@@ -299,6 +472,6 @@ class Reconciler:
             reason=reason, message=message[:1024], type=kind, first_timestamp=now, last_timestamp=now, count=1,
             source=client.V1EventSource(component="audit-webhook"))
         try:
-            self.core.create_namespaced_event("default", body, _request_timeout=5)
+            self.core.create_namespaced_event("default", body, _request_timeout=5, _preload_content=False)
         except ApiException as exc:
             log.warning("cannot record event %s on Cluster %s: HTTP %s", reason, name_of(cluster), exc.status)

@@ -31,6 +31,9 @@ CLUSTER_ID_ENV = "CLUSTER_ID"
 
 # Annotations: on the Pod (what was injected) and on the Cluster (opt-out of DC enforcement).
 SETTINGS_HASH_ANNOTATION = "audit-webhook.kubermatic.k8c.io/settings-hash"
+# On the apiserver Deployment's pod template: the creation time of the newest Pod a rollout replaced.
+# A Pod with stale settings created after it (admitted by a replica that lagged) rolls it again.
+ROLLED_PODS_ANNOTATION = "audit-webhook.kubermatic.k8c.io/replaced-pods-created-until"
 OPT_OUT_ANNOTATION = "kubermatic.k8c.io/skip-audit-logging-enforcement"
 
 KKP_GROUP = "kubermatic.k8c.io"

@@ -176,18 +176,49 @@ def plan(settings: EffectiveSettings, desired: list[dict[str, Any]], existing: l
     return actions
 
 
-def rollout_patch(deployment: dict[str, Any] | None, prepared: Prepared,
-                  mode: Mode = "standalone") -> dict[str, Any] | None:
-    """A patch of the apiserver Deployment's pod template that rolls it, or None when nothing changed.
+def stale_pods(pods: list[dict[str, Any]], prepared: Prepared) -> list[dict[str, Any]]:
+    """The running Pods injected with other settings than `prepared`'s (not those going away)."""
+    return [p for p in pods if not dig(p, "metadata", "deletionTimestamp")
+            and (seen := dig(p, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)) is not None
+            and not prepared.is_current(seen)]
 
+
+def _newest(pods: list[dict[str, Any]]) -> str:
+    return max(str(dig(p, "metadata", "creationTimestamp") or "") for p in pods)
+
+
+def rollout_patch(deployment: dict[str, Any] | None, prepared: Prepared, mode: Mode = "standalone",
+                  pods: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str] | None:
+    """A patch of the apiserver Deployment's pod template that rolls it, and why; None when nothing
+    needs to roll.
+
+    It rolls when the settings changed, and when one of its `pods` runs with stale settings although
+    it was created after the last rollout: a replica of the webhook whose cache lagged admitted it
+    with the settings of before. Each rollout records the creation time of the newest Pod it
+    replaces (RFC 3339 times compare as text), so Pods a rollout is already replacing roll nothing.
     A Deployment that never carried our annotation and needs nothing is left alone, so turning the
     reconciler on does not roll every apiserver of the seed. In KKP mode the Deployment is KKP's.
     """
     settings = prepared.settings
     if deployment is None or mode == "kkp" or settings is None:
         return None
-    current = dig(deployment, "spec", "template", "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
-    if prepared.is_current(current) or (current is None and not settings.needs_injection):
-        return None
-    return {"spec": {"template": {"metadata": {"annotations": {
-        names.SETTINGS_HASH_ANNOTATION: prepared.settings_hash}}}}}
+    template = dig(deployment, "spec", "template", "metadata", "annotations") or {}
+    current = template.get(names.SETTINGS_HASH_ANNOTATION)
+    pods = pods or []
+    annotations: dict[str, str] = {}
+    if not prepared.is_current(current) and not (current is None and not settings.needs_injection):
+        annotations[names.SETTINGS_HASH_ANNOTATION] = prepared.settings_hash
+        why = f"audit settings changed ({prepared.settings_hash})"
+        if pods:
+            annotations[names.ROLLED_PODS_ANNOTATION] = _newest(pods)
+    else:
+        stale = stale_pods(pods, prepared)
+        replaced_until = str(template.get(names.ROLLED_PODS_ANNOTATION) or "")
+        late = [p for p in stale if str(dig(p, "metadata", "creationTimestamp") or "") > replaced_until]
+        if not late:
+            return None
+        annotations[names.ROLLED_PODS_ANNOTATION] = _newest(stale)
+        why = (f"Pod {name_of(late[0])} runs stale audit settings "
+               f"({dig(late[0], 'metadata', 'annotations', names.SETTINGS_HASH_ANNOTATION)}, "
+               f"current {prepared.settings_hash})")
+    return {"spec": {"template": {"metadata": {"annotations": annotations}}}}, why

@@ -1,0 +1,77 @@
+"""What the informers keep of each object, and how the store indexes their events."""
+
+from __future__ import annotations
+
+from kubernetes import client
+
+from tests import helpers
+from webhook.adapters.store.kube import KubeStore, lean_cluster, lean_metadata, same_content
+from webhook.adapters.store.kube_watches import lean_deployment, lean_namespace, lean_pod, resources
+from webhook.core import names
+
+
+def cluster(name: str, namespace: str | None = None, rv: str = "1") -> dict:
+    obj = helpers.cluster(name)
+    obj["metadata"] |= {"resourceVersion": rv, "managedFields": [{"manager": "kubectl"}]}
+    obj["status"] = {"conditions": [{"type": "Healthy"}], **({"namespaceName": namespace} if namespace else {})}
+    return obj
+
+
+def test_cached_clusters_keep_spec_labels_and_namespace_only():
+    kept = lean_cluster(cluster("a", "cluster-x"))
+    assert "managedFields" not in kept["metadata"]
+    assert kept["status"] == {"namespaceName": "cluster-x"}  # KKP's conditions change all the time
+    assert kept["spec"] == helpers.cluster("a")["spec"]
+    assert "status" not in lean_cluster(cluster("a"))
+
+
+def test_kubectls_copy_of_the_last_applied_object_is_dropped():
+    obj = {"metadata": {"name": "x", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                                                      "keep": "me"}}}
+    assert lean_metadata(obj)["metadata"]["annotations"] == {"keep": "me"}
+
+
+def test_pods_and_deployments_keep_what_rollouts_read():
+    pod = {"metadata": {"name": "p", "namespace": "cluster-a", "uid": "u", "creationTimestamp": "T",
+                        "labels": {"app": "apiserver"}, "annotations": {names.SETTINGS_HASH_ANNOTATION: "h",
+                                                                        "other": "x"}}}
+    assert lean_pod(pod)["metadata"] == {"name": "p", "namespace": "cluster-a", "uid": "u", "creationTimestamp": "T",
+                                         "annotations": {names.SETTINGS_HASH_ANNOTATION: "h"}}
+    deploy = {"metadata": {"name": "apiserver", "namespace": "cluster-a", "resourceVersion": "9", "labels": {}},
+              "spec": {"replicas": 2, "template": {"metadata": {"annotations": {"a": "b"}},
+                                                   "spec": {"containers": [{"name": "apiserver"}]}}}}
+    assert lean_deployment(deploy)["spec"] == {"template": {"metadata": {"annotations": {"a": "b"}}}}
+    assert lean_namespace({"metadata": {"name": "n", "labels": {"x": "y"}}})["metadata"] == {"name": "n"}
+
+
+def test_only_a_changed_resource_version_is_no_change():
+    a = lean_cluster(cluster("a", rv="1"))
+    assert same_content(a, lean_cluster(cluster("a", rv="2")))
+    assert not same_content(a, lean_cluster(cluster("a", "cluster-y", rv="2")))
+    assert not same_content(a, None) and same_content(None, None)
+
+
+def test_the_reconciler_watches_only_objects_of_its_names_and_on_a_kkp_seed_no_pods():
+    def watched(mode):
+        return {(r.kind, r.field_selector or r.label_selector or "all") for r in resources(mode, "apiserver")}
+
+    assert watched("kkp") == {("Namespace", "all"), ("NetworkPolicy", "metadata.name=audit-logging-egress")}
+    assert watched("standalone") - watched("kkp") == {
+        ("ConfigMap", "metadata.name=audit-config"), ("Secret", "metadata.name=audit-logs-fluentbit"),
+        ("Deployment", "metadata.name=apiserver"), ("Pod", "app=apiserver")}
+
+
+def test_the_store_indexes_each_event_and_keeps_every_claimant_of_a_namespace():
+    store = KubeStore(client.ApiClient(client.Configuration()))
+    index = store.clusters.handlers[0]
+    a, b = lean_cluster(cluster("a")), lean_cluster(cluster("b", "cluster-a"))
+    index(None, a)
+    index(None, b)
+    assert [c["metadata"]["name"] for c in store.clusters_in("cluster-a")] == ["a", "b"]
+    assert store.cluster_for_namespace("cluster-a") is a
+    moved = lean_cluster(cluster("b", "cluster-b"))
+    index(b, moved)
+    assert store.clusters_in("cluster-a") == [a] and store.cluster_for_namespace("cluster-b") is moved
+    index(a, None)
+    assert store.cluster_for_namespace("cluster-a") is None
+    assert store.all_clusters() == [moved]
