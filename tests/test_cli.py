@@ -72,7 +72,8 @@ def test_render_refuses_an_invalid_cluster(capsys):
 def test_files_prints_the_configmap_and_secret(capsys, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("egress:\n  namespaces: [audit-forward]\n")
-    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    code, out, _ = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"),
+                       "--config", str(config))
     assert code == 0
     doc = yaml.safe_load(out)
     assert doc["kind"] == "List"
@@ -85,26 +86,30 @@ def test_files_prints_the_configmap_and_secret(capsys, tmp_path):
         "ConfigMap", "audit-config", "cluster-auditon01")
     assert configmap["data"]["policy.yaml"] == policy_text("minimal")
     assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "audit-logs-fluentbit")
-    conf = secret["stringData"]["fluent-bit.conf"]
+    conf = base64.b64decode(secret["data"]["fluent-bit.conf"]).decode()
     assert "    Host fluentd.audit-forward.svc.cluster.local\n" in conf
     assert "    Record team ${TEAM}\n" in conf
 
 
 def test_files_for_webhook_only_is_just_the_policy(capsys):
-    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"))
+    code, out, _ = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"))
     assert code == 0
     assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap"]
+    # On a KKP seed (the default, as `reconcile`'s) KKP keeps audit-config: nothing of ours.
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"))
+    assert code == 0 and yaml.safe_load(out)["items"] == [] and "in kkp mode" in err
 
 
 def test_files_in_yaml_format(capsys):
     code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed",
                        str(EXAMPLES / "seeds/kubermatic.yaml"))
     assert yaml.safe_load(out)["items"] == []
-    code, out, _ = run(capsys, "files", "--fluent-bit-format", "yaml", "--no-cluster-id-record", "--cluster",
+    code, out, _ = run(capsys, "files", "--mode", "standalone", "--fluent-bit-format", "yaml", "--no-cluster-id-record",
+                       "--cluster",
                        str(EXAMPLES / "clusters/enforced.yaml"), "--seed", str(EXAMPLES / "seeds/kubermatic.yaml"))
     assert code == 0
     secret = yaml.safe_load(out)["items"][1]
-    conf = yaml.safe_load(secret["stringData"]["fluent-bit.yaml"])
+    conf = yaml.safe_load(base64.b64decode(secret["data"]["fluent-bit.yaml"]))
     assert [f["name"] for f in conf["pipeline"].get("filters", [])] == []
     assert conf["pipeline"]["outputs"][0]["name"] == "forward"
 
@@ -180,7 +185,7 @@ def test_certs_prints_the_ca_bundle_and_renews(capsys, tmp_path):
 
 def test_files_says_which_egress_it_does_not_open(capsys):
     """Without the operator's allow-list nothing is opened, and `files` says so instead of staying silent."""
-    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"))
+    code, out, err = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"))
     assert code == 0
     assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap", "Secret"]
     assert ("note: egress to sidecar output 0 not opened: Service audit-forward/fluentd is not in the operator's "

@@ -15,14 +15,25 @@ import yaml
 from tests.conftest import write_store
 from tests.helpers import KUBECONFIG, kkp_pod, review, secret, seed
 from webhook.adapters.cli import main
-from webhook.core.egress import classify, destinations, network_policy
+from webhook.core.egress import service_view
 from webhook.core.mutation import prepare
+from webhook.core.operator_config import OperatorConfig
 from webhook.core.options import Options
 from webhook.core.patch import apply_patch
 from webhook.core.presets import policy_text
-from webhook.core.reconcile_plan import Owner, desired_objects, ownership, plan
+from webhook.core.reconcile_plan import (
+    Owner,
+    desired_state,
+    egress_targets,
+    ownership,
+    plan,
+    services_needed,
+    webhook_sources,
+)
+from webhook.core.snapshot import Snapshot
 
-SEED = seed({"dc1": {}, "dc-enforced": {"enforceAuditLogging": True}})
+SEED = seed({"dc1": {}, "dc-enforced": {"enforceAuditLogging": True}, "dc-hook": {"enforcedAuditWebhookSettings": {
+    "auditWebhookConfig": {"name": "dc-wh", "namespace": "kubermatic"}}}})
 
 
 def cluster(name, dc="dc1", **audit):
@@ -98,22 +109,97 @@ async def test_mutate_and_render_decide_alike(start_server, capsys, tmp_path, ob
         assert f"Error: {answer['status']['message']}" in err
 
 
-@pytest.mark.parametrize("obj", [c for c in CLUSTERS if c["metadata"]["name"] not in ("bad01", "lua01")],
-                         ids=lambda o: o["metadata"]["name"])
-def test_the_reconcilers_plan_and_files_print_the_same_objects(capsys, tmp_path, obj):
-    """In an empty namespace the reconciler (standalone) creates exactly what `files` prints."""
+# The reconciler's inputs for `files`: the datacenter's webhook Secret (copied into the cluster
+# namespace), a sink's Service (its selector and targetPort make the egress peer), the operator's
+# configuration (the allow-list opens the Service's namespace).
+DC_HOOK = cluster("dchook01", "dc-hook")
+SINK = cluster("svcsink01", enabled=True, sidecar={"config": {"outputs": [
+    {"Name": "forward", "Match": "*", "Host": "fluentd.audit.svc", "Port": "24224"}]}})
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fluentd", "namespace": "audit"},
+           "spec": {"selector": {"app": "fluentd"}, "ports": [{"port": 24224, "targetPort": 24225}]}}
+SOURCES = [*SECRETS, secret("kubermatic", "dc-wh", {"webhook.yaml": KUBECONFIG}), SERVICE]
+CONFIG = {"egress": {"namespaces": ["audit"]}}
+PARITY = [c for c in CLUSTERS if c["metadata"]["name"] not in ("bad01", "lua01")] + [DC_HOOK, SINK]
+
+
+def _reconciler_creates(obj, mode, config, sources):
+    """What the reconciler creates in an empty namespace: its inputs read from `sources` as it reads
+    them from the API, then the one call it makes (desired_state) and its plan."""
+    settings = prepare(obj, SEED, Options.default()).settings
+    secrets = Snapshot.of(o for o in sources if o["kind"] == "Secret").secrets
+    copy_ref, own_ref = webhook_sources(settings)
+    source = secrets.get(copy_ref) if copy_ref else None
+    webhook_config = (source or (secrets.get(own_ref) if own_ref else None) or {}).get("webhook.yaml")
+    services = {(o["metadata"]["namespace"], o["metadata"]["name"]): service_view(o)
+                for o in sources if o["kind"] == "Service"}
+    needed = {ref: services.get(ref) for ref in services_needed(egress_targets(settings, webhook_config))}
+    wanted = desired_state(settings, Options.default(), webhook_source=source, webhook_config=webhook_config,
+                           services=needed, config=OperatorConfig.model_validate(config or {}),
+                           webhook_namespace="audit-webhook", mode=mode, owner=Owner.of(obj))
+    actions = plan(settings, wanted.objects, [], ownership(settings, Owner.of(obj), mode))
+    assert {a.verb for a in actions} <= {"create"}
+    return [a.obj for a in actions], copy_ref
+
+
+@pytest.mark.parametrize("config", [None, CONFIG], ids=["no-config", "config"])
+@pytest.mark.parametrize("mode", ["kkp", "standalone"])
+@pytest.mark.parametrize("obj", PARITY, ids=lambda o: o["metadata"]["name"])
+def test_the_reconcilers_plan_and_files_print_the_same_objects(capsys, tmp_path, obj, mode, config):
+    """In an empty namespace the reconciler creates exactly what `files` prints, but for the copy of
+    the datacenter's webhook Secret, which `files` names instead of printing."""
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(obj, sort_keys=False))
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(SEED, sort_keys=False))
-    code = main(["files", "--cluster", str(tmp_path / "c.yaml"), "--seed", str(tmp_path / "s.yaml"), "-o", "json"])
-    out, _ = capsys.readouterr()
+    (tmp_path / "src.yaml").write_text(yaml.safe_dump_all(SOURCES, sort_keys=False))
+    args = ["files", "--cluster", str(tmp_path / "c.yaml"), "--seed", str(tmp_path / "s.yaml"), "--mode", mode,
+            "--source", str(tmp_path / "src.yaml"), "-o", "json"]
+    if config is not None:
+        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+        args += ["--config", str(tmp_path / "cfg.yaml")]
+    code = main(args)
+    out, err = capsys.readouterr()
     printed = json.loads(out)["items"] if code == 0 else []
-    for item in printed:  # `files` writes Secrets as stringData for people; the API stores data
-        if "stringData" in item:
-            item["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in item.pop("stringData").items()}
-    settings = prepare(obj, SEED, Options.default()).settings
-    egress = network_policy(settings, [classify(d, settings.namespace) for d in destinations(settings, None)], {})
-    desired = desired_objects(settings, Options.default(), None, egress, "standalone")
-    created = [a.obj for a in plan(settings, desired, [], ownership(settings, Owner.of(obj), "standalone"))]
-    assert created == printed
-    if obj["metadata"]["name"] == "plain01":
+    created, copy_ref = _reconciler_creates(obj, mode, config, SOURCES)
+    copies = [o for o in created if copy_ref and o["kind"] == "Secret" and o["metadata"]["name"] == copy_ref[1]]
+    assert [o for o in created if o not in copies] == printed
+    if copies:
+        assert f"copies Secret {copy_ref[0]}/{copy_ref[1]}" in err
+        assert base64.b64encode(KUBECONFIG.encode()).decode() not in out + err
+    name = obj["metadata"]["name"]
+    if name == "plain01" and mode == "standalone":
         assert created[0]["data"]["policy.yaml"] == policy_text("minimal")
+    if name == "svcsink01":
+        policies = [o for o in printed if o["kind"] == "NetworkPolicy"]
+        if config is None:  # the allow-list is empty: nothing is opened, and `files` says why
+            assert not policies and "egress to sidecar output 0 not opened" in err
+        else:  # the Service's pods, on its targetPort, as the reconciler reads them from the Service
+            peer, = policies[0]["spec"]["egress"][0]["to"]
+            assert peer["podSelector"] == {"matchLabels": {"app": "fluentd"}}
+            assert policies[0]["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 24225}]
+    if name in ("hook01", "dchook01"):  # the backend's server, read from the given Secret, is opened when allowed
+        policies = [o for o in printed if o["kind"] == "NetworkPolicy"]
+        assert len(policies) == (config is not None)
+        if policies:
+            assert policies[0]["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 8443}]
+
+
+def test_files_says_what_it_cannot_see(capsys, tmp_path):
+    """Without the Service `files` allows its namespace on the Service port (as the reconciler does
+    when the Service does not exist) and says what to pass; without the Secret, that the webhook
+    backend's egress is left out."""
+    for obj, name in ((SINK, "c1.yaml"), (DC_HOOK, "c2.yaml")):
+        (tmp_path / name).write_text(yaml.safe_dump(obj, sort_keys=False))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SEED, sort_keys=False))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
+    base = ["--seed", str(tmp_path / "s.yaml"), "--config", str(tmp_path / "cfg.yaml"), "-o", "json"]
+    assert main(["files", "--cluster", str(tmp_path / "c1.yaml"), *base]) == 0
+    out, err = capsys.readouterr()
+    policy, = json.loads(out)["items"]
+    created, _ = _reconciler_creates(SINK, "kkp", CONFIG, [])
+    assert [policy] == created
+    assert "podSelector" not in policy["spec"]["egress"][0]["to"][0]
+    assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 24224}]
+    assert "Service audit/fluentd was not given (--source)" in err
+    assert main(["files", "--cluster", str(tmp_path / "c2.yaml"), *base]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["items"] == []
+    assert "Secret kubermatic/dc-wh, which was not given (--source)" in err

@@ -24,18 +24,18 @@ from webhook.adapters.store import MemoryStore, Store
 from webhook.adapters.store.files import FileStore, load_snapshot, manifest_files, read_manifests
 from webhook.core import report, yamlio
 from webhook.core.decide import PreparedCache, validate_object
-from webhook.core.egress import classify, destinations, network_policy, refusal
+from webhook.core.egress import service_view
 from webhook.core.explain import explain, explain_preset, group_of, policy_from_document, request_problem
 from webhook.core.images import with_registry
-from webhook.core.manifests import needed_files
 from webhook.core.mutation import decide_mutation, prepare
+from webhook.core.names import WEBHOOK_CONFIG_KEY
 from webhook.core.objects import datacenter_of, kind_of, name_of, namespace_of
 from webhook.core.operator_config import ConfigError, OperatorConfig
 from webhook.core.options import Options
 from webhook.core.patch import apply_patch
 from webhook.core.policy_eval import AuditRequest
 from webhook.core.presets import PRESETS
-from webhook.core.reconcile_plan import MODES
+from webhook.core.reconcile_plan import MODES, Owner, desired_state, egress_targets, services_needed, webhook_sources
 from webhook.core.settings import effective_settings
 from webhook.core.snapshot import LoadError, Snapshot
 from webhook.core.validation.admission import CLUSTER, SEED, kind_key, qualified_kind, secret_refs
@@ -183,38 +183,66 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_objects(sources: list[str] | None) -> list[dict[str, Any]]:
+    try:
+        return [o for root in sources or [] for path in manifest_files(Path(root)) for o in read_manifests(path)]
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _webhook_namespace(args: argparse.Namespace) -> str:
+    return args.webhook_namespace or os.environ.get("POD_NAMESPACE") or "audit-webhook"
+
+
 def cmd_files(args: argparse.Namespace) -> int:
-    """Print the ConfigMap and Secret the cluster's apiserver mounts."""
+    """Print the objects the reconciler keeps for the cluster: `desired_state`, with the reconciler's inputs."""
     cluster, seed = _cluster_and_seed(args)
-    prepared = prepare(cluster, seed, _options(args))
+    options = _options(args)
+    prepared = prepare(cluster, seed, options)
     if prepared.settings is None:
         # The same rules as /validate and render: nothing is printed for settings they refuse.
         print(f"Error: {prepared.problem}", file=sys.stderr)
         return 1
     settings = prepared.settings
-    items = needed_files(settings, _options(args))
-    # Offline, neither the webhook backend's server (in its Secret) nor Services' selectors are known:
-    # the policy covers the sidecar outputs, allowing a named Service's whole namespace.
-    config = _config(args)
-    targets = [classify(d, settings.namespace) for d in destinations(settings, None)]
-    for target in targets:
-        why = refusal(target, config)
-        if why:
-            print(f"note: egress to {target.destination.source} not opened: {why}", file=sys.stderr)
-    if settings.webhook is not None:
-        print("note: the webhook backend's server is in its Secret, which is not read offline: its egress is "
-              "not part of this policy", file=sys.stderr)
-        hook = settings.webhook
-        if hook.secret_namespace != settings.namespace:
-            print(f"note: copy Secret {hook.secret_namespace}/{hook.secret_name} into {settings.namespace} as well "
-                  "(the reconciler does): not printed, it holds the datacenter's credentials", file=sys.stderr)
-    egress = network_policy(settings, targets, {}, config)
-    if egress is not None:
-        items.append(egress)
+    given = _source_objects(args.source)
+    snap = Snapshot.of(o for o in given if kind_of(o) == ("v1", "Secret"))
+    service_objects = {(namespace_of(o), name_of(o)): o for o in given if kind_of(o) == ("v1", "Service")}
+    copy_ref, own_ref = webhook_sources(settings)
+    source = snap.secrets.get(copy_ref) if copy_ref else None
+    config_data = source or (snap.secrets.get(own_ref) if own_ref else None)
+    webhook_config = (config_data or {}).get(WEBHOOK_CONFIG_KEY)
+    if settings.webhook is not None and webhook_config is None:
+        where = "/".join(copy_ref or own_ref or ("", ""))
+        print(f"note: the webhook backend's server is in Secret {where}, which was not given (--source): its "
+              "egress is not part of this policy", file=sys.stderr)
+    services: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for ref in services_needed(egress_targets(settings, webhook_config)):
+        found = service_objects.get(ref)
+        services[ref] = service_view(found) if found is not None else None
+        if found is None:
+            print(f"note: Service {ref[0]}/{ref[1]} was not given (--source): the policy allows its namespace on "
+                  "the Service port, as the reconciler does for a Service that does not exist; with the Service, "
+                  "its pods (selector) on the targetPort", file=sys.stderr)
+    wanted = desired_state(settings, options, webhook_source=source, webhook_config=webhook_config,
+                           services=services, config=_config(args), webhook_namespace=_webhook_namespace(args),
+                           mode=args.mode, owner=Owner.of(cluster))
+    for destination, why in wanted.refused:
+        print(f"note: egress to {destination} not opened: {why}", file=sys.stderr)
+    items = []
+    for obj in wanted.objects:
+        if copy_ref and obj["kind"] == "Secret" and name_of(obj) == copy_ref[1]:
+            print(f"note: the reconciler also copies Secret {copy_ref[0]}/{copy_ref[1]} into {settings.namespace}: "
+                  "not printed, it holds the datacenter's credentials", file=sys.stderr)
+            continue
+        items.append(obj)
+    if copy_ref and source is None:
+        print(f"note: Secret {copy_ref[0]}/{copy_ref[1]} was not given (--source): the reconciler copies it into "
+              f"{settings.namespace} where it needs to", file=sys.stderr)
     if not items:
         if not settings.needs_injection:
             _nothing_without_seed(args, cluster)
-        print(f'note: cluster "{settings.cluster_id}" needs none of these objects', file=sys.stderr)
+        print(f'note: cluster "{settings.cluster_id}" needs none of these objects in {args.mode} mode',
+              file=sys.stderr)
     _print_objects({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
     return 0
 
@@ -558,6 +586,13 @@ def parser() -> argparse.ArgumentParser:
                            help="print the objects a cluster's apiserver needs (what the reconciler keeps)")
     files.add_argument("--cluster", required=True, help="file with the Cluster ('-': standard input)")
     files.add_argument("--seed", help="file with the Seed of the cluster's datacenter")
+    files.add_argument("--source", action="append", metavar="PATH",
+                       help="files or directories of manifests to look up the webhook backend's Secret and the "
+                            "sinks' Services in, as the reconciler reads them (repeatable)")
+    files.add_argument("--webhook-namespace", metavar="NAMESPACE",
+                       help="the webhook's namespace, which the egress policy never opens "
+                            "(default: $POD_NAMESPACE, then audit-webhook)")
+    _add_mode_option(files)
     _add_output_option(files)
     _add_config_option(files)
     _add_render_options(files)

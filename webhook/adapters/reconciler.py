@@ -24,14 +24,24 @@ from webhook.adapters.store.kube_watches import ReconcilerWatches
 from webhook.adapters.workqueue import TokenBucket, WorkQueue
 from webhook.core import names
 from webhook.core.audited_namespaces import selector_patch
-from webhook.core.egress import classify, destinations, network_policy, refusal
+from webhook.core.egress import service_view
 from webhook.core.mutation import prepare
 from webhook.core.objects import cluster_namespace, datacenter_of, dig, name_of, namespace_of
 from webhook.core.options import Options
-from webhook.core.reconcile_plan import Action, Mode, Owner, Ownership, desired_objects, ownership, plan, rollout_patch
-from webhook.core.settings import EffectiveSettings
+from webhook.core.reconcile_plan import (
+    Action,
+    Mode,
+    Owner,
+    Ownership,
+    desired_state,
+    egress_targets,
+    ownership,
+    plan,
+    rollout_patch,
+    services_needed,
+    webhook_sources,
+)
 from webhook.core.snapshot import decode_secret
-from webhook.core.validation.kubeconfig import server_of
 
 log = logging.getLogger(__name__)
 
@@ -370,15 +380,19 @@ class Reconciler:
             return []
         if not self.watches.namespace_exists(settings.namespace):
             return []  # the control plane namespace does not exist yet: its creation queues the Cluster
-        source = None
-        if settings.webhook is not None and settings.webhook.secret_namespace != settings.namespace:
-            source = self._secret_data(settings.webhook.secret_namespace, settings.webhook.secret_name)
-            if source is None:
-                self.event(cluster, "Warning", "WebhookSecretMissing",
-                           f"Secret {settings.webhook.secret_namespace}/{settings.webhook.secret_name} not found")
-        egress = self._egress(settings, source)
+        copy_ref, own_ref = webhook_sources(settings)
+        source = self._secret_data(*copy_ref) if copy_ref else None
+        if copy_ref and source is None:
+            self.event(cluster, "Warning", "WebhookSecretMissing", f"Secret {copy_ref[0]}/{copy_ref[1]} not found")
+        config_data = source or (self._secret_data(*own_ref) if own_ref else None)
+        webhook_config = (config_data or {}).get(names.WEBHOOK_CONFIG_KEY)
+        services = {ref: self._service(*ref) for ref in services_needed(egress_targets(settings, webhook_config))}
         owner = Owner.of(cluster)
-        desired = desired_objects(settings, self.options, source, egress, self.mode, owner)
+        wanted = desired_state(settings, self.options, webhook_source=source, webhook_config=webhook_config,
+                               services=services, config=self.config.current, webhook_namespace=self.own_namespace,
+                               mode=self.mode, owner=owner)
+        self._report_refusals(cluster, wanted.refused)
+        desired = wanted.objects
         ours = ownership(settings, owner, self.mode, self._copies.get(cluster_id, frozenset()))
         actions = plan(settings, desired, self._existing(settings.namespace, ours, desired), ours)
         # Remember the webhook Secret copies, so a copy the datacenter stops naming is removed.
@@ -414,34 +428,15 @@ class Reconciler:
             self.event(cluster, "Normal", "ApiserverRolledOut", f"rolled Deployment {self.deployment}: {why}")
         return actions
 
-    def _egress(self, settings: EffectiveSettings, dc_source: dict[str, bytes] | None) -> dict[str, Any] | None:
-        server = None
-        if settings.webhook is not None:
-            data = dc_source or self._secret_data(settings.namespace, settings.webhook.secret_name) or {}
-            config = data.get(names.WEBHOOK_CONFIG_KEY)
-            server = server_of(config) if config is not None else None
-        targets = [classify(d, settings.namespace) for d in destinations(settings, server)]
-        services: dict[tuple[str, str], dict[str, Any] | None] = {}
-        for target in targets:
-            if target.kind == "service":
-                services[(target.namespace, target.service)] = self._service(target.namespace, target.service)
-        for target in targets:
-            why = refusal(target, self.config.current, self.own_namespace)
-            if why and (settings.cluster_id, why) not in self._reported:
-                self._reported.add((settings.cluster_id, why))
-                cluster = self.store.cluster_for_namespace(settings.namespace)
-                if cluster is not None:
-                    self.event(cluster, "Warning", "EgressRefused",
-                               f"egress to {target.destination.source} not opened: {why}")
-        return network_policy(settings, targets, services, self.config.current, self.own_namespace)
+    def _report_refusals(self, cluster: dict[str, Any], refused: list[tuple[str, str]]) -> None:
+        for destination, why in refused:
+            if (name_of(cluster), why) not in self._reported:
+                self._reported.add((name_of(cluster), why))
+                self.event(cluster, "Warning", "EgressRefused", f"egress to {destination} not opened: {why}")
 
     def _service(self, namespace: str, name: str) -> dict[str, Any] | None:
         svc = read_or_none(self.core.read_namespaced_service, name, namespace)
-        if svc is None:
-            return None
-        ports = {p.get("port"): p.get("targetPort") for p in svc.get("spec", {}).get("ports") or []
-                 if isinstance(p.get("targetPort"), int)}
-        return {"selector": svc.get("spec", {}).get("selector") or {}, "ports": ports}
+        return None if svc is None else service_view(svc)
 
     def _apply(self, action: Action) -> None:
         obj, kind = action.obj, action.obj["kind"]

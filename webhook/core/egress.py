@@ -162,6 +162,14 @@ def network_policy(settings: EffectiveSettings, targets: list[Classified],
             "spec": {"podSelector": {"matchLabels": {key: value}}, "policyTypes": ["Egress"], "egress": rules}}
 
 
+def service_view(service: Mapping[str, Any]) -> dict[str, Any]:
+    """What the policy takes from a Service: its pod selector and its numeric targetPort per port."""
+    spec = service.get("spec") if isinstance(service.get("spec"), Mapping) else {}
+    ports = {p.get("port"): p.get("targetPort") for p in spec.get("ports") or []
+             if isinstance(p, Mapping) and isinstance(p.get("targetPort"), int)}
+    return {"selector": spec.get("selector") or {}, "ports": ports}
+
+
 @lru_cache(maxsize=4096)
 def egress_refusal(host: str, port: str | None, own_namespace: str, config: OperatorConfig = DEFAULT) -> str:
     """`refusal` for an output's Host and Port as written in a sidecar map (for admission warnings)."""

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook.core import names
-from webhook.core.egress import POLICY_NAME
+from webhook.core.egress import POLICY_NAME, Classified, classify, destinations, network_policy, refusal
 from webhook.core.manifests import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, managed_metadata, needed_files
 from webhook.core.mutation import Prepared
 from webhook.core.objects import dig, kind_of, name_of
+from webhook.core.operator_config import DEFAULT, OperatorConfig
 from webhook.core.options import Options
 from webhook.core.settings import EffectiveSettings, Origin
+from webhook.core.validation.kubeconfig import server_of
 
 Verb = Literal["create", "update", "delete", "report"]
 # Who owns the objects behind the apiserver's volumes. On a KKP seed, KKP's controllers write the
@@ -131,6 +133,51 @@ def desired_objects(settings: EffectiveSettings, options: Options, webhook_sourc
     if owner is not None and owner.uid:
         objects = [{**o, "metadata": {**o["metadata"], "ownerReferences": [owner.reference()]}} for o in objects]
     return objects
+
+
+def webhook_sources(settings: EffectiveSettings) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """(the datacenter's webhook Secret to copy, or None; the Secret whose webhook.yaml names the
+    server, read when there is no copy to make) as (namespace, name)."""
+    hook = settings.webhook
+    if hook is None:
+        return None, None
+    own = (settings.namespace, hook.secret_name)
+    return (None if hook.secret_namespace == settings.namespace else (hook.secret_namespace, hook.secret_name)), own
+
+
+def egress_targets(settings: EffectiveSettings, webhook_config: bytes | None) -> list[Classified]:
+    """Where the apiserver and its sidecar send audit events; `webhook_config` is the backend's webhook.yaml."""
+    server = server_of(webhook_config) if webhook_config is not None else None
+    return [classify(d, settings.namespace) for d in destinations(settings, server)]
+
+
+def services_needed(targets: list[Classified]) -> list[tuple[str, str]]:
+    """The Services (namespace, name) whose selector and ports the egress policy needs."""
+    return sorted({(t.namespace, t.service) for t in targets if t.kind == "service"})
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the reconciler keeps for a cluster, and the destinations it does not open (and why)."""
+
+    objects: list[dict[str, Any]]
+    refused: list[tuple[str, str]]
+
+
+def desired_state(settings: EffectiveSettings, options: Options, *, webhook_source: Mapping[str, bytes] | None,
+                  webhook_config: bytes | None, services: Mapping[tuple[str, str], Mapping[str, Any] | None],
+                  config: OperatorConfig = DEFAULT, webhook_namespace: str = "audit-webhook",
+                  mode: Mode = "standalone", owner: Owner | None = None) -> Desired:
+    """The one decision of what a cluster namespace holds, for the reconciler and `files` alike.
+
+    `webhook_source` is the datacenter's webhook Secret to copy (webhook_sources), `webhook_config`
+    the webhook.yaml that names the backend's server, `services` each needed Service's
+    `egress.service_view` (None: not found, its namespace alone is allowed).
+    """
+    targets = egress_targets(settings, webhook_config)
+    refused = [(t.destination.source, why) for t in targets if (why := refusal(t, config, webhook_namespace))]
+    egress = network_policy(settings, targets, services, config, webhook_namespace)
+    return Desired(desired_objects(settings, options, webhook_source, egress, mode, owner), refused)
 
 
 def _content(obj: dict[str, Any]) -> Any:
