@@ -141,11 +141,14 @@ def test_rollouts(obj, deploy, rolls):
     rolled = rollout_patch(deploy, p)
     assert (rolled is not None) is rolls
     if rolled:
-        patch, why = rolled
-        assert why == f"audit settings changed ({p.settings_hash})"
-        assert patch["spec"]["template"]["metadata"]["annotations"][names.SETTINGS_HASH_ANNOTATION] == p.settings_hash
+        assert rolled.rolls and rolled.why == f"audit settings changed ({p.settings_hash})"
+        template = rolled.patch["spec"]["template"]["metadata"]["annotations"]
+        assert template[names.SETTINGS_HASH_ANNOTATION] == p.settings_hash
         assert rollout_patch(deployment(p.settings_hash), p) is None  # nothing changed
-        assert rollout_patch(deployment(p.legacy_hash), p) is None  # injected by 0.1: nothing changed either
+        # Injected by 0.1: nothing changed either; what its hash stands for is recorded, nothing rolls.
+        recorded = rollout_patch(deployment(p.legacy_hash), p)
+        assert recorded is not None and not recorded.rolls and "spec" not in recorded.patch
+        assert recorded.patch["metadata"]["annotations"] == {names.MIGRATED_HASH_ANNOTATION: p.settings_hash}
 
 
 T1, T2, T3 = "2026-11-29T12:00:01Z", "2026-11-29T12:00:02Z", "2026-11-29T12:00:03Z"
@@ -169,10 +172,10 @@ CURRENT = AUDITED.settings_hash
 ])
 def test_rollouts_for_pods_with_stale_settings(deploy, pods, replaced_until):
     rolled = rollout_patch(deploy, AUDITED, pods=pods)
-    annotations = rolled[0]["spec"]["template"]["metadata"]["annotations"] if rolled else {}
+    annotations = rolled.patch["spec"]["template"]["metadata"]["annotations"] if rolled else {}
     assert annotations.get(names.ROLLED_PODS_ANNOTATION) == replaced_until
     if rolled and names.SETTINGS_HASH_ANNOTATION not in annotations:
-        assert rolled[1] == f"Pod b runs stale audit settings (stale, current {CURRENT})"
+        assert rolled.why == f"Pod b runs stale audit settings (stale, current {CURRENT})"
         after = deployment(CURRENT, replaced_until)
         assert rollout_patch(after, AUDITED, pods=pods) is None  # once per stale Pod
 

@@ -434,12 +434,22 @@ def test_the_reconcilers_cluster_wide_write_rights_are_confined_to_what_it_owns(
                 {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "0000-1"}]}})),
             "pod labels": ("apiserver", ns, "merge", json.dumps({"spec": {"template": {"metadata": {
                 "labels": {"extra": "x"}}}}})),
+            # Of the Deployment's own annotations only the two records of the upgrade (names.py).
+            "another annotation of its own": ("apiserver", ns, "merge", json.dumps({"metadata": {"annotations": {
+                "deployment.kubernetes.io/revision": "99"}}})),
+            "a record beside another annotation": ("apiserver", ns, "merge", json.dumps({"metadata": {"annotations": {
+                names.MIGRATED_HASH_ANNOTATION: "0123456789abcdef", "example.com/x": "y"}}})),
         }
         for what, (name, namespace, kind, patch) in changes.items():
             result = _as_reconciler(plane, "patch", "deployment", name, "-n", namespace, f"--type={kind}", "-p", patch)
             assert _refused_by(result, "audit-webhook-reconciler-writes"), (what, result.stderr)
         rolled = _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns, "--type=merge", "-p", annotate)
         assert rolled.returncode == 0, rolled.stderr
+        recorded = _as_reconciler(plane, "patch", "deployment", "apiserver", "-n", ns, "--type=merge", "-p",
+                                  json.dumps({"metadata": {"annotations": {
+                                      names.MIGRATED_HASH_ANNOTATION: "0123456789abcdef",
+                                      names.MOUNTED_BASELINE_ANNOTATION: "fedcba9876543210"}}}))
+        assert recorded.returncode == 0, recorded.stderr
     finally:
         plane.kubectl("delete", "-f", str(ROOT / "deploy/overlays/standalone/rollouts.yaml"))
     made = _as_reconciler(plane, "create", "-f", "-", stdin=obj("Secret", "audit-test", ns, ours))

@@ -35,6 +35,7 @@ from webhook.core.reconcile_plan import (
     Ownership,
     desired_state,
     egress_targets,
+    mounted_config,
     ownership,
     plan,
     rollout_patch,
@@ -415,17 +416,21 @@ class Reconciler:
                 self.event(cluster, "Normal", "AuditObjectsReconciled", "; ".join(done))
         if self.mode == "kkp":
             return actions  # the Deployment is KKP's: it rolls it when the Cluster changes
+        mounted = mounted_config(settings, webhook_config,
+                                 self.watches.get("ConfigMap", settings.namespace, names.CONFIGMAP_AUDIT_CONFIG))
         rolled = rollout_patch(self.watches.get("Deployment", settings.namespace, self.deployment), prepared,
-                               pods=self.watches.pods(settings.namespace))
+                               pods=self.watches.pods(settings.namespace), mounted=mounted)
         if rolled is not None:
-            patch, why = rolled
-            self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, patch, _request_timeout=10,
-                                                  _preload_content=False)
+            self.apps.patch_namespaced_deployment(self.deployment, settings.namespace, rolled.patch,
+                                                  _request_timeout=10, _preload_content=False)
+            if not rolled.rolls:
+                log.info("cluster %s: Deployment %s: %s", cluster_id, self.deployment, rolled.why)
+                return actions
             self.metrics.rollouts.inc()
-            if names.SETTINGS_HASH_ANNOTATION not in patch["spec"]["template"]["metadata"]["annotations"]:
+            if names.SETTINGS_HASH_ANNOTATION not in rolled.patch["spec"]["template"]["metadata"]["annotations"]:
                 self.metrics.stale_pod_rollouts.inc()
-            log.info("cluster %s: rolled Deployment %s: %s", cluster_id, self.deployment, why)
-            self.event(cluster, "Normal", "ApiserverRolledOut", f"rolled Deployment {self.deployment}: {why}")
+            log.info("cluster %s: rolled Deployment %s: %s", cluster_id, self.deployment, rolled.why)
+            self.event(cluster, "Normal", "ApiserverRolledOut", f"rolled Deployment {self.deployment}: {rolled.why}")
         return actions
 
     def _report_refusals(self, cluster: dict[str, Any], refused: list[tuple[str, str]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cache, lru_cache
 from itertools import compress, repeat
 from typing import Any
@@ -342,6 +343,26 @@ class Injection:
     flags: dict[str, str]
     sidecar: Obj | None  # None when the settings want no sidecar
     settings_hash: str
+    # What settings_hash is the digest of: hashed again with the image a Pod's own sidecar keeps.
+    rendered: Obj = dataclass_field(default_factory=dict, compare=False, repr=False)
+
+    def kept_image(self, pod: Any) -> str | None:
+        """The sidecar image `inject` leaves in `pod`: an existing sidecar's image of the same
+        repository (an air-gapped seed's registry and tag), else ours; None without a sidecar."""
+        if self.sidecar is None:
+            return None
+        spec = pod.get("spec") if isinstance(pod, dict) else None
+        containers = spec.get("containers") if isinstance(spec, dict) else None
+        at = _index(containers, names.SIDECAR_CONTAINER) if isinstance(containers, list) else None
+        have = containers[at].get("image") if at is not None and isinstance(containers, list) else None
+        return have if isinstance(have, str) and same_repository(have, self.sidecar["image"]) else self.sidecar["image"]
+
+    def hash_for(self, pod: Any) -> str:
+        """The settings hash of exactly what `inject` renders for `pod`."""
+        image = self.kept_image(pod)
+        if self.sidecar is None or image == self.sidecar["image"] or not self.rendered:
+            return self.settings_hash
+        return settings_hash.digest({**self.rendered, "sidecar": {**self.rendered["sidecar"], "image": image}})
 
 
 def injection_for(settings: EffectiveSettings, options: Options) -> Injection:
@@ -353,7 +374,7 @@ def injection_for(settings: EffectiveSettings, options: Options) -> Injection:
     sidecar = sidecar_container(settings, options) if settings.enabled else None
     output = settings_hash.rendered(settings, options, volumes, mounts, flags, sidecar)
     return Injection(volumes=volumes, apiserver_mounts=mounts, flags=flags, sidecar=sidecar,
-                     settings_hash=settings_hash.digest(output))
+                     settings_hash=settings_hash.digest(output), rendered=output)
 
 
 def desired_pod(pod: Obj, injection: Injection) -> Obj:
@@ -382,13 +403,15 @@ def inject(pod: Obj, injection: Injection) -> tuple[Obj, list[Op]]:
     set_flags(apiserver, injection.flags)
 
     ops: list[Op] = []
+    # The hash of what this Pod gets: the sidecar image it keeps is part of it.
+    pod_hash = injection.hash_for(pod)
     container_path = f"/spec/containers/{at}"
     for field in ("volumeMounts", "command", "args"):
         if field in apiserver:
             record_change(ops, container_path, old_apiserver, field, apiserver[field])
     record_change(ops, "/spec", old_spec, "containers", containers, keep=at)
     record_change(ops, "/spec", old_spec, "volumes", spec["volumes"])
-    _set_settings_hash(pod, injection.settings_hash, ops)
+    _set_settings_hash(pod, pod_hash, ops)
     return pod, ops
 
 

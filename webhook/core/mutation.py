@@ -96,9 +96,17 @@ class Prepared:
     # so that the upgrade to the rendered-output hash rolls nothing by itself.
     legacy_hash: str = ""
 
-    def is_current(self, seen: str | None) -> bool:
-        """Whether a Pod or Deployment carrying the hash `seen` runs with these settings."""
-        return seen is not None and seen in (self.settings_hash, self.legacy_hash)
+    def pod_hash(self, pod: Any) -> str:
+        """The settings hash of what is rendered for `pod` (or a Deployment's pod template): the
+        sidecar image an existing sidecar keeps is part of it."""
+        return self.injection.hash_for(pod) if self.injection is not None else self.settings_hash
+
+    def is_current(self, seen: str | None, pod: Any = None) -> bool:
+        """Whether a Pod carrying the hash `seen` runs with these settings: today's hash of what is
+        rendered for it, or 0.1's hash of the same settings (see reconcile_plan.rollout_patch for
+        how a Deployment leaves that one)."""
+        want = self.pod_hash(pod) if pod is not None else self.settings_hash
+        return seen is not None and seen in (want, self.legacy_hash)
 
 
 def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:

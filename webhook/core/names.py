@@ -34,6 +34,14 @@ SETTINGS_HASH_ANNOTATION = "audit-webhook.kubermatic.k8c.io/settings-hash"
 # On the apiserver Deployment's pod template: the creation time of the newest Pod a rollout replaced.
 # A Pod with stale settings created after it (admitted by a replica that lagged) rolls it again.
 ROLLED_PODS_ANNOTATION = "audit-webhook.kubermatic.k8c.io/replaced-pods-created-until"
+# On the pod template (and so on its Pods): the digest of what kube-apiserver reads only at start
+# from objects it mounts, the webhook backend's webhook.yaml and a user's own policy (settings_hash.mounted_digest).
+MOUNTED_HASH_ANNOTATION = "audit-webhook.kubermatic.k8c.io/mounted-config-hash"
+# On the apiserver Deployment's own metadata (never its pod template, so writing them rolls nothing):
+# the settings hash its pod template's 0.1 hash stood for when first seen, and the mounted digest
+# when first seen without one. They tell a later change from the upgrade.
+MIGRATED_HASH_ANNOTATION = "audit-webhook.kubermatic.k8c.io/settings-hash-of-legacy"
+MOUNTED_BASELINE_ANNOTATION = "audit-webhook.kubermatic.k8c.io/mounted-config-hash-at-adoption"
 OPT_OUT_ANNOTATION = "kubermatic.k8c.io/skip-audit-logging-enforcement"
 
 KKP_GROUP = "kubermatic.k8c.io"

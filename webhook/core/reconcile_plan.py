@@ -22,6 +22,7 @@ from webhook.core.objects import dig, kind_of, name_of
 from webhook.core.operator_config import DEFAULT, OperatorConfig
 from webhook.core.options import Options
 from webhook.core.settings import EffectiveSettings, Origin
+from webhook.core.settings_hash import mounted_digest
 from webhook.core.validation.kubeconfig import server_of
 
 Verb = Literal["create", "update", "delete", "report"]
@@ -227,22 +228,66 @@ def stale_pods(pods: list[dict[str, Any]], prepared: Prepared) -> list[dict[str,
     """The running Pods injected with other settings than `prepared`'s (not those going away)."""
     return [p for p in pods if not dig(p, "metadata", "deletionTimestamp")
             and (seen := dig(p, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)) is not None
-            and not prepared.is_current(seen)]
+            and not prepared.is_current(seen, p)]
+
+
+def mounted_config(settings: EffectiveSettings, webhook_config: bytes | None,
+                   audit_config: Mapping[str, Any] | None) -> str:
+    """The mounted digest (settings_hash.mounted_digest) of a cluster: the webhook backend's
+    webhook.yaml its Pods mount, and its `audit-config` policy when it is the user's (no preset)."""
+    if not settings.needs_injection:
+        return ""
+    policy = None
+    if not settings.preset and audit_config is not None:
+        policy = str((audit_config.get("data") or {}).get(names.POLICY_KEY, ""))
+    return mounted_digest(webhook_config if settings.webhook is not None else None, policy)
 
 
 def _newest(pods: list[dict[str, Any]]) -> str:
     return max(str(dig(p, "metadata", "creationTimestamp") or "") for p in pods)
 
 
-def rollout_patch(deployment: dict[str, Any] | None, prepared: Prepared, mode: Mode = "standalone",
-                  pods: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str] | None:
-    """A patch of the apiserver Deployment's pod template that rolls it, and why; None when nothing
-    needs to roll.
+@dataclass(frozen=True)
+class DeploymentPatch:
+    """A merge patch of the apiserver Deployment, why, and whether it rolls it (a patch of its own
+    metadata only records what the upgrade found, and rolls nothing)."""
 
-    It rolls when the settings changed, and when one of its `pods` runs with stale settings although
-    it was created after the last rollout: a replica of the webhook whose cache lagged admitted it
-    with the settings of before. Each rollout records the creation time of the newest Pod it
-    replaces (RFC 3339 times compare as text), so Pods a rollout is already replacing roll nothing.
+    patch: dict[str, Any]
+    why: str
+    rolls: bool
+
+
+def _settled(seen: str | None, want: str, legacy: str, migrated: str | None,
+             record: dict[str, str], key: str) -> bool:
+    """Whether a pod template carrying `seen` runs what is wanted; `record` gets what to write on
+    the Deployment's metadata under `key` when `seen` is the previous version's (`legacy`) hash
+    and nothing was recorded yet: that is the upgrade, which rolls nothing. After it, `migrated`
+    (the wanted hash then) tells whether anything changed since."""
+    if seen == want:
+        return True
+    if seen is None or seen != legacy:
+        return False
+    if migrated is None:
+        record[key] = want
+        return True
+    return migrated == want
+
+
+def rollout_patch(deployment: dict[str, Any] | None, prepared: Prepared, mode: Mode = "standalone",
+                  pods: list[dict[str, Any]] | None = None, mounted: str = "") -> DeploymentPatch | None:
+    """A patch of the apiserver Deployment that rolls it (or records what the upgrade found), and
+    why; None when there is nothing to do.
+
+    It rolls when what is rendered for its pod template changed, when what the apiserver reads at
+    start from its mounted objects changed (`mounted`, settings_hash.mounted_digest), and when one
+    of its `pods` runs with stale settings although it was created after the last rollout: a
+    replica of the webhook whose cache lagged admitted it with the settings of before. Each rollout
+    records the creation time of the newest Pod it replaces (RFC 3339 times compare as text), so
+    Pods a rollout is already replacing roll nothing.
+
+    The upgrade rolls nothing by itself: a pod template still carrying 0.1's hash of the same
+    settings, or no mounted digest yet, is taken as current once, and the hash it stood for is
+    written on the Deployment's own metadata (not the template); a later change of either rolls.
     A Deployment that never carried our annotation and needs nothing is left alone, so turning the
     reconciler on does not roll every apiserver of the seed. In KKP mode the Deployment is KKP's.
     """
@@ -250,22 +295,43 @@ def rollout_patch(deployment: dict[str, Any] | None, prepared: Prepared, mode: M
     if deployment is None or mode == "kkp" or settings is None:
         return None
     template = dig(deployment, "spec", "template", "metadata", "annotations") or {}
+    recorded = dig(deployment, "metadata", "annotations") or {}
+    want = prepared.pod_hash({"spec": dig(deployment, "spec", "template", "spec") or {}})
     current = template.get(names.SETTINGS_HASH_ANNOTATION)
     pods = pods or []
+    record: dict[str, str] = {}
+    settings_ok = (current is None and not settings.needs_injection) or _settled(
+        current, want, prepared.legacy_hash, recorded.get(names.MIGRATED_HASH_ANNOTATION), record,
+        names.MIGRATED_HASH_ANNOTATION)
+    # A template without a mounted digest is in the upgrade's state, as 0.1's settings hash is ("").
+    mounted_ok = not mounted or _settled(template.get(names.MOUNTED_HASH_ANNOTATION) or "", mounted, "",
+                                         recorded.get(names.MOUNTED_BASELINE_ANNOTATION), record,
+                                         names.MOUNTED_BASELINE_ANNOTATION)
     annotations: dict[str, str] = {}
-    if not prepared.is_current(current) and not (current is None and not settings.needs_injection):
-        annotations[names.SETTINGS_HASH_ANNOTATION] = prepared.settings_hash
-        why = f"audit settings changed ({prepared.settings_hash})"
+    if not (settings_ok and mounted_ok):
+        annotations[names.SETTINGS_HASH_ANNOTATION] = want
+        if mounted:
+            annotations[names.MOUNTED_HASH_ANNOTATION] = mounted
+        what = "audit settings" if not settings_ok else "the webhook backend's Secret or the audit policy"
+        why = f"{what} changed ({want if not settings_ok else mounted})"
         if pods:
             annotations[names.ROLLED_PODS_ANNOTATION] = _newest(pods)
     else:
         stale = stale_pods(pods, prepared)
         replaced_until = str(template.get(names.ROLLED_PODS_ANNOTATION) or "")
         late = [p for p in stale if str(dig(p, "metadata", "creationTimestamp") or "") > replaced_until]
-        if not late:
-            return None
-        annotations[names.ROLLED_PODS_ANNOTATION] = _newest(stale)
-        why = (f"Pod {name_of(late[0])} runs stale audit settings "
-               f"({dig(late[0], 'metadata', 'annotations', names.SETTINGS_HASH_ANNOTATION)}, "
-               f"current {prepared.settings_hash})")
-    return {"spec": {"template": {"metadata": {"annotations": annotations}}}}, why
+        if late:
+            annotations[names.ROLLED_PODS_ANNOTATION] = _newest(stale)
+            why = (f"Pod {name_of(late[0])} runs stale audit settings "
+                   f"({dig(late[0], 'metadata', 'annotations', names.SETTINGS_HASH_ANNOTATION)}, "
+                   f"current {prepared.pod_hash(late[0])})")
+    if not annotations and not record:
+        return None
+    patch: dict[str, Any] = {}
+    if record:
+        patch["metadata"] = {"annotations": record}
+    if not annotations:
+        return DeploymentPatch(patch, "recorded the hashes the upgrade found: " + ", ".join(
+            f"{k}={v}" for k, v in sorted(record.items())), rolls=False)
+    patch["spec"] = {"template": {"metadata": {"annotations": annotations}}}
+    return DeploymentPatch(patch, why, rolls=True)

@@ -66,8 +66,8 @@ def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, pre
     seen_hash = dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
     if seen_hash is None:
         problems.append(f"{label}: not injected (no settings hash)")
-    elif not prepared.is_current(seen_hash):
-        problems.append(f"{label}: stale settings hash {seen_hash}, want {prepared.settings_hash}")
+    elif not prepared.is_current(seen_hash, pod):
+        problems.append(f"{label}: stale settings hash {seen_hash}, want {prepared.pod_hash(pod)}")
     apiserver = next((c for c in containers if isinstance(c, dict) and c.get("name") == names.APISERVER_CONTAINER), {})
     for flag, value in read_flags(apiserver, list(expected)).items():
         if value != expected[flag]:
