@@ -216,3 +216,35 @@ def test_two_clusters_claiming_one_namespace_are_both_reported():
     assert [r.cluster for r in rows] == ["thief", "victim"]
     assert "namespace cluster-victim is also claimed by victim" in rows[0].drift
     assert "namespace cluster-victim is also claimed by thief" in rows[1].drift
+
+
+def test_report_compares_the_egress_policy_with_the_reconcilers():
+    """With the operator's configuration, a missing or different egress NetworkPolicy is drift; the one
+    the reconciler keeps (desired_state, with the Service it reads) is not."""
+    from webhook.core.egress import service_view
+    from webhook.core.operator_config import OperatorConfig
+    from webhook.core.reconcile_plan import desired_state, egress_targets, services_needed
+    from webhook.core.snapshot import Snapshot
+
+    obj = cluster(audit={"enabled": True, "policyPreset": "minimal", "sidecar": {"config": {"outputs": [
+        {"Name": "forward", "Match": "*", "Host": "fluentd.audit.svc", "Port": "24224"}]}}})
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fluentd", "namespace": "audit"},
+               "spec": {"selector": {"app": "fluentd"}, "ports": [{"port": 24224, "targetPort": 24225}]}}
+    config = OperatorConfig.model_validate({"egress": {"namespaces": ["audit"]}})
+    settings = prepare(obj, None, Options.default()).settings
+    assert services_needed(egress_targets(settings, None)) == [("audit", "fluentd")]
+    kept, = desired_state(settings, Options.default(), webhook_source=None, webhook_config=None,
+                          services={("audit", "fluentd"): service_view(service)}, config=config, mode="kkp").objects
+
+    def egress_drift(*extra, cfg=config):
+        rows = rows_of(Snapshot.of([obj, service, *extra]), Options.default(), "kkp", cfg)
+        return [d for d in rows[0].drift if "NetworkPolicy" in d]
+
+    assert egress_drift() == ["NetworkPolicy audit-logging-egress missing"]
+    assert egress_drift(kept) == []
+    wider = {**kept, "spec": {**kept["spec"], "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}}
+    assert egress_drift(wider) == ["NetworkPolicy audit-logging-egress differs from what the reconciler keeps"]
+    closed = OperatorConfig.model_validate({})
+    assert egress_drift(kept, cfg=closed) == [
+        "NetworkPolicy audit-logging-egress allows egress although none is needed"]
+    assert egress_drift(cfg=None) == []  # without the configuration the allow-list is unknown: not compared

@@ -336,7 +336,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             snapshot = load_snapshot(Path(args.source) if args.source else bundled_examples())
         except LoadError as exc:
             raise UsageError(str(exc)) from None
-    rows = report.rows_of(snapshot, options, args.mode)
+    # Without the operator's configuration the egress allow-list, and so the policy, is unknown.
+    config = _config(args) if args.config else None
+    rows = report.rows_of(snapshot, options, args.mode, config, _webhook_namespace(args))
     render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
     sys.stdout.write(render(rows))
     drifting = [r.cluster for r in rows if r.drift]
@@ -615,7 +617,13 @@ def parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table",
                             help="output format (default: table)")
     report_cmd.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any cluster drifts")
+    report_cmd.add_argument("--webhook-namespace", metavar="NAMESPACE",
+                            help="the webhook's namespace, which the egress policy never opens "
+                                 "(default: $POD_NAMESPACE, then audit-webhook)")
     _add_mode_option(report_cmd)
+    report_cmd.add_argument("--config", metavar="FILE",
+                            help="the operator's configuration (docs/configuration.md): with it, the egress "
+                                 "NetworkPolicy of each cluster is compared with the one the reconciler keeps")
     _add_render_options(report_cmd)
     report_cmd.set_defaults(func=cmd_report)
 

@@ -12,11 +12,14 @@ from typing import Any
 
 from webhook.core import names
 from webhook.core.desired_pod import Injection, NoApiserverContainer, audit_flags, desired_pod, read_flags
+from webhook.core.egress import POLICY_NAME, service_view
 from webhook.core.manifests import MANAGED_BY, MANAGED_BY_LABEL
 from webhook.core.mutation import Prepared, is_apiserver_pod, prepare
 from webhook.core.objects import cluster_namespace, datacenter_of, dig, name_of
+from webhook.core.operator_config import DEFAULT, OperatorConfig
 from webhook.core.options import Options
-from webhook.core.reconcile_plan import Mode
+from webhook.core.reconcile_plan import Mode, desired_state, egress_targets, services_needed, webhook_sources
+from webhook.core.settings import EffectiveSettings
 from webhook.core.snapshot import Snapshot
 from webhook.core.validation.fluentbit_policy import plugin_name, record_changes
 from webhook.core.validation.kubeconfig import server_of
@@ -124,11 +127,18 @@ def cluster_row(
     options: Options,
     not_ours: AbstractSet[tuple[str, str, str]] = frozenset(),
     mode: Mode = "standalone",
+    network_policies: Mapping[tuple[str, str], dict[str, Any]] | None = None,
+    services: Mapping[tuple[str, str], dict[str, Any]] | None = None,
+    operator_config: OperatorConfig = DEFAULT,
+    webhook_namespace: str = "audit-webhook",
 ) -> Row:
     """The report row of one cluster, given what exists in its namespace (and its Secrets).
 
     `not_ours`: (kind, namespace, name) of objects there without our labels. Standalone, an
     object we should keep that is someone else's is drift: the reconciler leaves it alone.
+    `network_policies` and `services` (None: not looked at) give the egress NetworkPolicy there is
+    and the Services it is made from: in both modes one that differs from the reconciler's
+    `desired_state` (with `operator_config`) is drift.
     """
     prepared = prepare(cluster, seed, options)
     apiserver_pods = [p for p in pods if is_apiserver_pod(p)]
@@ -180,8 +190,30 @@ def cluster_row(
         for pod in apiserver_pods:
             if dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION) is not None:
                 drift.append(f"Pod {name_of(pod)}: still injected although audit logging and the webhook are off")
+    if network_policies is not None:
+        drift += _egress_drift(s, secrets, network_policies, services or {}, operator_config, webhook_namespace)
     row.drift = drift
     return row
+
+
+def _egress_drift(s: EffectiveSettings, secrets: Mapping[SecretRef, Mapping[str, bytes] | None],
+                  network_policies: Mapping[tuple[str, str], dict[str, Any]],
+                  services: Mapping[tuple[str, str], dict[str, Any]], config: OperatorConfig,
+                  webhook_namespace: str) -> list[str]:
+    """The egress NetworkPolicy against the one the reconciler keeps (the same decision, desired_state)."""
+    webhook_config = _webhook_config(s, secrets)
+    needed = {ref: (service_view(services[ref]) if ref in services else None)
+              for ref in services_needed(egress_targets(s, webhook_config))}
+    wanted = desired_state(s, Options.default(), webhook_source=None, webhook_config=webhook_config,
+                           services=needed, config=config, webhook_namespace=webhook_namespace, mode="kkp")
+    want = next((o for o in wanted.objects if o["kind"] == "NetworkPolicy"), None)
+    have = network_policies.get((s.namespace, POLICY_NAME))
+    label = f"NetworkPolicy {POLICY_NAME}"
+    if want is None:
+        return [f"{label} allows egress although none is needed"] if have is not None else []
+    if have is None:
+        return [f"{label} missing"]
+    return [] if have.get("spec") == want["spec"] else [f"{label} differs from what the reconciler keeps"]
 
 
 def _not_ours(snapshot: Snapshot) -> set[tuple[str, str, str]]:
@@ -193,8 +225,12 @@ def _not_ours(snapshot: Snapshot) -> set[tuple[str, str, str]]:
     return found | {("Secret", ns, name) for (ns, name), labels in snapshot.secret_labels.items() if not ours(labels)}
 
 
-def rows_of(snapshot: Snapshot, options: Options, mode: Mode = "standalone") -> list[Row]:
-    """A row per Cluster of a snapshot (which also holds the Pods, Secrets and ConfigMaps it needs)."""
+def rows_of(snapshot: Snapshot, options: Options, mode: Mode = "standalone", config: OperatorConfig | None = None,
+            webhook_namespace: str = "audit-webhook") -> list[Row]:
+    """A row per Cluster of a snapshot (which also holds the Pods, Secrets and ConfigMaps it needs).
+
+    With the operator's `config` the egress NetworkPolicies are compared too: without its
+    allow-list what the reconciler keeps is unknown."""
     rows = []
     not_ours = _not_ours(snapshot)
     claimed = [(namespace, c, claimants) for namespace, claimants in snapshot.claims.items() for c in claimants]
@@ -202,7 +238,10 @@ def rows_of(snapshot: Snapshot, options: Options, mode: Mode = "standalone") -> 
         seed = snapshot.seeds.get(datacenter_of(cluster))
         secrets = {ref: snapshot.secrets.get(ref) for ref in secrets_needed(cluster, seed, options)}
         row = cluster_row(cluster, seed, pods=snapshot.pods.get(namespace, []), secrets=secrets,
-                          configmaps=set(snapshot.configmaps), options=options, not_ours=not_ours, mode=mode)
+                          configmaps=set(snapshot.configmaps), options=options, not_ours=not_ours, mode=mode,
+                          network_policies=snapshot.network_policies if config is not None else None,
+                          services=snapshot.services, operator_config=config or DEFAULT,
+                          webhook_namespace=webhook_namespace)
         if len(claimants) > 1:
             others = ", ".join(name_of(c) for c in claimants if c is not cluster)
             row.drift.append(f"namespace {namespace} is also claimed by {others}")
@@ -223,6 +262,22 @@ def secrets_needed(cluster: dict[str, Any], seed: dict[str, Any] | None, options
         refs += [(settings.webhook.secret_namespace, settings.webhook.secret_name),
                  (settings.namespace, settings.webhook.secret_name)]
     return sorted(set(refs))
+
+
+def services_of(cluster: dict[str, Any], seed: dict[str, Any] | None,
+                secrets: Mapping[SecretRef, Mapping[str, bytes] | None], options: Options) -> list[tuple[str, str]]:
+    """The Services `cluster_row` looks at for the egress policy, for the shell to fetch."""
+    settings = prepare(cluster, seed, options).settings
+    if settings is None:
+        return []
+    return services_needed(egress_targets(settings, _webhook_config(settings, secrets)))
+
+
+def _webhook_config(s: EffectiveSettings, secrets: Mapping[SecretRef, Mapping[str, bytes] | None]) -> bytes | None:
+    """The webhook.yaml the reconciler reads: the datacenter's Secret it copies, else the namespace's."""
+    copy_ref, own_ref = webhook_sources(s)
+    data = (secrets.get(copy_ref) if copy_ref else None) or (secrets.get(own_ref) if own_ref else None) or {}
+    return data.get(names.WEBHOOK_CONFIG_KEY)
 
 
 COLUMNS = ("cluster", "namespace", "datacenter", "audit", "preset", "decided_by", "logs_to", "filters", "record_loss",

@@ -50,6 +50,9 @@ class Snapshot:
     pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by namespace, for reports
     # Secrets' labels, for reports: whether an object in a cluster namespace is ours.
     secret_labels: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # For reports: the egress NetworkPolicies there are, and the Services their peers are made from.
+    network_policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def add(self, obj: dict[str, Any], where: str = "") -> None:
         """Index one object; objects of other kinds are ignored."""
@@ -69,6 +72,10 @@ class Snapshot:
             self.configmaps[(namespace_of(obj), name_of(obj))] = obj
         elif kind_of(obj) == ("v1", "Pod") and namespace_of(obj):
             self.pods.setdefault(namespace_of(obj), []).append(obj)
+        elif kind_of(obj) == ("networking.k8s.io/v1", "NetworkPolicy"):
+            self.network_policies[(namespace_of(obj), name_of(obj))] = obj
+        elif kind_of(obj) == ("v1", "Service"):
+            self.services[(namespace_of(obj), name_of(obj))] = obj
         elif kind_of(obj) == ("v1", "Secret"):
             self.secrets[(namespace_of(obj), name_of(obj))] = decode_secret(obj, where or name_of(obj))
             self.secret_labels[(namespace_of(obj), name_of(obj))] = dig(obj, "metadata", "labels") or {}
