@@ -22,7 +22,8 @@ lint: $(BIN)/.installed
 e2e-bin:
 	bash e2e/build.sh
 
-# deploy/ is the Helm chart rendered: run after changing charts/audit-webhook or deploy/overlays/*/values.yaml.
+# deploy/ and the values table of docs/helm.md are the Helm chart rendered: run after changing
+# charts/audit-webhook or deploy/overlays/*/values.yaml.
 manifests: $(BIN)/.installed e2e-bin
 	$(BIN)/python deploy/render.py
 

@@ -1,16 +1,22 @@
-"""Render the kustomize manifests of deploy/ from the Helm chart (`make manifests`).
+"""Render the kustomize manifests of deploy/ and the values table of docs/helm.md from the Helm
+chart (`make manifests`).
 
 charts/audit-webhook is the one source: each deploy/overlays/<mode>/ holds `helm template` of it
 with that folder's values.yaml, one file per chart template, for `kubectl apply -k`; deploy/crds/
-holds the chart's crds/. tests/e2e/test_helm.py fails when these files and the chart disagree.
+holds the chart's crds/; docs/helm.md lists every value of values.schema.json with its default.
+tests/e2e/test_helm.py fails when these files and the chart disagree.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts/audit-webhook"
@@ -20,6 +26,9 @@ RELEASE = "audit-webhook"
 NAMESPACE = "audit-webhook"
 HEADER = ("# Rendered from charts/audit-webhook by deploy/render.py (`make manifests`) with values.yaml\n"
           "# beside this file: change those, never this file.\n")
+DOCS = ROOT / "docs/helm.md"
+TABLE_BEGIN = "<!-- values table: rendered by deploy/render.py from values.schema.json and values.yaml -->\n"
+TABLE_END = "<!-- end of values table -->\n"
 _SOURCE = re.compile(r"^# Source: [^/\n]+/templates/(?P<file>[^\n]+)\n", re.MULTILINE)
 
 
@@ -44,6 +53,33 @@ def overlay_files(rendered: str) -> dict[str, str]:
     return files
 
 
+def values_rows(schema: dict[str, Any], defaults: Any, path: str = "") -> list[str]:
+    """One Markdown table row per value: an object whose every property is described is walked,
+    any other object (resources, an issuerRef, a map) is one value."""
+    properties = schema.get("properties") or {}
+    if properties and all("description" in sub for sub in properties.values()):
+        return [row for key, sub in schema["properties"].items() if key != "global"
+                for row in values_rows(sub, (defaults or {}).get(key), f"{path}.{key}" if path else key)]
+    kind = schema.get("type") or "/".join(sorted({s.get("type", "?") for s in schema.get("anyOf", [])}))
+    allowed = " ".join(f"`{v}`" if v else '`""`' for v in schema.get("enum", []))
+    default = f"`{json.dumps(defaults, separators=(', ', ': '))}`" if defaults is not None else ""
+    text = schema.get("description", "").replace("<", "&lt;") + (f" (one of {allowed})" if allowed else "")
+    return [f"| `{path}` | {kind} | {default} | {text} |"]
+
+
+def values_table() -> str:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return "| value | type | default | meaning |\n|---|---|---|---|\n" + "".join(
+        row + "\n" for row in values_rows(schema, defaults))
+
+
+def with_values_table(doc: str) -> str:
+    """docs/helm.md with its values table rendered anew (between the two markers)."""
+    start, end = doc.index(TABLE_BEGIN) + len(TABLE_BEGIN), doc.index(TABLE_END)
+    return doc[:start] + values_table() + doc[end:]
+
+
 def helm_template(values: Path, helm: Path = HELM) -> str:
     result = subprocess.run([str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values)],
                             capture_output=True, text=True, check=False)
@@ -53,13 +89,14 @@ def helm_template(values: Path, helm: Path = HELM) -> str:
 
 
 def expected(helm: Path = HELM) -> dict[Path, str]:
-    """Every generated file of deploy/ and its content (the overlays' values.yaml are their input)."""
+    """Every generated file and its content (the overlays' values.yaml are their input)."""
     out: dict[Path, str] = {}
     for values in sorted((DEPLOY / "overlays").glob("*/values.yaml")):
         for name, text in overlay_files(helm_template(values, helm)).items():
             out[values.parent / name] = text
     for crd in sorted((CHART / "crds").glob("*.yaml")):
         out[DEPLOY / "crds" / crd.name] = crd.read_text()
+    out[DOCS] = with_values_table(DOCS.read_text())
     return out
 
 

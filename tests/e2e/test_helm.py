@@ -13,20 +13,13 @@ import pytest
 import yaml
 
 from deploy import render
-from tests.e2e.cluster import BIN, ROOT, build_binaries
+from tests.e2e.cluster import BIN, ROOT
 from webhook import __version__
 from webhook.operator_config import OperatorConfig, parse
 
 CHART = ROOT / "charts/audit-webhook"
 NAMESPACE = "audit-webhook"
 Objects = dict[tuple[str, str], dict[str, Any]]
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    """helm from e2e/tools/helm; a failed build fails the tests that need it."""
-    build_binaries()
-    return BIN / "helm"
 
 
 def run(helm: Path, *args: str, values: dict[str, Any] | None = None, tmp_path: Path | None = None

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.e2e.cluster import BIN, ROOT, ControlPlane, build_binaries, eventually, free_port
+from tests.e2e.cluster import ROOT, ControlPlane, eventually, free_port
 from tests.e2e.test_kkp import KKP, KKP_DEPLOYMENTS, _sa_kubeconfig, kkp_cluster, kkp_pod, kkp_seed
 from webhook import names
 
@@ -44,12 +43,6 @@ RELEASE = NAMESPACE = "audit-webhook"
 CLUSTER = "helmkkp"
 CLUSTER_NS = f"cluster-{CLUSTER}"
 WEBHOOK_KINDS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    build_binaries()
-    return BIN / "helm"
 
 
 def run_helm(helm: Path, plane: ControlPlane, *args: str, values: dict[str, Any] | None = None
