@@ -57,7 +57,7 @@ def volumes(objects: Objects, deployment: str) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in spec["volumes"]}
 
 
-def test_the_chart_installs_the_release_audit_webhook_is(helm):
+def test_the_charts_app_version_is_the_package_version():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == __version__
 
