@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench bench-core bench-scale fuzz soak clean e2e-bin
+.PHONY: serve test lint bench bench-core bench-scale fuzz soak clean e2e-bin manifests
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,16 @@ serve: $(BIN)/.installed
 	$(BIN)/audit-webhook serve
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check webhook tests bench
+	$(BIN)/ruff check webhook tests bench deploy
 
-# The real kube-apiserver, etcd and kubectl of the end-to-end tests, built once from Go modules.
+# The real kube-apiserver, etcd, kubectl and helm of the end-to-end tests, built once from Go modules.
 e2e-bin:
 	bash e2e/build.sh
+
+# deploy/ and the values table of docs/helm.md are the Helm chart rendered: run after changing
+# charts/audit-webhook or deploy/overlays/*/values.yaml.
+manifests: $(BIN)/.installed e2e-bin
+	$(BIN)/python deploy/render.py
 
 test: lint e2e-bin
 	$(BIN)/python -m pytest -q

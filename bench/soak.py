@@ -54,7 +54,7 @@ def alias_bomb() -> str:
 
 BOMB = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audit-config", "namespace": "cluster-soak01"},
         "data": {"policy.yaml": alias_bomb()}}
-# The Deployment's memory limit (deploy/base/deployment.yaml).
+# The Deployment's memory limit (server.resources in charts/audit-webhook/values.yaml).
 MEMORY_LIMIT_MIB = 256
 
 

@@ -7,7 +7,7 @@ import yaml
 
 from webhook.core.audited_namespaces import NONE_PLACEHOLDER, selector_patch, wanted_selector
 
-DEPLOYED = next(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/base/webhooks.yaml").read_text()))
+DEPLOYED = next(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/overlays/kkp/webhooks.yaml").read_text()))
 
 
 def test_the_deployed_configuration_starts_with_no_audited_namespace():
@@ -32,7 +32,7 @@ def test_audited_namespaces_fail_closed_and_leave_the_others_to_ignore():
     assert wanted_selector("protect.x", "audit-webhook", ["cluster-a"]) is None
 
 
-VALIDATING = list(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/base/webhooks.yaml").read_text()))[1]
+VALIDATING = list(yaml.safe_load_all((Path(__file__).resolve().parents[1] / "deploy/overlays/kkp/webhooks.yaml").read_text()))[1]
 
 
 def test_audit_config_fails_closed_only_in_audited_namespaces():

@@ -166,8 +166,8 @@ def test_the_shipped_configuration_parses_and_opens_nothing():
     from tests.helpers import ROOT
     from webhook.core.operator_config import DEFAULT, parse
 
-    shipped = yaml.safe_load((ROOT / "deploy/base/config.yaml").read_text())
-    assert parse(shipped["data"]["config.yaml"], "deploy/base/config.yaml") == DEFAULT
+    shipped = yaml.safe_load((ROOT / "deploy/overlays/kkp/config.yaml").read_text())
+    assert parse(shipped["data"]["config.yaml"], "deploy/overlays/kkp/config.yaml") == DEFAULT
 
 
 @pytest.mark.parametrize("host", ["::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1",

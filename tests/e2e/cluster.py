@@ -284,8 +284,8 @@ class ReconcilerProcess:
 
 
 def webhook_configurations(port: int) -> list[dict[str, Any]]:
-    """deploy/base/webhooks.yaml with `url:` clients on loopback and no caBundle (the webhook fills it in)."""
-    docs = list(yaml.safe_load_all((ROOT / "deploy/base/webhooks.yaml").read_text()))
+    """deploy/overlays/kkp/webhooks.yaml with `url:` clients on loopback and no caBundle (the webhook fills it in)."""
+    docs = list(yaml.safe_load_all((ROOT / "deploy/overlays/kkp/webhooks.yaml").read_text()))
     for doc in docs:
         for hook in doc["webhooks"]:
             path = hook["clientConfig"]["service"]["path"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import ROOT, ControlPlane, WebhookProcess, webhook_configurations
+from tests.e2e.cluster import BIN, ROOT, ControlPlane, WebhookProcess, build_binaries, webhook_configurations
 from webhook.adapters.certs import ServiceName, ensure_certs
 
 
@@ -47,3 +48,10 @@ def webhook(plane: ControlPlane) -> Iterator[WebhookProcess]:
         yield hook
     finally:
         hook.stop()
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """helm built from e2e/tools/helm; a failed build fails every test that needs it."""
+    build_binaries()
+    return BIN / "helm"

@@ -101,7 +101,7 @@ DOCKERFILE = stages((ROOT / "Dockerfile").read_text())
 
 
 def deployments() -> list[dict[str, Any]]:
-    docs = yaml.safe_load_all((ROOT / "deploy/base/deployment.yaml").read_text())
+    docs = yaml.safe_load_all((ROOT / "deploy/overlays/kkp/deployment.yaml").read_text())
     return [d for d in docs if d and d.get("kind") == "Deployment"]
 
 

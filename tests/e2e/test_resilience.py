@@ -86,7 +86,7 @@ def test_replicas_share_one_certificate_through_a_secret(plane: ControlPlane, tm
 def test_the_empty_secret_deploy_ships_is_filled_in_and_keeps_its_metadata(plane: ControlPlane, tmp_path):
     """deploy/ creates audit-webhook-tls empty, so the server needs no right to create Secrets."""
     namespace(plane, "audit-webhook")
-    shipped = yaml.safe_load((ROOT / "deploy/base/tls-secret.yaml").read_text())
+    shipped = yaml.safe_load((ROOT / "deploy/overlays/kkp/tls-secret.yaml").read_text())
     shipped["metadata"]["name"] = "e2e-shipped-tls"
     plane.kubectl("apply", "-f", "-", stdin=json.dumps(shipped))
     TLSSecret(load_api_client(str(plane.kubeconfig)), "audit-webhook", "e2e-shipped-tls", tmp_path / "a",

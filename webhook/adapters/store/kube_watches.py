@@ -1,6 +1,6 @@
 """The reconciler's watches of what it keeps in cluster namespaces, cached by namespace and name.
 
-Each is as narrow as the reconciler's rights (deploy/base/rbac.yaml): objects of one name, asked
+Each is as narrow as the reconciler's rights (charts/audit-webhook/templates/rbac.yaml): objects of one name, asked
 for with a `metadata.name` field selector that RBAC authorizes by resourceName, so the reconciler
 lists no ConfigMap, Secret or NetworkPolicy of any other name. Namespaces and apiserver Pods are
 asked for as metadata only. Each object keeps only the fields the reconciler reads. The copies of
