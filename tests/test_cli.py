@@ -8,6 +8,7 @@ import json
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +17,8 @@ import webhook
 from tests.helpers import EXAMPLES, ROOT, kkp_pod
 from webhook.adapters.cli import main
 from webhook.core.presets import policy_text
+
+SEED = str(EXAMPLES / "seeds/kubermatic.yaml")
 
 
 def run(capsys, *argv):
@@ -32,7 +35,7 @@ def test_python_m_webhook_is_the_cli():
 
 
 def test_render_prints_the_admitted_pod(capsys):
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"),
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED,
                          str(EXAMPLES / "pods/apiserver.yaml"))
     assert code == 0, err
     pod = yaml.safe_load(out)
@@ -44,25 +47,79 @@ def test_render_prints_the_admitted_pod(capsys):
 
 
 def test_render_with_seed_applies_datacenter_enforcement(capsys):
-    code, out, _ = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed",
-                       str(EXAMPLES / "seeds/kubermatic.yaml"), str(EXAMPLES / "pods/apiserver.yaml"))
+    code, out, _ = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed", SEED,
+                       str(EXAMPLES / "pods/apiserver.yaml"))
     assert code == 0
     assert "audit-logs" in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
-    # Without the Seed, "nothing to inject" would be a guess: an error that says what is missing.
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"),
-                         str(EXAMPLES / "pods/apiserver.yaml"))
-    assert code == 2 and out == ""
-    assert 'datacenter "frankfurt-enforced" may enforce them: give its Seed with --seed' in err
-    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"))
-    assert code == 2 and out == "" and "give its Seed with --seed" in err
-    # A Seed that does not define the datacenter is an error too, not a warning.
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed",
-                         str(EXAMPLES / "seeds/edge.yaml"), str(EXAMPLES / "pods/apiserver.yaml"))
-    assert code == 2 and out == "" and 'defines datacenter "frankfurt-enforced"' in err
+
+
+ENFORCED, EDGE, POD = (str(EXAMPLES / p) for p in ("clusters/enforced.yaml", "seeds/edge.yaml", "pods/apiserver.yaml"))
+NEEDS_SEED = ('Cluster "enforced01" is in datacenter "frankfurt-enforced", whose Seed can enforce audit logging or '
+              'replace its settings: give the Seed that defines "frankfurt-enforced" with --seed')
+NO_SUCH_DC = 'no Seed defines datacenter "frankfurt-enforced"'
+CHECK_NEEDS_SEED = ('cannot judge: datacenter "frankfurt-enforced" (of Cluster "enforced01") needs its Seed, whose '
+                    "enforcement can change the outcome: pass the Seeds with --source or among the files")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["render", "--cluster", ENFORCED, POD], NEEDS_SEED),
+    (["files", "--cluster", ENFORCED], NEEDS_SEED),
+    # Audit logging on by its own settings: the Seed may still replace them (the red team's c-enf-on.yaml).
+    (["render", "--cluster", "{on_in_enforced}", POD], 'datacenter "frankfurt-enforced", whose Seed can enforce'),
+    (["files", "--cluster", "{on_in_enforced}"], 'datacenter "frankfurt-enforced", whose Seed can enforce'),
+    (["render", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), POD],
+     'give the Seed that defines "hamburg" with --seed'),
+    (["render", "--cluster", ENFORCED, "--seed", EDGE, POD], NO_SUCH_DC),
+    (["files", "--cluster", ENFORCED, "--seed", EDGE], NO_SUCH_DC),
+    (["check", ENFORCED], CHECK_NEEDS_SEED),
+    (["check", ENFORCED, "--source", EDGE], NO_SUCH_DC),
+    (["check", ENFORCED, EDGE], NO_SUCH_DC),
+])
+def test_without_the_seed_of_the_datacenter_there_is_no_answer(capsys, tmp_path, argv, message):
+    on_in_enforced = tmp_path / "c-enf-on.yaml"
+    on_in_enforced.write_text(yaml.safe_dump({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "enfon01"},
+        "spec": {"cloud": {"dc": "frankfurt-enforced"}, "auditLogging": {"enabled": True, "policyPreset": "minimal"}}}))
+    code, out, err = run(capsys, *(a.format(on_in_enforced=on_in_enforced) for a in argv))
+    assert code == 2, out + err
+    assert message in out + err
+    if argv[0] != "check":
+        assert out == ""
+
+
+def test_a_cluster_without_a_datacenter_needs_no_seed(capsys, tmp_path):
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(yaml.safe_dump({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
+                                       "metadata": {"name": "nodc01"}, "spec": {"auditLogging": {"enabled": True}}}))
+    code, out, err = run(capsys, "render", "--cluster", str(cluster), POD)
+    assert code == 0, err
+    assert "audit-logs" in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
+
+
+@pytest.mark.parametrize(("cluster", "pod", "note"), [
+    ("clusters/audit-on.yaml", "{plain}", "the Pod is not a KKP kube-apiserver Pod (no apiserver container)"),
+    ("clusters/audit-on.yaml", "{injected}", "the Pod already runs with the audit sidecar, volumes and flags"),
+    ("clusters/audit-off.yaml", "pods/apiserver.yaml", "the cluster has audit logging and the webhook backend off"),
+])
+def test_render_says_why_there_is_nothing_to_inject(capsys, tmp_path, cluster, pod, note):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "x", "namespace": "cluster-auditon01", "labels": {"app": "etcd"}},
+        "spec": {"containers": [{"name": "etcd", "image": "etcd"}]}}))
+    code, out, _ = run(capsys, "render", "--cluster", str(EXAMPLES / cluster), "--seed", SEED, POD)
+    injected = tmp_path / "injected.yaml"
+    injected.write_text(out)
+    pod_file = pod.format(plain=plain, injected=injected)
+    pod_path = pod_file if pod_file.startswith(str(tmp_path)) else str(EXAMPLES / pod_file)
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / cluster), "--seed", SEED, pod_path)
+    assert code == 0
+    assert yaml.safe_load(out) == yaml.safe_load(Path(pod_path).read_text())
+    assert f"note: nothing to inject: {note}" in err
+    assert "own settings" not in err
 
 
 def test_render_refuses_an_invalid_cluster(capsys):
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "rejected/cluster-bad.yaml"),
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "rejected/cluster-bad.yaml"), "--seed", SEED,
                          str(EXAMPLES / "pods/apiserver.yaml"))
     assert code == 1
     assert out == ""
@@ -72,7 +129,7 @@ def test_render_refuses_an_invalid_cluster(capsys):
 def test_files_prints_the_configmap_and_secret(capsys, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("egress:\n  namespaces: [audit-forward]\n")
-    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED, "--config", str(config))
     assert code == 0
     doc = yaml.safe_load(out)
     assert doc["kind"] == "List"
@@ -91,7 +148,7 @@ def test_files_prints_the_configmap_and_secret(capsys, tmp_path):
 
 
 def test_files_for_webhook_only_is_just_the_policy(capsys):
-    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"))
+    code, out, _ = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"), "--seed", SEED)
     assert code == 0
     assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap"]
 
@@ -117,7 +174,7 @@ def test_check_accepts_good_manifests(capsys):
 
 
 def test_check_rejects_with_the_webhook_messages_and_exit_1(capsys):
-    code, out, _ = run(capsys, "check", str(EXAMPLES / "rejected/cluster-bad.yaml"))
+    code, out, _ = run(capsys, "check", str(EXAMPLES / "rejected/cluster-bad.yaml"), "--source", SEED)
     assert code == 1
     assert 'rejected: Cluster.kubermatic.k8c.io "rejected01" is invalid: [' in out
 
@@ -132,14 +189,65 @@ def test_check_finds_secrets_in_source(capsys, tmp_path):
     assert code == 0 and "cluster-both01/audit-webhook-backend does not exist yet" in out + err
     # Without its datacenter's Seed, "ok" would be a guess.
     code, out, _ = run(capsys, "check", str(cluster_file))
-    assert code == 1 and 'rejected: datacenter "hamburg" is defined by no Seed given' in out
+    assert code == 2 and 'cannot judge: datacenter "hamburg" (of Cluster "both01") needs its Seed' in out
     code, out, _ = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES), "-o", "json")
     result = json.loads(out)[0]
     assert code == 0 and {k: v for k, v in result.items() if k != "warnings"} == {
-        "file": str(cluster_file), "kind": "Cluster.kubermatic.k8c.io", "name": "both01", "allowed": True,
-        "message": ""}
+        "file": str(cluster_file), "kind": "Cluster.kubermatic.k8c.io", "name": "both01", "operation": "UPDATE",
+        "allowed": True, "message": ""}
     code, out, err = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES))
     assert code == 0 and "does not exist yet" not in out + err, out
+
+
+WEAK_POLICY = {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n"}
+BROKEN_POLICY = {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- {}\n"}
+PRESET_OWNED = 'cluster "auditon01" uses the audit policy preset "minimal"'
+
+
+@pytest.mark.parametrize(("name", "namespace", "data", "source", "code", "verdict"), [
+    # The red team's cm-weak.yaml: /validate refuses it, so must check.
+    ("audit-config", "cluster-auditon01", WEAK_POLICY, "", 1, PRESET_OWNED),
+    # cm-weak-nons.yaml: whose preset binds it is unknown.
+    ("audit-config", "", WEAK_POLICY, "", 2, "cannot judge: it has no metadata.namespace, so the Cluster owning it"),
+    ("audit-config", "cluster-auditon01", WEAK_POLICY, "seeds", 2,
+     'cannot judge: no Cluster among the files owns namespace "cluster-auditon01" (its preset may own this '
+     "policy): pass the Cluster with --source"),
+    # cm-enf.yaml with only the Cluster: its Seed's enforcement decides the preset.
+    ("audit-config", "cluster-enforced01", WEAK_POLICY, "clusters/enforced.yaml", 2,
+     'cannot judge: datacenter "frankfurt-enforced" (of Cluster "enforced01", which owns namespace '
+     '"cluster-enforced01") needs its Seed'),
+    ("audit-config", "cluster-enforced01", WEAK_POLICY, "clusters/enforced.yaml,seeds/edge.yaml", 2,
+     'cannot judge: no Seed defines datacenter "frankfurt-enforced"'),
+    # A policy kube-apiserver would refuse is refused whoever owns it: that answer needs no owner.
+    ("audit-config", "", BROKEN_POLICY, "", 1, "data[policy.yaml].rules[0].level: Required value"),
+    # Other ConfigMaps have no rules.
+    ("other", "", WEAK_POLICY, "", 0, "ok"),
+])
+def test_check_judges_an_audit_config_only_with_its_owner(capsys, tmp_path, name, namespace, data, source, code,
+                                                          verdict):
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    target = tmp_path / "cm.yaml"
+    target.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}))
+    sources = [a for s in source.split(",") if s for a in ("--source", str(EXAMPLES / s))] or ["--source",
+                                                                                              str(EXAMPLES)]
+    got, out, err = run(capsys, "check", str(target), *sources)
+    assert got == code, out + err
+    assert verdict in out
+
+
+@pytest.mark.parametrize(("copy", "source", "operation"), [
+    (True, "", "UPDATE"),  # examples/ holds auditon01: `kubectl apply` would update it
+    (True, "seeds", "CREATE"),
+    (False, "", "CREATE"),  # the checked file itself, found again under --source, is no stored version
+])
+def test_check_judges_an_update_of_what_source_holds(capsys, tmp_path, copy, source, operation):
+    target = EXAMPLES / "clusters/audit-on.yaml"
+    if copy:
+        target = tmp_path / "audit-on.yaml"
+        target.write_text((EXAMPLES / "clusters/audit-on.yaml").read_text())
+    code, out, _ = run(capsys, "check", str(target), "--source", str(EXAMPLES / source))
+    assert code == 0
+    assert out.endswith(f"Cluster.kubermatic.k8c.io auditon01 ({operation}): ok\n")
 
 
 @pytest.mark.parametrize("content", ["kind: [", "apiVersion: v1\nkind: Pod\n"])
@@ -180,7 +288,7 @@ def test_certs_prints_the_ca_bundle_and_renews(capsys, tmp_path):
 
 def test_files_says_which_egress_it_does_not_open(capsys):
     """Without the operator's allow-list nothing is opened, and `files` says so instead of staying silent."""
-    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"))
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED)
     assert code == 0
     assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap", "Secret"]
     assert ("note: egress to sidecar output 0 not opened: Service audit-forward/fluentd is not in the operator's "
@@ -190,11 +298,11 @@ def test_files_says_which_egress_it_does_not_open(capsys):
 def test_a_broken_config_file_is_a_clear_error(capsys, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("egress:\n  cidrs: [10.0.0.1/8]\n  namespaces: [kube-system]\n")
-    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED, "--config", str(config))
     assert code == 2 and out == ""
     assert f"{config}: egress.cidrs: 10.0.0.1/8 has host bits set" in err
     config.write_text("egress:\n  namespaces: [kube-system]\n")
-    code, _, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    code, _, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED, "--config", str(config))
     assert code == 2 and 'namespace "kube-system" belongs to the seed or to a control plane' in err
 
 
@@ -223,7 +331,7 @@ def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
     files._stdin_text.cache_clear()
     monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "clusters/audit-on.yaml").read_text()))
     try:
-        code, out, _ = run(capsys, "files", "--cluster", "-", "-o", "json")
+        code, out, _ = run(capsys, "files", "--cluster", "-", "--seed", SEED, "-o", "json")
     finally:
         files._stdin_text.cache_clear()
     assert code == 0 and json.loads(out)["kind"] == "List"
@@ -243,3 +351,17 @@ def test_version_agrees_with_build_info(capsys, monkeypatch):
     labels = ",".join(f'{k}="{v}"' for k, v in sorted(info.items()))
     assert f"audit_webhook_build_info{{{labels}}} 1.0" in text
     assert "process_resident_memory_bytes" in text
+
+
+def test_the_readme_try_it_commands_work(capsys, monkeypatch):
+    """Every offline command of the README's "Try it" block answers (the check of a rejected Cluster with 1)."""
+    import shlex
+
+    block = (ROOT / "README.md").read_text().split("## Try it", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line)[1:] for line in block.replace("\\\n", " ").splitlines()
+                if line.startswith(".venv/bin/audit-webhook ")]
+    assert len(commands) >= 5
+    monkeypatch.chdir(ROOT)
+    for argv in commands:
+        code, out, err = run(capsys, *argv)
+        assert (code, bool(out)) == (1 if "rejected" in " ".join(argv) else 0, True), (argv, err)

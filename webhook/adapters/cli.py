@@ -22,11 +22,12 @@ from webhook.adapters.config_file import ConfigFile
 from webhook.adapters.metrics import Metrics
 from webhook.adapters.store import MemoryStore, Store
 from webhook.adapters.store.files import FileStore, load_snapshot, manifest_files, read_manifests
-from webhook.core import report, yamlio
+from webhook.core import names, report, yamlio
 from webhook.core.decide import PreparedCache, validate_object
 from webhook.core.egress import classify, destinations, network_policy, refusal
 from webhook.core.explain import explain, explain_preset, group_of, policy_from_document, request_problem
 from webhook.core.images import with_registry
+from webhook.core.lookup import Lookup
 from webhook.core.manifests import needed_files
 from webhook.core.mutation import decide_mutation, prepare
 from webhook.core.objects import datacenter_of, kind_of, name_of, namespace_of
@@ -38,7 +39,7 @@ from webhook.core.presets import PRESETS
 from webhook.core.reconcile_plan import MODES
 from webhook.core.settings import effective_settings
 from webhook.core.snapshot import LoadError, Snapshot
-from webhook.core.validation.admission import CLUSTER, SEED, kind_key, qualified_kind, secret_refs
+from webhook.core.validation.admission import CLUSTER, CONFIGMAP, SEED, kind_key, qualified_kind, secret_refs
 from webhook.core.validation.errors import Path as ValidationPath
 from webhook.core.validation.policy import check_policy
 
@@ -129,23 +130,27 @@ def _one(path: Path, kind: str) -> dict[str, Any]:
 
 
 def _cluster_and_seed(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The Cluster and the Seed of its datacenter: an answer without that Seed would be a guess, since
+    its enforcement and settings can change the outcome."""
     cluster = _one(Path(args.cluster), CLUSTER)
-    seed = None
-    if args.seed:
-        seeds = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds
-        seed = seeds.get(datacenter_of(cluster))
-        if seed is None:
-            raise UsageError(f'no Seed in {args.seed} defines datacenter "{datacenter_of(cluster)}" of Cluster '
-                             f'"{name_of(cluster)}": its enforcement decides the settings')
+    dc = datacenter_of(cluster)
+    if not dc:  # no datacenter, no Seed: as the server finds none either
+        return cluster, None
+    if not args.seed:
+        raise UsageError(f'Cluster "{name_of(cluster)}" is in datacenter "{dc}", whose Seed can enforce audit '
+                         f'logging or replace its settings: give the Seed that defines "{dc}" with --seed')
+    seed = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds.get(dc)
+    if seed is None:
+        raise UsageError(f'no Seed defines datacenter "{dc}" (of Cluster "{name_of(cluster)}") in {args.seed}')
     return cluster, seed
 
 
-def _nothing_without_seed(args: argparse.Namespace, cluster: dict[str, Any]) -> None:
-    """"Nothing to do" is an answer only with the Seed: its datacenter may enforce audit logging."""
-    if not args.seed:
-        raise UsageError(f'Cluster "{name_of(cluster)}" has audit logging and the webhook backend off by its own '
-                         f'settings, but datacenter "{datacenter_of(cluster)}" may enforce them: give its Seed '
-                         "with --seed")
+# Why `render` has nothing to inject, by the decision's reason.
+_NOTHING_TO_INJECT = {
+    "not-apiserver": "the Pod is not a KKP kube-apiserver Pod (no apiserver container), so the webhook leaves it be",
+    "audit-off": "the cluster has audit logging and the webhook backend off",
+    "injected": "the Pod already runs with the audit sidecar, volumes and flags",
+}
 
 
 def _print_objects(obj: Any, output: str) -> None:
@@ -177,8 +182,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"Error: {answer.message}", file=sys.stderr)
         return 1
     if not answer.patch:
-        _nothing_without_seed(args, cluster)
-        print(f"note: nothing to inject ({answer.reason})", file=sys.stderr)
+        print(f"note: nothing to inject: {_NOTHING_TO_INJECT.get(answer.reason, answer.reason)}", file=sys.stderr)
     _print_objects(apply_patch(pod, answer.patch or []), args.output)
     return 0
 
@@ -212,45 +216,83 @@ def cmd_files(args: argparse.Namespace) -> int:
     if egress is not None:
         items.append(egress)
     if not items:
-        if not settings.needs_injection:
-            _nothing_without_seed(args, cluster)
         print(f'note: cluster "{settings.cluster_id}" needs none of these objects', file=sys.stderr)
     _print_objects({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
     return 0
 
 
+def _identity(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return kind_key(obj), namespace_of(obj), name_of(obj)
+
+
+def missing_input(obj: dict[str, Any], store: Lookup, seeds_given: bool) -> str:
+    """Why `check` cannot judge `obj` from the given files ("" when it can): what /validate would
+    look up (the Seed of a Cluster's datacenter, the owner of an `audit-config` and the owner's Seed)
+    and the files do not hold. Pure."""
+    def no_seed(dc: str, whose: str) -> str:
+        if seeds_given:
+            return f'no Seed defines datacenter "{dc}" ({whose}): its enforcement can change the outcome'
+        return (f'datacenter "{dc}" ({whose}) needs its Seed, whose enforcement can change the outcome: pass the '
+                "Seeds with --source or among the files")
+
+    kind = kind_key(obj)
+    if kind == CLUSTER:
+        dc = datacenter_of(obj)
+        return no_seed(dc, f'of Cluster "{name_of(obj)}"') if dc and store.seed_for_datacenter(dc) is None else ""
+    if kind != CONFIGMAP or name_of(obj) != names.CONFIGMAP_AUDIT_CONFIG:
+        return ""
+    namespace = namespace_of(obj)
+    if not namespace:
+        return ("it has no metadata.namespace, so the Cluster owning it (whose preset may own its policy) is "
+                "unknown: give the namespace (cluster-<name>)")
+    owner = store.cluster_for_namespace(namespace)
+    if owner is None:
+        return (f'no Cluster among the files owns namespace "{namespace}" (its preset may own this policy): pass '
+                "the Cluster with --source")
+    dc = datacenter_of(owner)
+    if dc and store.seed_for_datacenter(dc) is None:
+        return no_seed(dc, f'of Cluster "{name_of(owner)}", which owns namespace "{namespace}"')
+    return ""
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate manifests offline with the rules and messages of /validate."""
-    snap = Snapshot()
+    """Validate manifests offline with the rules and messages of /validate: a CREATE, or an UPDATE of
+    the object of the same kind, namespace and name in --source (as `kubectl apply` would send)."""
+    sources: list[tuple[Path, dict[str, Any]]] = []
     targets: list[tuple[Path, dict[str, Any]]] = []
     try:
-        for root in [Path(s) for s in args.source or []]:
-            for path in manifest_files(root):
-                for obj in read_manifests(path):
-                    snap.add(obj, str(path))
         for file in args.files:
-            for path in manifest_files(Path(file)):
-                for obj in read_manifests(path):
-                    snap.add(obj, str(path))
-                    targets.append((path, obj))
+            targets += [(path, obj) for path in manifest_files(Path(file)) for obj in read_manifests(path)]
+        # A file both checked and under --source (`check x.yaml --source .`) is not its own stored version.
+        checked = {path.resolve() for path, _ in targets}
+        for root in [Path(s) for s in args.source or []]:
+            sources += [(path, obj) for path in manifest_files(root) if path.resolve() not in checked
+                        for obj in read_manifests(path)]
+        snap = Snapshot()
+        for path, obj in [*sources, *targets]:  # the files' objects replace stored ones, as applying them would
+            snap.add(obj, str(path))
     except LoadError as exc:
         raise UsageError(str(exc)) from None
+    stored = {_identity(obj): obj for _, obj in sources if kind_key(obj)}
     store = MemoryStore(snap)
     config, options, cache = _config(args), Options.default(), PreparedCache()
     results = []
     for path, obj in targets:
         if not kind_key(obj):
             continue
-        secrets = {ref: snap.secrets.get(ref) for ref in secret_refs(obj)}
-        answer = validate_object(obj, None, store, secrets, options, cache, config)
-        message = "" if answer.allowed else answer.message
-        if kind_key(obj) == CLUSTER and store.seed_for_datacenter(datacenter_of(obj)) is None:
-            # Its datacenter's enforcement decides its settings: "ok" without it would be a guess.
-            missing = (f'datacenter "{datacenter_of(obj)}" is defined by no Seed given (add the Seeds with '
-                       "--source)")
-            message = f"{message}; {missing}" if message else missing
-        results.append({"file": str(path), "kind": qualified_kind(obj), "name": name_of(obj),
-                        "allowed": not message, "message": message, "warnings": answer.warnings})
+        old = stored.get(_identity(obj))
+        result = {"file": str(path), "kind": qualified_kind(obj), "name": name_of(obj),
+                  "operation": "CREATE" if old is None else "UPDATE"}
+        secrets = {ref: snap.secrets.get(ref) for ref in sorted({*secret_refs(obj), *secret_refs(old)})}
+        answer = validate_object(obj, old, store, secrets, options, cache, config)
+        missing = missing_input(obj, store, bool(snap.seed_objects))
+        # What is missing can only add refusals to an audit-config (its owner's preset), so a refusal
+        # without it stands; for a Cluster the Seed may replace the very settings judged.
+        if missing and (answer.allowed or kind_key(obj) == CLUSTER):
+            results.append({**result, "allowed": None, "message": f"cannot judge: {missing}", "warnings": []})
+            continue
+        results.append({**result, "allowed": answer.allowed, "message": "" if answer.allowed else answer.message,
+                        "warnings": answer.warnings})
     if not results:
         raise UsageError("no Cluster, Seed or ConfigMap found in " + ", ".join(args.files))
     if args.output != "text":
@@ -258,8 +300,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     for r in results if args.output == "text" else []:
         for warning in r["warnings"]:
             print(f"Warning: {warning}")
-        label = f"{r['file']}: {r['kind']} {r['name'] or '<unnamed>'}"
-        print(f"{label}: rejected: {r['message']}" if r["message"] else f"{label}: ok")
+        label = f"{r['file']}: {r['kind']} {r['name'] or '<unnamed>'} ({r['operation']})"
+        verdict = {True: "ok", False: f"rejected: {r['message']}", None: r["message"]}[r["allowed"]]
+        print(f"{label}: {verdict}")
+    if any(r["allowed"] is None for r in results):
+        return 2  # as other input problems: the answer needs files that were not given
     return 0 if all(r["allowed"] for r in results) else 1
 
 
