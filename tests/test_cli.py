@@ -365,3 +365,51 @@ def test_the_readme_try_it_commands_work(capsys, monkeypatch):
     for argv in commands:
         code, out, err = run(capsys, *argv)
         assert (code, bool(out)) == (1 if "rejected" in " ".join(argv) else 0, True), (argv, err)
+
+
+AUDIT_ON = str(EXAMPLES / "clusters/audit-on.yaml")
+SERVE = ["serve", "--source", str(EXAMPLES), "--host", "127.0.0.1", "--port", "0"]
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    (["check", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    (["check", AUDIT_ON, "--source", SEED, "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    (["serve", "--port", "99999"], "argument --port: 99999 is not a port (0-65535)"),
+    (["serve", "--metrics-port", "99999"], "argument --metrics-port: 99999 is not a port (0-65535)"),
+    (["serve", "--host", "not..a.host"], "argument --host: 'not..a.host' is not an address of this machine"),
+    ([*SERVE, "--cert-dir", "{bin}"], "--cert-dir {bin}: is a file, not a directory"),
+    ([*SERVE, "--cert-dir", "{bin}/certs"], "--cert-dir {bin}/certs: cannot keep the certificates there: Not a directory"),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--client-ca", "{tmp}/ca.pem"],
+     "--client-ca {tmp}/ca.pem: cannot load the CA: No such file or directory"),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--client-ca", "{bin}"], "--client-ca {bin}: cannot load the CA: "),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--metrics-port", "{busy}"],
+     "--metrics-port: cannot listen on 127.0.0.1:{busy}: Address already in use"),
+    ([*SERVE[:-1], "{busy}", "--cert-dir", "{tmp}/certs"], "--port: cannot listen on 127.0.0.1:{busy}: Address already in use"),
+    (["check", "{bomb}"], "{bomb}: exceeds the YAML budget: has more than 200000 nodes with its aliases expanded"),
+    (["check", "{deep_flow}"], "{deep_flow}: exceeds the YAML budget: nests more than 100 levels deep"),
+    (["check", "{deep_block}"], "{deep_block}: exceeds the YAML budget: nests more than 100 levels deep"),
+    (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "{bomb}"], "{bomb}: exceeds the YAML budget"),
+])
+def test_a_users_mistake_is_one_line_naming_the_file_or_flag(capsys, tmp_path, argv, error):
+    import socket
+
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(0xab, 0x100)) * 4)
+    (tmp_path / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)))
+    (tmp_path / "deep_flow.yaml").write_text("[" * 5000)
+    (tmp_path / "deep_block.yaml").write_text("".join(f"{'  ' * i}k{i}:\n" for i in range(150)))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        names = {n: tmp_path / f"{n}.yaml" for n in ("bin", "bomb", "deep_flow", "deep_block")}
+        fill = {**names, "tmp": tmp_path, "busy": busy.getsockname()[1]}
+        try:
+            code = main([a.format(**fill) for a in argv])
+        except SystemExit as exc:  # argparse's own refusal of a flag's value
+            code = exc.code
+        _, err = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in err
+    assert error.format(**fill) in err.splitlines()[-1]

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,6 +78,48 @@ def _config_file(args: argparse.Namespace) -> ConfigFile:
 
 def _config(args: argparse.Namespace) -> OperatorConfig:
     return _config_file(args).current
+
+
+def _port(text: str) -> int:
+    """A TCP port for argparse: its error names the flag."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _host(text: str) -> str:
+    """An address to listen on, for argparse: a name that does not resolve is refused before anything starts."""
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address of this machine: "
+                                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    return text
+
+
+def _ensure_certs(cert_dir: Path, service: ServiceName, renew: bool = False) -> bool:
+    if cert_dir.exists() and not cert_dir.is_dir():
+        raise UsageError(f"--cert-dir {cert_dir}: is a file, not a directory")
+    try:
+        return ensure_certs(cert_dir, service, renew=renew)
+    except OSError as exc:
+        raise UsageError(f"--cert-dir {cert_dir}: cannot keep the certificates there: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _client_ca(path: str | None) -> Path | None:
+    """The client CA file, loaded once here so that a wrong one is named before the server starts."""
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--client-ca {path}: cannot load the CA: {getattr(exc, 'strerror', None) or exc}") from None
+    return Path(path)
 
 
 def _add_config_option(p: argparse.ArgumentParser) -> None:
@@ -365,7 +408,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     """Create or renew the certificates and print the caBundle."""
     cert_dir = Path(args.cert_dir)
-    written = ensure_certs(cert_dir, ServiceName(args.service, args.namespace), renew=args.renew)
+    written = _ensure_certs(cert_dir, ServiceName(args.service, args.namespace), renew=args.renew)
     print(f"{'wrote' if written else 'kept'} certificates in {cert_dir}", file=sys.stderr)
     print(base64.b64encode(ca_bundle(cert_dir)).decode())
     return 0
@@ -390,7 +433,7 @@ def _certificates(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: l
         shared = TLSSecret(api, os.environ.get("POD_NAMESPACE") or args.namespace, args.tls_secret, cert_dir, service)
         shared.sync()
         pollers.append(_in_background(shared))
-    elif ensure_certs(cert_dir, service):
+    elif _ensure_certs(cert_dir, service):
         log.info("created certificates in %s (CA: %s)", cert_dir, cert_dir / "ca.crt")
 
 
@@ -463,9 +506,10 @@ def _file_store(args: argparse.Namespace) -> Store:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTPS server."""
-    from webhook.adapters.server import Limits, Webhook
+    from webhook.adapters.server import Limits, ListenError, Webhook
 
     cert_dir = Path(args.cert_dir)
+    client_ca = _client_ca(args.client_ca)
     names = args.webhook_config_name or ["audit-webhook"]
     args.webhook_config_name = [] if names == ["none"] else names
     args.audited_namespaces_config = args.audited_namespaces_config or ["audit-webhook"]
@@ -494,21 +538,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       config=config)
     limits = Limits(max_connections=args.max_connections, idle_timeout=args.idle_timeout)
     try:
-        _serve_until_stopped(webhook, args, cert_dir, pollers, limits)
-    except OSError as exc:  # the port is taken, or the address is not ours: the operator's to fix
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        _serve_until_stopped(webhook, args, cert_dir, pollers, limits, client_ca)
+    except ListenError as exc:  # the port is taken, or the address is not ours: the operator's to fix
+        raise UsageError(str(exc)) from None
     for stop in stops:  # the reconciler finishes its pass and hands its Lease over; the watches end
         stop()
     return 0
 
 
 def _serve_until_stopped(webhook: Any, args: argparse.Namespace, cert_dir: Path, pollers: list[Any],
-                         limits: Any) -> None:
+                         limits: Any, client_ca: Path | None) -> None:
     from webhook.adapters.server import serve
 
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
-                      pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None, limits=limits,
-                      metrics_host=args.host))
+                      pollers=pollers, client_ca=client_ca, limits=limits, metrics_host=args.host))
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -551,10 +594,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-config-name", action="append",
                        help="with --source kube: webhook configurations whose caBundle to keep in step with the CA "
                             "(repeatable; default: audit-webhook; 'none' to disable)")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443; 0: any free port)")
+    serve.add_argument("--host", type=_host, default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    serve.add_argument("--port", type=_port, default=8443, help="HTTPS port (default: 8443; 0: any free port)")
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
-    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+    serve.add_argument("--metrics-port", type=_port, metavar="PORT",
                        help="serve /metrics over plain HTTP on this port instead of the HTTPS port (deploy/: 9090)")
     serve.add_argument("--max-connections", type=int, default=512, metavar="N",
                        help="open connections at most; past it the oldest idle one is closed (default: 512)")
@@ -584,8 +627,8 @@ def parser() -> argparse.ArgumentParser:
                           "(repeatable; default: audit-webhook; 'none' to disable)")
     rec.add_argument("--namespace", default="audit-webhook",
                      help="the webhook's namespace, where the Lease lives (default: $POD_NAMESPACE, then this)")
-    rec.add_argument("--health-host", default="0.0.0.0", help="address of the plain-HTTP probes")
-    rec.add_argument("--health-port", type=int, default=8081, help="port of /healthz and /readyz (plain HTTP)")
+    rec.add_argument("--health-host", type=_host, default="0.0.0.0", help="address of the plain-HTTP probes")
+    rec.add_argument("--health-port", type=_port, default=8081, help="port of /healthz and /readyz (plain HTTP)")
     _add_mode_option(rec)
     _add_config_option(rec)
     _add_render_options(rec)

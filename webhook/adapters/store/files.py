@@ -39,8 +39,12 @@ def read_manifests(path: Path) -> list[dict[str, Any]]:
     try:
         text = _stdin_text() if path == STDIN else path.read_text(encoding="utf-8")
         docs = list(yamlio.load_all(text))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LoadError(f"{path}: cannot read: not UTF-8 text") from None
+    except yamlio.TooLarge as exc:
+        raise LoadError(f"{path}: exceeds the YAML budget: {exc}") from None
     except yamlio.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
