@@ -376,6 +376,7 @@ SERVE = ["serve", "--source", str(EXAMPLES), "--host", "127.0.0.1", "--port", "0
     (["check", AUDIT_ON, "--source", SEED, "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
     (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
     ([*SERVE, "--cert-dir", "{tmp}/certs", "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    ([*SERVE, "--reconcile"], "--reconcile needs --source kube (or run `audit-webhook reconcile`)"),
     (["serve", "--port", "99999"], "argument --port: 99999 is not a port (0-65535)"),
     (["serve", "--metrics-port", "99999"], "argument --metrics-port: 99999 is not a port (0-65535)"),
     (["serve", "--host", "not..a.host"], "argument --host: 'not..a.host' is not an address of this machine"),

@@ -508,6 +508,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTPS server."""
     from webhook.adapters.server import Limits, ListenError, Webhook
 
+    if args.reconcile and args.source != "kube":
+        # The reconciler writes through the Kubernetes API: over files it would do nothing, silently.
+        raise UsageError("--reconcile needs --source kube (or run `audit-webhook reconcile`)")
     cert_dir = Path(args.cert_dir)
     client_ca = _client_ca(args.client_ca)
     names = args.webhook_config_name or ["audit-webhook"]
