@@ -356,11 +356,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     resource, _, sub = args.resource.partition("/")
     if bool(resource) == bool(args.path):
         raise UsageError("give either --resource (a resource request) or --path (a non-resource URL)")
-    problem = request_problem(args.verb, resource, args.group, args.path)
+    if sub and args.subresource and sub != args.subresource:
+        raise UsageError(f'--resource {args.resource} and --subresource {args.subresource}: give the subresource once')
+    subresource = sub or args.subresource
+    problem = request_problem(args.verb, resource, args.group, args.path, subresource, args.custom_resource)
     if problem:
         raise UsageError(problem)
     group = args.group if args.group is not None or args.path else group_of(resource)
-    request = AuditRequest(verb=args.verb, resource=resource, subresource=args.subresource or sub, group=group or "",
+    request = AuditRequest(verb=args.verb, resource=resource, subresource=subresource, group=group or "",
                            namespace=args.namespace, name=args.name, path=args.path, user=args.user,
                            groups=tuple(g for g in args.groups.split(",") if g))
     if args.preset:
@@ -683,6 +686,9 @@ def parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--verb", required=True, help="get, list, watch, create, update, patch, delete, ...")
     explain_cmd.add_argument("--group", help='API group ("" is the core group; default: the group of a '
                                                  'well-known --resource)')
+    explain_cmd.add_argument("--custom-resource", action="store_true",
+                             help="--resource is a custom resource of --group (a group with a dot in it), which "
+                                  "explain's list of API resources does not hold; its subresources: status, scale")
     explain_cmd.add_argument("--resource", default="", help="e.g. pods, or pods/exec with its subresource")
     explain_cmd.add_argument("--subresource", default="", help="e.g. exec (or write pods/exec in --resource)")
     explain_cmd.add_argument("--namespace", default="", help="namespace of the request (none: cluster-scoped)")
