@@ -328,12 +328,12 @@ def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
 
     from webhook.adapters.store import files
 
-    files._stdin_text.cache_clear()
+    files.stdin_text.cache_clear()
     monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "clusters/audit-on.yaml").read_text()))
     try:
         code, out, _ = run(capsys, "files", "--cluster", "-", "--seed", SEED, "-o", "json")
     finally:
-        files._stdin_text.cache_clear()
+        files.stdin_text.cache_clear()
     assert code == 0 and json.loads(out)["kind"] == "List"
 
 
@@ -414,3 +414,49 @@ def test_a_users_mistake_is_one_line_naming_the_file_or_flag(capsys, tmp_path, a
     assert code == 2
     assert "Traceback" not in err
     assert error.format(**fill) in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("argv", "stdin", "expect"), [
+    (["report", "--source", "-", "-o", "json"],
+     (EXAMPLES / "clusters/audit-on.yaml").read_text() + "---\n" + (EXAMPLES / "seeds/kubermatic.yaml").read_text(),
+     lambda out: [r["cluster"] for r in json.loads(out)] == ["auditon01"]),
+    (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "-", "-o", "json"],
+     "egress:\n  namespaces: [audit-forward]\n",
+     lambda out: [i["kind"] for i in json.loads(out)["items"]] == ["ConfigMap", "Secret", "NetworkPolicy"]),
+])
+def test_a_dash_reads_standard_input(capsys, monkeypatch, argv, stdin, expect):
+    import io
+
+    from webhook.adapters.store import files
+
+    files.stdin_text.cache_clear()
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    try:
+        code, out, err = run(capsys, *argv)
+    finally:
+        files.stdin_text.cache_clear()
+    assert code == 0, err
+    assert expect(out)
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "--preset", "minimal", "--verb", "get", "--resource", "pods"],
+    ["report", "--source", str(EXAMPLES)],
+    ["version"],
+])
+def test_yaml_output_says_what_json_says(capsys, argv):
+    code, as_json, _ = run(capsys, *argv, "-o", "json")
+    assert code == 0
+    code, as_yaml, _ = run(capsys, *argv, "-o", "yaml")
+    assert code == 0
+    assert yaml.safe_load(as_yaml) == json.loads(as_json)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["explain", "--version"], ["check", "--version"]])
+def test_version_flag_before_or_after_the_command(capsys, argv):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    from webhook.adapters.build_info import describe
+
+    assert capsys.readouterr().out == describe() + "\n"

@@ -124,7 +124,8 @@ def _client_ca(path: str | None) -> Path | None:
 
 def _add_config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
-                   help="the operator's configuration (egress allow-list, ...; docs/configuration.md); "
+                   help="the operator's configuration (egress allow-list, ...; docs/configuration.md; '-': "
+                        "standard input, read once); "
                         "serve and reconcile reload it when it changes")
 
 
@@ -379,7 +380,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             listed = "; ".join(map(str, problems))
             raise UsageError(f"{args.policy}: kube-apiserver would refuse this policy: {listed}")
         result = explain(policy, request, args.policy)
-    print(json.dumps(result.as_dict(), indent=2) if args.output == "json" else result.text().rstrip())
+    if args.output == "text":
+        print(result.text().rstrip())
+    else:
+        _print_objects(result.as_dict(), args.output)
     return 0
 
 
@@ -400,8 +404,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         except LoadError as exc:
             raise UsageError(str(exc)) from None
     rows = report.rows_of(snapshot, options, args.mode)
-    render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
-    sys.stdout.write(render(rows))
+    if args.output == "yaml":
+        _print_objects(json.loads(report.render_json(rows)), "yaml")
+    else:
+        render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
+        sys.stdout.write(render(rows))
     drifting = [r.cluster for r in rows if r.drift]
     if drifting:
         print(f"{len(drifting)} of {len(rows)} clusters drift: {', '.join(drifting)}", file=sys.stderr)
@@ -562,7 +569,12 @@ def _serve_until_stopped(webhook: Any, args: argparse.Namespace, cert_dir: Path,
 
 def cmd_version(args: argparse.Namespace) -> int:
     """The build, told as audit_webhook_build_info tells it."""
-    print(json.dumps(build_info(), sort_keys=True) if args.output == "json" else describe())
+    if args.output == "text":
+        print(describe())
+    elif args.output == "json":
+        print(json.dumps(build_info(), sort_keys=True))
+    else:
+        _print_objects(dict(sorted(build_info().items())), "yaml")
     return 0
 
 
@@ -573,6 +585,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="log level on stderr (default: INFO)")
     # The same flag after the subcommand (`serve --log-level DEBUG`); it wins when both are given.
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--version", action="version", version=describe(), help="print the version and exit")
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
                         help="log level on stderr (default: INFO)")
     p.add_argument("--log-format", default="text", choices=logs.FORMATS,
@@ -668,10 +681,10 @@ def parser() -> argparse.ArgumentParser:
 
     report_cmd = sub.add_parser("report", parents=[common],
                                 help="which clusters are audited, how, where logs go, and drift")
-    report_cmd.add_argument("--source", help="directory of YAML manifests (Pods included), or 'kube' "
-                                             "(default: the bundled examples)")
+    report_cmd.add_argument("--source", help="directory or file of YAML manifests (Pods included), '-' for "
+                                             "standard input, or 'kube' (default: the bundled examples)")
     report_cmd.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, $KUBECONFIG)")
-    report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table",
+    report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv", "yaml"), default="table",
                             help="output format (default: table)")
     report_cmd.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any cluster drifts")
     _add_mode_option(report_cmd)
@@ -696,13 +709,13 @@ def parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--user", default="", help="user making the request")
     explain_cmd.add_argument("--groups", default="", help="the user's groups, comma-separated")
     explain_cmd.add_argument("--path", default="", help="a non-resource URL such as /healthz, instead of --resource")
-    explain_cmd.add_argument("-o", "--output", choices=("text", "json"), default="text",
+    explain_cmd.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
                              help="output format (default: text)")
     explain_cmd.set_defaults(func=cmd_explain)
 
     version = sub.add_parser("version", parents=[common],
                              help="print the version, revision and Python (as audit_webhook_build_info has them)")
-    version.add_argument("-o", "--output", choices=("text", "json"), default="text",
+    version.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
                          help="output format (default: text)")
     version.set_defaults(func=cmd_version)
 

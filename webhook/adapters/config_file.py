@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from webhook.adapters.store.files import STDIN, stdin_text
 from webhook.core.operator_config import DEFAULT, ConfigError, OperatorConfig, parse
 
 log = logging.getLogger("audit_webhook.operator_config")
@@ -23,9 +24,11 @@ class ConfigFile:
     def _read(self) -> OperatorConfig:
         assert self.path is not None
         try:
-            self._raw = self.path.read_bytes()
+            self._raw = stdin_text().encode() if self.path == STDIN else self.path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{self.path}: cannot read: not UTF-8 text") from None
         return parse(self._decoded(self._raw), str(self.path))
 
     def _decoded(self, raw: bytes) -> str:
@@ -36,7 +39,7 @@ class ConfigFile:
 
     def poll(self) -> bool:
         """Reload if the file changed; a broken new version is logged once and the last good one kept."""
-        if self.path is None:
+        if self.path is None or self.path == STDIN:  # standard input is read once
             return False
         try:
             raw = self.path.read_bytes()
