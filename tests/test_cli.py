@@ -8,6 +8,7 @@ import json
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +17,8 @@ import webhook
 from tests.helpers import EXAMPLES, ROOT, kkp_pod
 from webhook.adapters.cli import main
 from webhook.core.presets import policy_text
+
+SEED = str(EXAMPLES / "seeds/kubermatic.yaml")
 
 
 def run(capsys, *argv):
@@ -32,7 +35,7 @@ def test_python_m_webhook_is_the_cli():
 
 
 def test_render_prints_the_admitted_pod(capsys):
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"),
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED,
                          str(EXAMPLES / "pods/apiserver.yaml"))
     assert code == 0, err
     pod = yaml.safe_load(out)
@@ -44,25 +47,79 @@ def test_render_prints_the_admitted_pod(capsys):
 
 
 def test_render_with_seed_applies_datacenter_enforcement(capsys):
-    code, out, _ = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed",
-                       str(EXAMPLES / "seeds/kubermatic.yaml"), str(EXAMPLES / "pods/apiserver.yaml"))
+    code, out, _ = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed", SEED,
+                       str(EXAMPLES / "pods/apiserver.yaml"))
     assert code == 0
     assert "audit-logs" in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
-    # Without the Seed, "nothing to inject" would be a guess: an error that says what is missing.
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"),
-                         str(EXAMPLES / "pods/apiserver.yaml"))
-    assert code == 2 and out == ""
-    assert 'datacenter "frankfurt-enforced" may enforce them: give its Seed with --seed' in err
-    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"))
-    assert code == 2 and out == "" and "give its Seed with --seed" in err
-    # A Seed that does not define the datacenter is an error too, not a warning.
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "clusters/enforced.yaml"), "--seed",
-                         str(EXAMPLES / "seeds/edge.yaml"), str(EXAMPLES / "pods/apiserver.yaml"))
-    assert code == 2 and out == "" and 'defines datacenter "frankfurt-enforced"' in err
+
+
+ENFORCED, EDGE, POD = (str(EXAMPLES / p) for p in ("clusters/enforced.yaml", "seeds/edge.yaml", "pods/apiserver.yaml"))
+NEEDS_SEED = ('Cluster "enforced01" is in datacenter "frankfurt-enforced", whose Seed can enforce audit logging or '
+              'replace its settings: give the Seed that defines "frankfurt-enforced" with --seed')
+NO_SUCH_DC = 'no Seed defines datacenter "frankfurt-enforced"'
+CHECK_NEEDS_SEED = ('cannot judge: datacenter "frankfurt-enforced" (of Cluster "enforced01") needs its Seed, whose '
+                    "enforcement can change the outcome: pass the Seeds with --source or among the files")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["render", "--cluster", ENFORCED, POD], NEEDS_SEED),
+    (["files", "--cluster", ENFORCED], NEEDS_SEED),
+    # Audit logging on by its own settings: the Seed may still replace them (the red team's c-enf-on.yaml).
+    (["render", "--cluster", "{on_in_enforced}", POD], 'datacenter "frankfurt-enforced", whose Seed can enforce'),
+    (["files", "--cluster", "{on_in_enforced}"], 'datacenter "frankfurt-enforced", whose Seed can enforce'),
+    (["render", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), POD],
+     'give the Seed that defines "hamburg" with --seed'),
+    (["render", "--cluster", ENFORCED, "--seed", EDGE, POD], NO_SUCH_DC),
+    (["files", "--cluster", ENFORCED, "--seed", EDGE], NO_SUCH_DC),
+    (["check", ENFORCED], CHECK_NEEDS_SEED),
+    (["check", ENFORCED, "--source", EDGE], NO_SUCH_DC),
+    (["check", ENFORCED, EDGE], NO_SUCH_DC),
+])
+def test_without_the_seed_of_the_datacenter_there_is_no_answer(capsys, tmp_path, argv, message):
+    on_in_enforced = tmp_path / "c-enf-on.yaml"
+    on_in_enforced.write_text(yaml.safe_dump({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "enfon01"},
+        "spec": {"cloud": {"dc": "frankfurt-enforced"}, "auditLogging": {"enabled": True, "policyPreset": "minimal"}}}))
+    code, out, err = run(capsys, *(a.format(on_in_enforced=on_in_enforced) for a in argv))
+    assert code == 2, out + err
+    assert message in out + err
+    if argv[0] != "check":
+        assert out == ""
+
+
+def test_a_cluster_without_a_datacenter_needs_no_seed(capsys, tmp_path):
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text(yaml.safe_dump({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
+                                       "metadata": {"name": "nodc01"}, "spec": {"auditLogging": {"enabled": True}}}))
+    code, out, err = run(capsys, "render", "--cluster", str(cluster), POD)
+    assert code == 0, err
+    assert "audit-logs" in [c["name"] for c in yaml.safe_load(out)["spec"]["containers"]]
+
+
+@pytest.mark.parametrize(("cluster", "pod", "note"), [
+    ("clusters/audit-on.yaml", "{plain}", "the Pod is not a KKP kube-apiserver Pod (no apiserver container)"),
+    ("clusters/audit-on.yaml", "{injected}", "the Pod already runs with the audit sidecar, volumes and flags"),
+    ("clusters/audit-off.yaml", "pods/apiserver.yaml", "the cluster has audit logging and the webhook backend off"),
+])
+def test_render_says_why_there_is_nothing_to_inject(capsys, tmp_path, cluster, pod, note):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "x", "namespace": "cluster-auditon01", "labels": {"app": "etcd"}},
+        "spec": {"containers": [{"name": "etcd", "image": "etcd"}]}}))
+    code, out, _ = run(capsys, "render", "--cluster", str(EXAMPLES / cluster), "--seed", SEED, POD)
+    injected = tmp_path / "injected.yaml"
+    injected.write_text(out)
+    pod_file = pod.format(plain=plain, injected=injected)
+    pod_path = pod_file if pod_file.startswith(str(tmp_path)) else str(EXAMPLES / pod_file)
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / cluster), "--seed", SEED, pod_path)
+    assert code == 0
+    assert yaml.safe_load(out) == yaml.safe_load(Path(pod_path).read_text())
+    assert f"note: nothing to inject: {note}" in err
+    assert "own settings" not in err
 
 
 def test_render_refuses_an_invalid_cluster(capsys):
-    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "rejected/cluster-bad.yaml"),
+    code, out, err = run(capsys, "render", "--cluster", str(EXAMPLES / "rejected/cluster-bad.yaml"), "--seed", SEED,
                          str(EXAMPLES / "pods/apiserver.yaml"))
     assert code == 1
     assert out == ""
@@ -73,7 +130,7 @@ def test_files_prints_the_configmap_and_secret(capsys, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("egress:\n  namespaces: [audit-forward]\n")
     code, out, _ = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"),
-                       "--config", str(config))
+                       "--seed", SEED, "--config", str(config))
     assert code == 0
     doc = yaml.safe_load(out)
     assert doc["kind"] == "List"
@@ -92,11 +149,12 @@ def test_files_prints_the_configmap_and_secret(capsys, tmp_path):
 
 
 def test_files_for_webhook_only_is_just_the_policy(capsys):
-    code, out, _ = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"))
+    code, out, _ = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"),
+                       "--seed", SEED)
     assert code == 0
     assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap"]
     # On a KKP seed (the default, as `reconcile`'s) KKP keeps audit-config: nothing of ours.
-    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"))
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/webhook-only.yaml"), "--seed", SEED)
     assert code == 0 and yaml.safe_load(out)["items"] == [] and "in kkp mode" in err
 
 
@@ -122,7 +180,7 @@ def test_check_accepts_good_manifests(capsys):
 
 
 def test_check_rejects_with_the_webhook_messages_and_exit_1(capsys):
-    code, out, _ = run(capsys, "check", str(EXAMPLES / "rejected/cluster-bad.yaml"))
+    code, out, _ = run(capsys, "check", str(EXAMPLES / "rejected/cluster-bad.yaml"), "--source", SEED)
     assert code == 1
     assert 'rejected: Cluster.kubermatic.k8c.io "rejected01" is invalid: [' in out
 
@@ -137,14 +195,65 @@ def test_check_finds_secrets_in_source(capsys, tmp_path):
     assert code == 0 and "cluster-both01/audit-webhook-backend does not exist yet" in out + err
     # Without its datacenter's Seed, "ok" would be a guess.
     code, out, _ = run(capsys, "check", str(cluster_file))
-    assert code == 1 and 'rejected: datacenter "hamburg" is defined by no Seed given' in out
+    assert code == 2 and 'cannot judge: datacenter "hamburg" (of Cluster "both01") needs its Seed' in out
     code, out, _ = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES), "-o", "json")
     result = json.loads(out)[0]
     assert code == 0 and {k: v for k, v in result.items() if k != "warnings"} == {
-        "file": str(cluster_file), "kind": "Cluster.kubermatic.k8c.io", "name": "both01", "allowed": True,
-        "message": ""}
+        "file": str(cluster_file), "kind": "Cluster.kubermatic.k8c.io", "name": "both01", "operation": "UPDATE",
+        "allowed": True, "message": ""}
     code, out, err = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES))
     assert code == 0 and "does not exist yet" not in out + err, out
+
+
+WEAK_POLICY = {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n"}
+BROKEN_POLICY = {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- {}\n"}
+PRESET_OWNED = 'cluster "auditon01" uses the audit policy preset "minimal"'
+
+
+@pytest.mark.parametrize(("name", "namespace", "data", "source", "code", "verdict"), [
+    # The red team's cm-weak.yaml: /validate refuses it, so must check.
+    ("audit-config", "cluster-auditon01", WEAK_POLICY, "", 1, PRESET_OWNED),
+    # cm-weak-nons.yaml: whose preset binds it is unknown.
+    ("audit-config", "", WEAK_POLICY, "", 2, "cannot judge: it has no metadata.namespace, so the Cluster owning it"),
+    ("audit-config", "cluster-auditon01", WEAK_POLICY, "seeds", 2,
+     'cannot judge: no Cluster among the files owns namespace "cluster-auditon01" (its preset may own this '
+     "policy): pass the Cluster with --source"),
+    # cm-enf.yaml with only the Cluster: its Seed's enforcement decides the preset.
+    ("audit-config", "cluster-enforced01", WEAK_POLICY, "clusters/enforced.yaml", 2,
+     'cannot judge: datacenter "frankfurt-enforced" (of Cluster "enforced01", which owns namespace '
+     '"cluster-enforced01") needs its Seed'),
+    ("audit-config", "cluster-enforced01", WEAK_POLICY, "clusters/enforced.yaml,seeds/edge.yaml", 2,
+     'cannot judge: no Seed defines datacenter "frankfurt-enforced"'),
+    # A policy kube-apiserver would refuse is refused whoever owns it: that answer needs no owner.
+    ("audit-config", "", BROKEN_POLICY, "", 1, "data[policy.yaml].rules[0].level: Required value"),
+    # Other ConfigMaps have no rules.
+    ("other", "", WEAK_POLICY, "", 0, "ok"),
+])
+def test_check_judges_an_audit_config_only_with_its_owner(capsys, tmp_path, name, namespace, data, source, code,
+                                                          verdict):
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    target = tmp_path / "cm.yaml"
+    target.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}))
+    sources = [a for s in source.split(",") if s for a in ("--source", str(EXAMPLES / s))] or ["--source",
+                                                                                              str(EXAMPLES)]
+    got, out, err = run(capsys, "check", str(target), *sources)
+    assert got == code, out + err
+    assert verdict in out
+
+
+@pytest.mark.parametrize(("copy", "source", "operation"), [
+    (True, "", "UPDATE"),  # examples/ holds auditon01: `kubectl apply` would update it
+    (True, "seeds", "CREATE"),
+    (False, "", "CREATE"),  # the checked file itself, found again under --source, is no stored version
+])
+def test_check_judges_an_update_of_what_source_holds(capsys, tmp_path, copy, source, operation):
+    target = EXAMPLES / "clusters/audit-on.yaml"
+    if copy:
+        target = tmp_path / "audit-on.yaml"
+        target.write_text((EXAMPLES / "clusters/audit-on.yaml").read_text())
+    code, out, _ = run(capsys, "check", str(target), "--source", str(EXAMPLES / source))
+    assert code == 0
+    assert out.endswith(f"Cluster.kubermatic.k8c.io auditon01 ({operation}): ok\n")
 
 
 @pytest.mark.parametrize("content", ["kind: [", "apiVersion: v1\nkind: Pod\n"])
@@ -185,7 +294,8 @@ def test_certs_prints_the_ca_bundle_and_renews(capsys, tmp_path):
 
 def test_files_says_which_egress_it_does_not_open(capsys):
     """Without the operator's allow-list nothing is opened, and `files` says so instead of staying silent."""
-    code, out, err = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"))
+    code, out, err = run(capsys, "files", "--mode", "standalone", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"),
+                         "--seed", SEED)
     assert code == 0
     assert [i["kind"] for i in yaml.safe_load(out)["items"]] == ["ConfigMap", "Secret"]
     assert ("note: egress to sidecar output 0 not opened: Service audit-forward/fluentd is not in the operator's "
@@ -195,11 +305,11 @@ def test_files_says_which_egress_it_does_not_open(capsys):
 def test_a_broken_config_file_is_a_clear_error(capsys, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("egress:\n  cidrs: [10.0.0.1/8]\n  namespaces: [kube-system]\n")
-    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    code, out, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED, "--config", str(config))
     assert code == 2 and out == ""
     assert f"{config}: egress.cidrs: 10.0.0.1/8 has host bits set" in err
     config.write_text("egress:\n  namespaces: [kube-system]\n")
-    code, _, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--config", str(config))
+    code, _, err = run(capsys, "files", "--cluster", str(EXAMPLES / "clusters/audit-on.yaml"), "--seed", SEED, "--config", str(config))
     assert code == 2 and 'namespace "kube-system" belongs to the seed or to a control plane' in err
 
 
@@ -225,12 +335,12 @@ def test_stdin_is_read_with_a_dash(capsys, monkeypatch):
 
     from webhook.adapters.store import files
 
-    files._stdin_text.cache_clear()
+    files.stdin_text.cache_clear()
     monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "clusters/audit-on.yaml").read_text()))
     try:
-        code, out, _ = run(capsys, "files", "--cluster", "-", "-o", "json")
+        code, out, _ = run(capsys, "files", "--cluster", "-", "--seed", SEED, "-o", "json")
     finally:
-        files._stdin_text.cache_clear()
+        files.stdin_text.cache_clear()
     assert code == 0 and json.loads(out)["kind"] == "List"
 
 
@@ -248,3 +358,112 @@ def test_version_agrees_with_build_info(capsys, monkeypatch):
     labels = ",".join(f'{k}="{v}"' for k, v in sorted(info.items()))
     assert f"audit_webhook_build_info{{{labels}}} 1.0" in text
     assert "process_resident_memory_bytes" in text
+
+
+def test_the_readme_try_it_commands_work(capsys, monkeypatch):
+    """Every offline command of the README's "Try it" block answers (the check of a rejected Cluster with 1)."""
+    import shlex
+
+    block = (ROOT / "README.md").read_text().split("## Try it", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line)[1:] for line in block.replace("\\\n", " ").splitlines()
+                if line.startswith(".venv/bin/audit-webhook ")]
+    assert len(commands) >= 5
+    monkeypatch.chdir(ROOT)
+    for argv in commands:
+        code, out, err = run(capsys, *argv)
+        assert (code, bool(out)) == (1 if "rejected" in " ".join(argv) else 0, True), (argv, err)
+
+
+AUDIT_ON = str(EXAMPLES / "clusters/audit-on.yaml")
+SERVE = ["serve", "--source", str(EXAMPLES), "--host", "127.0.0.1", "--port", "0"]
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    (["check", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    (["check", AUDIT_ON, "--source", SEED, "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--config", "{bin}"], "{bin}: cannot read: not UTF-8 text"),
+    ([*SERVE, "--reconcile"], "--reconcile needs --source kube (or run `audit-webhook reconcile`)"),
+    (["serve", "--port", "99999"], "argument --port: 99999 is not a port (0-65535)"),
+    (["serve", "--metrics-port", "99999"], "argument --metrics-port: 99999 is not a port (0-65535)"),
+    (["serve", "--host", "not..a.host"], "argument --host: 'not..a.host' is not an address of this machine"),
+    ([*SERVE, "--cert-dir", "{bin}"], "--cert-dir {bin}: is a file, not a directory"),
+    ([*SERVE, "--cert-dir", "{bin}/certs"], "--cert-dir {bin}/certs: cannot keep the certificates there: Not a directory"),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--client-ca", "{tmp}/ca.pem"],
+     "--client-ca {tmp}/ca.pem: cannot load the CA: No such file or directory"),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--client-ca", "{bin}"], "--client-ca {bin}: cannot load the CA: "),
+    ([*SERVE, "--cert-dir", "{tmp}/certs", "--metrics-port", "{busy}"],
+     "--metrics-port: cannot listen on 127.0.0.1:{busy}: Address already in use"),
+    ([*SERVE[:-1], "{busy}", "--cert-dir", "{tmp}/certs"], "--port: cannot listen on 127.0.0.1:{busy}: Address already in use"),
+    (["check", "{bomb}"], "{bomb}: exceeds the YAML budget: has more than 200000 nodes with its aliases expanded"),
+    (["check", "{deep_flow}"], "{deep_flow}: exceeds the YAML budget: nests more than 100 levels deep"),
+    (["check", "{deep_block}"], "{deep_block}: exceeds the YAML budget: nests more than 100 levels deep"),
+    (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "{bomb}"], "{bomb}: exceeds the YAML budget"),
+])
+def test_a_users_mistake_is_one_line_naming_the_file_or_flag(capsys, tmp_path, argv, error):
+    import socket
+
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(0xab, 0x100)) * 4)
+    (tmp_path / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)))
+    (tmp_path / "deep_flow.yaml").write_text("[" * 5000)
+    (tmp_path / "deep_block.yaml").write_text("".join(f"{'  ' * i}k{i}:\n" for i in range(150)))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        names = {n: tmp_path / f"{n}.yaml" for n in ("bin", "bomb", "deep_flow", "deep_block")}
+        fill = {**names, "tmp": tmp_path, "busy": busy.getsockname()[1]}
+        try:
+            code = main([a.format(**fill) for a in argv])
+        except SystemExit as exc:  # argparse's own refusal of a flag's value
+            code = exc.code
+        _, err = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in err
+    assert error.format(**fill) in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("argv", "stdin", "expect"), [
+    (["report", "--source", "-", "-o", "json"],
+     (EXAMPLES / "clusters/audit-on.yaml").read_text() + "---\n" + (EXAMPLES / "seeds/kubermatic.yaml").read_text(),
+     lambda out: [r["cluster"] for r in json.loads(out)] == ["auditon01"]),
+    (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "-", "-o", "json"],
+     "egress:\n  namespaces: [audit-forward]\n",
+     lambda out: [i["kind"] for i in json.loads(out)["items"]] == ["ConfigMap", "Secret", "NetworkPolicy"]),
+])
+def test_a_dash_reads_standard_input(capsys, monkeypatch, argv, stdin, expect):
+    import io
+
+    from webhook.adapters.store import files
+
+    files.stdin_text.cache_clear()
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    try:
+        code, out, err = run(capsys, *argv)
+    finally:
+        files.stdin_text.cache_clear()
+    assert code == 0, err
+    assert expect(out)
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "--preset", "minimal", "--verb", "get", "--resource", "pods"],
+    ["report", "--source", str(EXAMPLES)],
+    ["version"],
+])
+def test_yaml_output_says_what_json_says(capsys, argv):
+    code, as_json, _ = run(capsys, *argv, "-o", "json")
+    assert code == 0
+    code, as_yaml, _ = run(capsys, *argv, "-o", "yaml")
+    assert code == 0
+    assert yaml.safe_load(as_yaml) == json.loads(as_json)
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["explain", "--version"], ["check", "--version"]])
+def test_version_flag_before_or_after_the_command(capsys, argv):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    from webhook.adapters.build_info import describe
+
+    assert capsys.readouterr().out == describe() + "\n"

@@ -10,6 +10,7 @@ import yaml
 from tests.test_presets import ROWS
 from webhook.adapters.cli import main
 from webhook.core import presets
+from webhook.core.explain import known_groups
 
 
 def explain(capsys, *argv):
@@ -23,6 +24,8 @@ def request_args(req):
     if req.resource:
         args += ["--resource", f"{req.resource}/{req.subresource}" if req.subresource else req.resource,
                  "--group", req.group, "--namespace", req.namespace, "--name", req.name]
+        if req.group not in known_groups():
+            args.append("--custom-resource")
     else:
         args += ["--path", req.path]
     return args
@@ -97,13 +100,42 @@ def test_no_matching_rule_means_not_logged(capsys, tmp_path):
     (["--preset", "minimal", "--verb", "frobnicate", "--resource", "pods"], '--verb: Unsupported value: "frobnicate"'),
     (["--preset", "minimal", "--verb", "get", "--resource", "Pods"], 'resources are lowercase plurals, e.g. "pods"'),
     (["--preset", "minimal", "--verb", "get", "--resource", "widgets"], '"widgets" is not a resource explain knows'),
-    (["--preset", "minimal", "--verb", "get", "--resource", "pods", "--group", "appz"], '--group: Unsupported value'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "pods", "--group", "appz"],
+     '--group: "appz" is not an API group explain knows ("pods" is in \'\'); for a custom resource, add '
+     "--custom-resource"),
+    # A well-known resource in a group not listed, or a resource no list holds: errors unless the user says
+    # it is a custom resource.
+    (["--preset", "minimal", "--verb", "get", "--resource", "pods", "--group", "frob.io"],
+     '--group: "frob.io" is not an API group explain knows ("pods" is in \'\')'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "widgets", "--group", "example.com"],
+     '--group: "example.com" is not an API group explain knows; for a custom resource, add --custom-resource'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "widgets", "--custom-resource"],
+     "--custom-resource: give the custom resource's --group"),
+    (["--preset", "minimal", "--verb", "get", "--resource", "widgets/exec", "--group", "example.com",
+      "--custom-resource"], '--subresource: "exec": a custom resource has only the subresources "scale", "status"'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "pods/frob"],
+     '--subresource: "frob" is not a subresource of pods (it has "attach", '),
+    (["--preset", "minimal", "--verb", "get", "--resource", "secrets", "--subresource", "status"],
+     '--subresource: "status" is not a subresource of secrets (it has none)'),
+    (["--preset", "minimal", "--verb", "get", "--resource", "pods/exec", "--subresource", "log"],
+     "--resource pods/exec and --subresource log: give the subresource once"),
     (["--preset", "minimal", "--verb", "get", "--resource", "pods", "--group", "apps"], 'not a resource of group "apps"'),
     (["--preset", "minimal", "--verb", "get", "--path", "healthz"], 'must start with "/"'),
 ])
 def test_usage_errors(capsys, argv, message):
     code, _, err = explain(capsys, *argv)
     assert code == 2 and message in err
+
+
+@pytest.mark.parametrize(("argv", "level"), [
+    (["--resource", "widgets", "--group", "example.com", "--custom-resource"], "Metadata"),
+    (["--resource", "widgets/status", "--group", "example.com", "--custom-resource"], "Metadata"),
+    (["--resource", "pods/exec", "--subresource", "exec"], "RequestResponse"),
+])
+def test_a_custom_resource_is_explained_when_the_user_says_so(capsys, argv, level):
+    code, out, err = explain(capsys, "--preset", "recommended", "--verb", "create", *argv)
+    assert code == 0, err
+    assert out.startswith(f"level: {level}\n")
 
 
 def test_a_policy_kube_apiserver_would_refuse_is_reported(capsys, tmp_path):

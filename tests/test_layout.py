@@ -14,7 +14,7 @@ ADAPTERS = ROOT / "webhook" / "adapters"
 # What only an adapter may import: our adapters, and the libraries that reach the network, the
 # Kubernetes API, processes, signals or the log handlers. The core may read its own data files.
 FORBIDDEN_IN_CORE = ("webhook.adapters", "aiohttp", "kubernetes", "prometheus_client", "asyncio", "ssl",
-                     "subprocess", "signal", "http", "urllib.request", "logging")
+                     "socket", "subprocess", "signal", "http", "urllib.request", "logging")
 
 
 def imported_modules(source: str, module: str) -> set[str]:

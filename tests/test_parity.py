@@ -63,6 +63,18 @@ SECRETS = [secret("cluster-hook01", "wh", {"webhook.yaml": KUBECONFIG})]
 OBJECTS = [SEED, *CLUSTERS, *SECRETS]
 
 
+# Changes to stored objects: `check` judges them as the UPDATE `kubectl apply` would send.
+UPDATES = [
+    # The red team's upd.yaml: a renamed webhook Secret that does not exist.
+    cluster("hook01", webhookBackend={**WEBHOOK, "auditWebhookConfig": {"name": "renamed-missing"}}),
+    cluster("plain01", enabled=True, policyPreset="recommended"),
+    # The ratchet: a stored invalid value may stay while other fields change.
+    {**cluster("bad01", enabled=True, policyPreset="verbose"), "metadata": {"name": "bad01", "labels": {"team": "a"}}},
+]
+NEW = [cluster("new01", enabled=True, policyPreset="minimal"), cluster("newbad01", enabled=True, policyPreset="x")]
+STORED = {(o["kind"], o["metadata"]["name"]): o for o in [SEED, *CLUSTERS]}
+
+
 def _check(capsys, root, obj, tmp_path):
     target = tmp_path / f"{obj['kind']}-{obj['metadata']['name']}-{obj['metadata'].get('namespace', '')}.yaml"
     target.write_text(yaml.safe_dump(obj, sort_keys=False))
@@ -70,17 +82,20 @@ def _check(capsys, root, obj, tmp_path):
     return json.loads(capsys.readouterr().out)[0]
 
 
-@pytest.mark.parametrize("obj", CLUSTERS + CONFIGMAPS + [SEED],
+@pytest.mark.parametrize("obj", CLUSTERS + CONFIGMAPS + [SEED] + UPDATES + NEW,
                          ids=lambda o: f"{o['kind']}-{o['metadata']['name']}")
 async def test_validate_and_check_decide_alike(start_server, capsys, tmp_path, obj):
     root = write_store(tmp_path / "store", OBJECTS)
     server = await start_server(root)
     kind, group = obj["kind"], "" if obj["kind"] == "ConfigMap" else "kubermatic.k8c.io"
-    status, body = await server.post("/validate", review(obj, kind=kind, group=group,
+    old = STORED.get((kind, obj["metadata"]["name"]))
+    operation = "CREATE" if old is None else "UPDATE"
+    status, body = await server.post("/validate", review(obj, kind=kind, group=group, operation=operation, old=old,
                                                          namespace=obj["metadata"].get("namespace", "")))
     assert status == 200
     answer = body["response"]
     offline = _check(capsys, root, obj, tmp_path)
+    assert offline["operation"] == operation
     assert offline["allowed"] is answer["allowed"]
     assert offline["message"] == answer.get("status", {}).get("message", "")
     assert offline["warnings"] == answer.get("warnings", [])

@@ -292,3 +292,19 @@ def test_protected_paths(value, protected):
 ])
 def test_loopback_hosts(host, loopback):
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("127.0.0.1", "127.0.0.1"), ("127.1", "127.0.0.1"), ("2130706433", "127.0.0.1"), ("0x7f.1", "127.0.0.1"),
+    ("0177.0.0.1", "127.0.0.1"), ("0", "0.0.0.0"), ("1.16777215", "1.255.255.255"), ("1.2.65535", "1.2.255.255"),
+    ("0xffffffff", "255.255.255.255"), ("127.0.0.1 junk", "127.0.0.1"),
+    ("08.1", None), ("1.2.3.4.5", None), ("256.1", None), ("1.16777216", None), ("1.2.65536", None), ("0x", None),
+    ("1..2", None), ("", None), ("4294967296", None), ("1.2.3.256", None), ("abc", None), ("-1", None), ("+1", None),
+])
+def test_inet_aton_reads_what_the_c_library_reads(text, address):
+    import ipaddress
+
+    from webhook.core.validation.fluentbit_policy import inet_aton
+
+    packed = inet_aton(text)
+    assert (str(ipaddress.ip_address(packed)) if packed is not None else None) == address

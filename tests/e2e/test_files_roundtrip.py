@@ -49,7 +49,13 @@ def _files(tmp_path: Path, obj: dict, *extra: str) -> subprocess.CompletedProces
     path = tmp_path / "cluster.yaml"
     # ASCII-only YAML escapes every other character, so the file holds exactly these strings.
     path.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
-    return subprocess.run([sys.executable, "-m", "webhook", "files", "--cluster", str(path), *extra],
+    # The Seed of its datacenter, which enforces nothing: without one `files` would not answer.
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(yaml.safe_dump({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
+                                    "metadata": {"name": "s", "namespace": "kubermatic"},
+                                    "spec": {"datacenters": {"x": {"spec": {}}}}}))
+    return subprocess.run([sys.executable, "-m", "webhook", "files", "--cluster", str(path), "--seed", str(seed),
+                           *extra],
                           capture_output=True, text=True, encoding="utf-8", timeout=60)
 
 

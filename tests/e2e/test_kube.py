@@ -185,9 +185,10 @@ def test_report_over_the_api_and_files_that_clear_the_drift(plane: ControlPlane,
     namespace(plane, "cluster-e2erep")
     namespace(plane, "kubermatic")
     # The Seed of its datacenter, which enforces nothing: without it the report cannot call the row clean.
-    plane.apply({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
-                 "metadata": {"name": "e2e-report-seed", "namespace": "kubermatic"},
-                 "spec": {"datacenters": {"e2e-report-dc": {"spec": {}}}}})
+    seed = {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
+            "metadata": {"name": "e2e-report-seed", "namespace": "kubermatic"},
+            "spec": {"datacenters": {"e2e-report-dc": {"spec": {}}}}}
+    plane.apply(seed)
     cluster = kkp_cluster("e2erep", dc="e2e-report-dc", audit={"enabled": True, "policyPreset": "minimal"})
     plane.apply(cluster)
     create_pod_when_injected(plane, "cluster-e2erep")
@@ -195,7 +196,9 @@ def test_report_over_the_api_and_files_that_clear_the_drift(plane: ControlPlane,
     assert (row["audit"], row["preset"], row["apiserver_pods"]) == ("on", "minimal", 1)
     assert row["drift"] == ["ConfigMap audit-config missing", "Secret audit-logs-fluentbit missing"], row
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
-    files = subprocess.run([sys.executable, "-m", "webhook", "files", "--cluster", str(tmp_path / "cluster.yaml")],
+    (tmp_path / "seed.yaml").write_text(yaml.safe_dump(seed))
+    files = subprocess.run([sys.executable, "-m", "webhook", "files", "--cluster", str(tmp_path / "cluster.yaml"),
+                            "--seed", str(tmp_path / "seed.yaml")],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
     plane.kubectl("apply", "-f", "-", stdin=files)  # the ConfigMap also passes the validating webhook
     assert _report(plane)["e2erep"]["drift"] == []

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,11 +23,12 @@ from webhook.adapters.config_file import ConfigFile
 from webhook.adapters.metrics import Metrics
 from webhook.adapters.store import MemoryStore, Store
 from webhook.adapters.store.files import FileStore, load_snapshot, manifest_files, read_manifests
-from webhook.core import report, yamlio
+from webhook.core import names, report, yamlio
 from webhook.core.decide import PreparedCache, validate_object
 from webhook.core.egress import service_view
 from webhook.core.explain import explain, explain_preset, group_of, policy_from_document, request_problem
 from webhook.core.images import with_registry
+from webhook.core.lookup import Lookup
 from webhook.core.mutation import decide_mutation, prepare
 from webhook.core.names import WEBHOOK_CONFIG_KEY
 from webhook.core.objects import datacenter_of, kind_of, name_of, namespace_of
@@ -38,7 +40,7 @@ from webhook.core.presets import PRESETS
 from webhook.core.reconcile_plan import MODES, Owner, desired_state, egress_targets, services_needed, webhook_sources
 from webhook.core.settings import effective_settings
 from webhook.core.snapshot import LoadError, Snapshot
-from webhook.core.validation.admission import CLUSTER, SEED, kind_key, qualified_kind, secret_refs
+from webhook.core.validation.admission import CLUSTER, CONFIGMAP, SEED, kind_key, qualified_kind, secret_refs
 from webhook.core.validation.errors import Path as ValidationPath
 from webhook.core.validation.policy import check_policy
 
@@ -78,9 +80,52 @@ def _config(args: argparse.Namespace) -> OperatorConfig:
     return _config_file(args).current
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: its error names the flag."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _host(text: str) -> str:
+    """An address to listen on, for argparse: a name that does not resolve is refused before anything starts."""
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address of this machine: "
+                                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    return text
+
+
+def _ensure_certs(cert_dir: Path, service: ServiceName, renew: bool = False) -> bool:
+    if cert_dir.exists() and not cert_dir.is_dir():
+        raise UsageError(f"--cert-dir {cert_dir}: is a file, not a directory")
+    try:
+        return ensure_certs(cert_dir, service, renew=renew)
+    except OSError as exc:
+        raise UsageError(f"--cert-dir {cert_dir}: cannot keep the certificates there: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _client_ca(path: str | None) -> Path | None:
+    """The client CA file, loaded once here so that a wrong one is named before the server starts."""
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--client-ca {path}: cannot load the CA: {getattr(exc, 'strerror', None) or exc}") from None
+    return Path(path)
+
+
 def _add_config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
-                   help="the operator's configuration (egress allow-list, ...; docs/configuration.md); "
+                   help="the operator's configuration (egress allow-list, ...; docs/configuration.md; '-': "
+                        "standard input, read once); "
                         "serve and reconcile reload it when it changes")
 
 
@@ -129,23 +174,27 @@ def _one(path: Path, kind: str) -> dict[str, Any]:
 
 
 def _cluster_and_seed(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The Cluster and the Seed of its datacenter: an answer without that Seed would be a guess, since
+    its enforcement and settings can change the outcome."""
     cluster = _one(Path(args.cluster), CLUSTER)
-    seed = None
-    if args.seed:
-        seeds = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds
-        seed = seeds.get(datacenter_of(cluster))
-        if seed is None:
-            raise UsageError(f'no Seed in {args.seed} defines datacenter "{datacenter_of(cluster)}" of Cluster '
-                             f'"{name_of(cluster)}": its enforcement decides the settings')
+    dc = datacenter_of(cluster)
+    if not dc:  # no datacenter, no Seed: as the server finds none either
+        return cluster, None
+    if not args.seed:
+        raise UsageError(f'Cluster "{name_of(cluster)}" is in datacenter "{dc}", whose Seed can enforce audit '
+                         f'logging or replace its settings: give the Seed that defines "{dc}" with --seed')
+    seed = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds.get(dc)
+    if seed is None:
+        raise UsageError(f'no Seed defines datacenter "{dc}" (of Cluster "{name_of(cluster)}") in {args.seed}')
     return cluster, seed
 
 
-def _nothing_without_seed(args: argparse.Namespace, cluster: dict[str, Any]) -> None:
-    """"Nothing to do" is an answer only with the Seed: its datacenter may enforce audit logging."""
-    if not args.seed:
-        raise UsageError(f'Cluster "{name_of(cluster)}" has audit logging and the webhook backend off by its own '
-                         f'settings, but datacenter "{datacenter_of(cluster)}" may enforce them: give its Seed '
-                         "with --seed")
+# Why `render` has nothing to inject, by the decision's reason.
+_NOTHING_TO_INJECT = {
+    "not-apiserver": "the Pod is not a KKP kube-apiserver Pod (no apiserver container), so the webhook leaves it be",
+    "audit-off": "the cluster has audit logging and the webhook backend off",
+    "injected": "the Pod already runs with the audit sidecar, volumes and flags",
+}
 
 
 def _print_objects(obj: Any, output: str) -> None:
@@ -177,8 +226,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"Error: {answer.message}", file=sys.stderr)
         return 1
     if not answer.patch:
-        _nothing_without_seed(args, cluster)
-        print(f"note: nothing to inject ({answer.reason})", file=sys.stderr)
+        print(f"note: nothing to inject: {_NOTHING_TO_INJECT.get(answer.reason, answer.reason)}", file=sys.stderr)
     _print_objects(apply_patch(pod, answer.patch or []), args.output)
     return 0
 
@@ -239,46 +287,84 @@ def cmd_files(args: argparse.Namespace) -> int:
         print(f"note: Secret {copy_ref[0]}/{copy_ref[1]} was not given (--source): the reconciler copies it into "
               f"{settings.namespace} where it needs to", file=sys.stderr)
     if not items:
-        if not settings.needs_injection:
-            _nothing_without_seed(args, cluster)
         print(f'note: cluster "{settings.cluster_id}" needs none of these objects in {args.mode} mode',
               file=sys.stderr)
     _print_objects({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
     return 0
 
 
+def _identity(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return kind_key(obj), namespace_of(obj), name_of(obj)
+
+
+def missing_input(obj: dict[str, Any], store: Lookup, seeds_given: bool) -> str:
+    """Why `check` cannot judge `obj` from the given files ("" when it can): what /validate would
+    look up (the Seed of a Cluster's datacenter, the owner of an `audit-config` and the owner's Seed)
+    and the files do not hold. Pure."""
+    def no_seed(dc: str, whose: str) -> str:
+        if seeds_given:
+            return f'no Seed defines datacenter "{dc}" ({whose}): its enforcement can change the outcome'
+        return (f'datacenter "{dc}" ({whose}) needs its Seed, whose enforcement can change the outcome: pass the '
+                "Seeds with --source or among the files")
+
+    kind = kind_key(obj)
+    if kind == CLUSTER:
+        dc = datacenter_of(obj)
+        return no_seed(dc, f'of Cluster "{name_of(obj)}"') if dc and store.seed_for_datacenter(dc) is None else ""
+    if kind != CONFIGMAP or name_of(obj) != names.CONFIGMAP_AUDIT_CONFIG:
+        return ""
+    namespace = namespace_of(obj)
+    if not namespace:
+        return ("it has no metadata.namespace, so the Cluster owning it (whose preset may own its policy) is "
+                "unknown: give the namespace (cluster-<name>)")
+    owner = store.cluster_for_namespace(namespace)
+    if owner is None:
+        return (f'no Cluster among the files owns namespace "{namespace}" (its preset may own this policy): pass '
+                "the Cluster with --source")
+    dc = datacenter_of(owner)
+    if dc and store.seed_for_datacenter(dc) is None:
+        return no_seed(dc, f'of Cluster "{name_of(owner)}", which owns namespace "{namespace}"')
+    return ""
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate manifests offline with the rules and messages of /validate."""
-    snap = Snapshot()
+    """Validate manifests offline with the rules and messages of /validate: a CREATE, or an UPDATE of
+    the object of the same kind, namespace and name in --source (as `kubectl apply` would send)."""
+    sources: list[tuple[Path, dict[str, Any]]] = []
     targets: list[tuple[Path, dict[str, Any]]] = []
     try:
-        for root in [Path(s) for s in args.source or []]:
-            for path in manifest_files(root):
-                for obj in read_manifests(path):
-                    snap.add(obj, str(path))
         for file in args.files:
-            for path in manifest_files(Path(file)):
-                for obj in read_manifests(path):
-                    snap.add(obj, str(path))
-                    targets.append((path, obj))
+            targets += [(path, obj) for path in manifest_files(Path(file)) for obj in read_manifests(path)]
+        # A file both checked and under --source (`check x.yaml --source .`) is not its own stored version.
+        checked = {path.resolve() for path, _ in targets}
+        for root in [Path(s) for s in args.source or []]:
+            sources += [(path, obj) for path in manifest_files(root) if path.resolve() not in checked
+                        for obj in read_manifests(path)]
+        snap = Snapshot()
+        for path, obj in [*sources, *targets]:  # the files' objects replace stored ones, as applying them would
+            snap.add(obj, str(path))
     except LoadError as exc:
         raise UsageError(str(exc)) from None
+    stored = {_identity(obj): obj for _, obj in sources if kind_key(obj)}
     store = MemoryStore(snap)
     config, options, cache = _config(args), Options.default(), PreparedCache()
     results = []
     for path, obj in targets:
         if not kind_key(obj):
             continue
-        secrets = {ref: snap.secrets.get(ref) for ref in secret_refs(obj)}
-        answer = validate_object(obj, None, store, secrets, options, cache, config)
-        message = "" if answer.allowed else answer.message
-        if kind_key(obj) == CLUSTER and store.seed_for_datacenter(datacenter_of(obj)) is None:
-            # Its datacenter's enforcement decides its settings: "ok" without it would be a guess.
-            missing = (f'datacenter "{datacenter_of(obj)}" is defined by no Seed given (add the Seeds with '
-                       "--source)")
-            message = f"{message}; {missing}" if message else missing
-        results.append({"file": str(path), "kind": qualified_kind(obj), "name": name_of(obj),
-                        "allowed": not message, "message": message, "warnings": answer.warnings})
+        old = stored.get(_identity(obj))
+        result = {"file": str(path), "kind": qualified_kind(obj), "name": name_of(obj),
+                  "operation": "CREATE" if old is None else "UPDATE"}
+        secrets = {ref: snap.secrets.get(ref) for ref in sorted({*secret_refs(obj), *secret_refs(old)})}
+        answer = validate_object(obj, old, store, secrets, options, cache, config)
+        missing = missing_input(obj, store, bool(snap.seed_objects))
+        # What is missing can only add refusals to an audit-config (its owner's preset), so a refusal
+        # without it stands; for a Cluster the Seed may replace the very settings judged.
+        if missing and (answer.allowed or kind_key(obj) == CLUSTER):
+            results.append({**result, "allowed": None, "message": f"cannot judge: {missing}", "warnings": []})
+            continue
+        results.append({**result, "allowed": answer.allowed, "message": "" if answer.allowed else answer.message,
+                        "warnings": answer.warnings})
     if not results:
         raise UsageError("no Cluster, Seed or ConfigMap found in " + ", ".join(args.files))
     if args.output != "text":
@@ -286,8 +372,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     for r in results if args.output == "text" else []:
         for warning in r["warnings"]:
             print(f"Warning: {warning}")
-        label = f"{r['file']}: {r['kind']} {r['name'] or '<unnamed>'}"
-        print(f"{label}: rejected: {r['message']}" if r["message"] else f"{label}: ok")
+        label = f"{r['file']}: {r['kind']} {r['name'] or '<unnamed>'} ({r['operation']})"
+        verdict = {True: "ok", False: f"rejected: {r['message']}", None: r["message"]}[r["allowed"]]
+        print(f"{label}: {verdict}")
+    if any(r["allowed"] is None for r in results):
+        return 2  # as other input problems: the answer needs files that were not given
     return 0 if all(r["allowed"] for r in results) else 1
 
 
@@ -296,11 +385,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     resource, _, sub = args.resource.partition("/")
     if bool(resource) == bool(args.path):
         raise UsageError("give either --resource (a resource request) or --path (a non-resource URL)")
-    problem = request_problem(args.verb, resource, args.group, args.path)
+    if sub and args.subresource and sub != args.subresource:
+        raise UsageError(f'--resource {args.resource} and --subresource {args.subresource}: give the subresource once')
+    subresource = sub or args.subresource
+    problem = request_problem(args.verb, resource, args.group, args.path, subresource, args.custom_resource)
     if problem:
         raise UsageError(problem)
     group = args.group if args.group is not None or args.path else group_of(resource)
-    request = AuditRequest(verb=args.verb, resource=resource, subresource=args.subresource or sub, group=group or "",
+    request = AuditRequest(verb=args.verb, resource=resource, subresource=subresource, group=group or "",
                            namespace=args.namespace, name=args.name, path=args.path, user=args.user,
                            groups=tuple(g for g in args.groups.split(",") if g))
     if args.preset:
@@ -316,7 +408,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             listed = "; ".join(map(str, problems))
             raise UsageError(f"{args.policy}: kube-apiserver would refuse this policy: {listed}")
         result = explain(policy, request, args.policy)
-    print(json.dumps(result.as_dict(), indent=2) if args.output == "json" else result.text().rstrip())
+    if args.output == "text":
+        print(result.text().rstrip())
+    else:
+        _print_objects(result.as_dict(), args.output)
     return 0
 
 
@@ -339,8 +434,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     # Without the operator's configuration the egress allow-list, and so the policy, is unknown.
     config = _config(args) if args.config else None
     rows = report.rows_of(snapshot, options, args.mode, config, _webhook_namespace(args))
-    render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
-    sys.stdout.write(render(rows))
+    if args.output == "yaml":
+        _print_objects(json.loads(report.render_json(rows)), "yaml")
+    else:
+        render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
+        sys.stdout.write(render(rows))
     drifting = [r.cluster for r in rows if r.drift]
     if drifting:
         print(f"{len(drifting)} of {len(rows)} clusters drift: {', '.join(drifting)}", file=sys.stderr)
@@ -350,7 +448,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     """Create or renew the certificates and print the caBundle."""
     cert_dir = Path(args.cert_dir)
-    written = ensure_certs(cert_dir, ServiceName(args.service, args.namespace), renew=args.renew)
+    written = _ensure_certs(cert_dir, ServiceName(args.service, args.namespace), renew=args.renew)
     print(f"{'wrote' if written else 'kept'} certificates in {cert_dir}", file=sys.stderr)
     print(base64.b64encode(ca_bundle(cert_dir)).decode())
     return 0
@@ -375,7 +473,7 @@ def _certificates(args: argparse.Namespace, api: Any, cert_dir: Path, pollers: l
         shared = TLSSecret(api, os.environ.get("POD_NAMESPACE") or args.namespace, args.tls_secret, cert_dir, service)
         shared.sync()
         pollers.append(_in_background(shared))
-    elif ensure_certs(cert_dir, service):
+    elif _ensure_certs(cert_dir, service):
         log.info("created certificates in %s (CA: %s)", cert_dir, cert_dir / "ca.crt")
 
 
@@ -448,9 +546,13 @@ def _file_store(args: argparse.Namespace) -> Store:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTPS server."""
-    from webhook.adapters.server import Limits, Webhook
+    from webhook.adapters.server import Limits, ListenError, Webhook
 
+    if args.reconcile and args.source != "kube":
+        # The reconciler writes through the Kubernetes API: over files it would do nothing, silently.
+        raise UsageError("--reconcile needs --source kube (or run `audit-webhook reconcile`)")
     cert_dir = Path(args.cert_dir)
+    client_ca = _client_ca(args.client_ca)
     names = args.webhook_config_name or ["audit-webhook"]
     args.webhook_config_name = [] if names == ["none"] else names
     args.audited_namespaces_config = args.audited_namespaces_config or ["audit-webhook"]
@@ -479,26 +581,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       config=config)
     limits = Limits(max_connections=args.max_connections, idle_timeout=args.idle_timeout)
     try:
-        _serve_until_stopped(webhook, args, cert_dir, pollers, limits)
-    except OSError as exc:  # the port is taken, or the address is not ours: the operator's to fix
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        _serve_until_stopped(webhook, args, cert_dir, pollers, limits, client_ca)
+    except ListenError as exc:  # the port is taken, or the address is not ours: the operator's to fix
+        raise UsageError(str(exc)) from None
     for stop in stops:  # the reconciler finishes its pass and hands its Lease over; the watches end
         stop()
     return 0
 
 
 def _serve_until_stopped(webhook: Any, args: argparse.Namespace, cert_dir: Path, pollers: list[Any],
-                         limits: Any) -> None:
+                         limits: Any, client_ca: Path | None) -> None:
     from webhook.adapters.server import serve
 
     asyncio.run(serve(webhook, host=args.host, port=args.port, cert_dir=cert_dir, poll_interval=args.reload_interval,
-                      pollers=pollers, client_ca=Path(args.client_ca) if args.client_ca else None, limits=limits,
-                      metrics_host=args.host))
+                      pollers=pollers, client_ca=client_ca, limits=limits, metrics_host=args.host))
 
 
 def cmd_version(args: argparse.Namespace) -> int:
     """The build, told as audit_webhook_build_info tells it."""
-    print(json.dumps(build_info(), sort_keys=True) if args.output == "json" else describe())
+    if args.output == "text":
+        print(describe())
+    elif args.output == "json":
+        print(json.dumps(build_info(), sort_keys=True))
+    else:
+        _print_objects(dict(sorted(build_info().items())), "yaml")
     return 0
 
 
@@ -509,6 +615,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="log level on stderr (default: INFO)")
     # The same flag after the subcommand (`serve --log-level DEBUG`); it wins when both are given.
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--version", action="version", version=describe(), help="print the version and exit")
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
                         help="log level on stderr (default: INFO)")
     p.add_argument("--log-format", default="text", choices=logs.FORMATS,
@@ -536,10 +643,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-config-name", action="append",
                        help="with --source kube: webhook configurations whose caBundle to keep in step with the CA "
                             "(repeatable; default: audit-webhook; 'none' to disable)")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=8443, help="HTTPS port (default: 8443; 0: any free port)")
+    serve.add_argument("--host", type=_host, default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    serve.add_argument("--port", type=_port, default=8443, help="HTTPS port (default: 8443; 0: any free port)")
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
-    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+    serve.add_argument("--metrics-port", type=_port, metavar="PORT",
                        help="serve /metrics over plain HTTP on this port instead of the HTTPS port (deploy/: 9090)")
     serve.add_argument("--max-connections", type=int, default=512, metavar="N",
                        help="open connections at most; past it the oldest idle one is closed (default: 512)")
@@ -569,8 +676,8 @@ def parser() -> argparse.ArgumentParser:
                           "(repeatable; default: audit-webhook; 'none' to disable)")
     rec.add_argument("--namespace", default="audit-webhook",
                      help="the webhook's namespace, where the Lease lives (default: $POD_NAMESPACE, then this)")
-    rec.add_argument("--health-host", default="0.0.0.0", help="address of the plain-HTTP probes")
-    rec.add_argument("--health-port", type=int, default=8081, help="port of /healthz and /readyz (plain HTTP)")
+    rec.add_argument("--health-host", type=_host, default="0.0.0.0", help="address of the plain-HTTP probes")
+    rec.add_argument("--health-port", type=_port, default=8081, help="port of /healthz and /readyz (plain HTTP)")
     _add_mode_option(rec)
     _add_config_option(rec)
     _add_render_options(rec)
@@ -611,10 +718,10 @@ def parser() -> argparse.ArgumentParser:
 
     report_cmd = sub.add_parser("report", parents=[common],
                                 help="which clusters are audited, how, where logs go, and drift")
-    report_cmd.add_argument("--source", help="directory of YAML manifests (Pods included), or 'kube' "
-                                             "(default: the bundled examples)")
+    report_cmd.add_argument("--source", help="directory or file of YAML manifests (Pods included), '-' for "
+                                             "standard input, or 'kube' (default: the bundled examples)")
     report_cmd.add_argument("--kubeconfig", help="with --source kube: a kubeconfig (default: in-cluster, $KUBECONFIG)")
-    report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table",
+    report_cmd.add_argument("-o", "--output", choices=("table", "json", "csv", "yaml"), default="table",
                             help="output format (default: table)")
     report_cmd.add_argument("--fail-on-drift", action="store_true", help="exit 1 when any cluster drifts")
     report_cmd.add_argument("--webhook-namespace", metavar="NAMESPACE",
@@ -635,6 +742,9 @@ def parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--verb", required=True, help="get, list, watch, create, update, patch, delete, ...")
     explain_cmd.add_argument("--group", help='API group ("" is the core group; default: the group of a '
                                                  'well-known --resource)')
+    explain_cmd.add_argument("--custom-resource", action="store_true",
+                             help="--resource is a custom resource of --group (a group with a dot in it), which "
+                                  "explain's list of API resources does not hold; its subresources: status, scale")
     explain_cmd.add_argument("--resource", default="", help="e.g. pods, or pods/exec with its subresource")
     explain_cmd.add_argument("--subresource", default="", help="e.g. exec (or write pods/exec in --resource)")
     explain_cmd.add_argument("--namespace", default="", help="namespace of the request (none: cluster-scoped)")
@@ -642,13 +752,13 @@ def parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--user", default="", help="user making the request")
     explain_cmd.add_argument("--groups", default="", help="the user's groups, comma-separated")
     explain_cmd.add_argument("--path", default="", help="a non-resource URL such as /healthz, instead of --resource")
-    explain_cmd.add_argument("-o", "--output", choices=("text", "json"), default="text",
+    explain_cmd.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
                              help="output format (default: text)")
     explain_cmd.set_defaults(func=cmd_explain)
 
     version = sub.add_parser("version", parents=[common],
                              help="print the version, revision and Python (as audit_webhook_build_info has them)")
-    version.add_argument("-o", "--output", choices=("text", "json"), default="text",
+    version.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
                          help="output format (default: text)")
     version.set_defaults(func=cmd_version)
 

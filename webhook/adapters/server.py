@@ -6,6 +6,7 @@ import asyncio
 import asyncio.sslproto
 import inspect
 import logging
+import os
 import signal
 import ssl
 import time
@@ -278,6 +279,22 @@ async def _poll_forever(interval: float, pollers: list[Poller]) -> None:
                 log.exception("background refresh failed")
 
 
+class ListenError(Exception):
+    """A port that cannot be listened on (taken, or an address not of this machine), with the flag that set it."""
+
+    def __init__(self, flag: str, host: str, port: int, reason: str) -> None:
+        super().__init__(f"{flag}: cannot listen on {host}:{port}: {reason}")
+
+
+async def _listen(site: web.BaseSite, flag: str, host: str, port: int) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        # aiohttp's strerror repeats the address; the errno's own text is what the operator needs.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(flag, host, port, reason) from None
+
+
 async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_interval: float = 2.0,
                 shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None,
                 pollers: list[Poller] | None = None, client_ca: Path | None = None,
@@ -312,7 +329,7 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     await runner.setup()
     site = BoundedSite(runner, host, port, ssl_context=watcher.listening, limits=limits, busy=webhook.busy,
                        served=webhook.served)
-    await site.start()
+    await _listen(site, "--port", host, port)
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("audit-webhook listening on https://%s:%d", host, bound)
     metrics_runner = None
@@ -321,7 +338,8 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
         metrics_runner = web.AppRunner(webhook.metrics_app(), handle_signals=False, access_log=None,
                                        keepalive_timeout=limits.idle_timeout)
         await metrics_runner.setup()
-        await web.TCPSite(metrics_runner, metrics_host, webhook.metrics_port).start()
+        await _listen(web.TCPSite(metrics_runner, metrics_host, webhook.metrics_port), "--metrics-port",
+                      metrics_host, webhook.metrics_port)
         log.info("metrics on http://%s:%d/metrics", metrics_host, webhook.metrics_port)
     if started:
         started(bound)

@@ -23,9 +23,22 @@ def known_groups() -> dict[str, frozenset[str]]:
     return {group: frozenset(resources) for group, resources in load_data("api-resources.yaml").items()}
 
 
-def request_problem(verb: str, resource: str, group: str | None, path: str) -> str:
+# The subresources a CustomResourceDefinition can declare.
+CUSTOM_SUBRESOURCES = ("scale", "status")
+
+
+@cache
+def known_subresources() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(API group, resource) -> the subresources webhook/data/api-subresources.yaml lists for it."""
+    return {(group, resource): tuple(subs) for group, resources in load_data("api-subresources.yaml").items()
+            for resource, subs in resources.items()}
+
+
+def request_problem(verb: str, resource: str, group: str | None, path: str, subresource: str = "",
+                    custom: bool = False) -> str:
     """Why `explain` cannot answer for this request as given ("" when it can), in words that say
-    what would be accepted."""
+    what would be accepted. `custom`: the user says the resource is a custom resource, which no
+    list here holds."""
     verbs = NON_RESOURCE_VERBS if path else RESOURCE_VERBS
     if verb not in verbs:
         return f'--verb: Unsupported value: "{verb}": supported values: ' + ", ".join(f'"{v}"' for v in verbs)
@@ -34,19 +47,34 @@ def request_problem(verb: str, resource: str, group: str | None, path: str) -> s
     if not _RESOURCE.match(resource):
         return (f'--resource: Invalid value: "{resource}": resources are lowercase plurals, '
                 f'e.g. "{resource.lower()}"')
+    if subresource and not _RESOURCE.match(subresource):
+        return f'--subresource: Invalid value: "{subresource}": subresources are lowercase, e.g. "status"'
+    if custom:
+        if not group or "." not in group:
+            return "--custom-resource: give the custom resource's --group, which has a dot in it"
+        if subresource and subresource not in CUSTOM_SUBRESOURCES:
+            return (f'--subresource: "{subresource}": a custom resource has only the subresources '
+                    + ", ".join(f'"{s}"' for s in CUSTOM_SUBRESOURCES))
+        return ""
     groups = known_groups()
+    owners = _groups_with(resource)
     if group is None:
-        owners = _groups_with(resource)
         if not owners:
-            return f'--resource: "{resource}" is not a resource explain knows: give its --group'
+            return (f'--resource: "{resource}" is not a resource explain knows: for a custom resource, give its '
+                    "--group and --custom-resource")
         if len(owners) > 1 and "" not in owners:  # the core group's is the one meant without a group
             return f'--resource: "{resource}" is in several groups ({", ".join(repr(g) for g in owners)}): give --group'
-        return ""
-    if group not in groups and "." not in group:
-        return (f'--group: Unsupported value: "{group}": a built-in group ("" for the core group, "apps", '
-                '"batch", ...) or a custom resource\'s group, which has a dot in it')
-    if group in groups and resource not in groups[group]:
+        group = owners[0]
+    elif group not in groups:
+        known = f' ("{resource}" is in {", ".join(repr(g) for g in owners)})' if owners else ""
+        return (f'--group: "{group}" is not an API group explain knows{known}; for a custom resource, add '
+                "--custom-resource")
+    elif resource not in groups[group]:
         return f'--resource: "{resource}" is not a resource of group "{group}"'
+    subs = known_subresources().get((group, resource), ())
+    if subresource and subresource not in subs:
+        listed = ", ".join(f'"{s}"' for s in subs) if subs else "none"
+        return f'--subresource: "{subresource}" is not a subresource of {resource} (it has {listed})'
     return ""
 
 

@@ -138,6 +138,8 @@ def parse(text: str, where: str) -> OperatorConfig:
     """The configuration in `text` (YAML), or ConfigError naming each wrong field."""
     try:
         data = yamlio.load(text)
+    except yamlio.TooLarge as exc:
+        raise ConfigError(f"{where}: exceeds the YAML budget: {exc}") from None
     except Exception as exc:
         raise ConfigError(f"{where}: not YAML: {exc}") from None
     if data is None:

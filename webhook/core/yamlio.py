@@ -18,6 +18,9 @@ YAMLError = yaml.YAMLError
 # A KKP audit policy has about a thousand nodes, a kubeconfig a few dozen, a Cluster a few hundred.
 MAX_NODES = 200_000
 MAX_BYTES = 8 * 1024 * 1024
+# Nesting: a Cluster or a fluent-bit configuration is about a dozen levels deep; walking a deeper
+# document recursively would exhaust the stack (and libyaml itself stops at 1000).
+MAX_DEPTH = 100
 
 
 class TooLarge(yaml.YAMLError):
@@ -28,10 +31,20 @@ def _check_budget(text: str | bytes, max_nodes: int) -> None:
     """Count the nodes of every document as if its aliases were expanded, on the parser's events."""
     if len(text) > MAX_BYTES:
         raise TooLarge(f"is {len(text)} bytes; at most {MAX_BYTES} are read")
+    try:
+        _count(yaml.parse(text, Loader=_Loader), max_nodes)
+    except yaml.MarkedYAMLError as exc:
+        # libyaml scans ahead of the events: past its own limit (1000 levels) it stops before _count can.
+        if "nesting depth" in str(exc.problem):
+            raise TooLarge(f"nests more than {MAX_DEPTH} levels deep") from None
+        raise
+
+
+def _count(events: Iterator[yaml.Event], max_nodes: int) -> None:
     sizes: dict[str, int] = {}
     open_collections: list[tuple[str | None, int]] = []
     expanded = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in events:
         if isinstance(event, yaml.DocumentStartEvent):
             sizes, expanded = {}, 0
         elif isinstance(event, yaml.ScalarEvent):
@@ -43,6 +56,8 @@ def _check_budget(text: str | bytes, max_nodes: int) -> None:
         elif isinstance(event, yaml.CollectionStartEvent):
             expanded += 1
             open_collections.append((event.anchor, expanded - 1))
+            if len(open_collections) > MAX_DEPTH:
+                raise TooLarge(f"nests more than {MAX_DEPTH} levels deep")
         elif isinstance(event, yaml.CollectionEndEvent):
             anchor, start = open_collections.pop()
             if anchor:

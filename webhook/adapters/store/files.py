@@ -21,7 +21,7 @@ STDIN = Path("-")
 
 
 @cache
-def _stdin_text() -> str:
+def stdin_text() -> str:
     return sys.stdin.read()  # read once: a command may look at its input twice
 
 
@@ -37,10 +37,14 @@ def manifest_files(root: Path) -> list[Path]:
 def read_manifests(path: Path) -> list[dict[str, Any]]:
     """The objects of one (multi-document) YAML file; `List` kinds are flattened."""
     try:
-        text = _stdin_text() if path == STDIN else path.read_text(encoding="utf-8")
+        text = stdin_text() if path == STDIN else path.read_text(encoding="utf-8")
         docs = list(yamlio.load_all(text))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LoadError(f"{path}: cannot read: not UTF-8 text") from None
+    except yamlio.TooLarge as exc:
+        raise LoadError(f"{path}: exceeds the YAML budget: {exc}") from None
     except yamlio.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -56,7 +60,7 @@ def read_manifests(path: Path) -> list[dict[str, Any]]:
 
 def load_snapshot(root: Path) -> Snapshot:
     """Read every manifest below `root` into an indexed snapshot."""
-    if not root.exists():
+    if root != STDIN and not root.exists():
         raise LoadError(f"{root}: no such file or directory")
     snap = Snapshot()
     for path in manifest_files(root):

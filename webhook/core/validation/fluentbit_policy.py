@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -236,10 +235,10 @@ def is_loopback(host: str) -> bool:
     try:
         address = ipaddress.ip_address(lower)
     except ValueError:
-        try:
-            address = ipaddress.ip_address(socket.inet_aton(lower))
-        except OSError:
+        packed = inet_aton(lower)
+        if packed is None:
             return False
+        address = ipaddress.ip_address(packed)
     mapped = getattr(address, "ipv4_mapped", None) or address
     return mapped.is_loopback or mapped.is_unspecified
 
@@ -288,3 +287,24 @@ def record_changes(filters: list[dict[str, str]], outputs: list[dict[str, str]])
     found += [f"outputs[{i}] {plugin_name(o)}: {dropping[plugin_name(o)]}" for i, o in enumerate(outputs)
               if plugin_name(o) in dropping]
     return found
+
+
+# One part of an inet_aton address: hexadecimal, octal (a leading 0) or decimal, as strtoul with base 0.
+_INET_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+
+
+def inet_aton(text: str) -> bytes | None:
+    """The four bytes the C library's inet_aton reads from `text` (None where it refuses): one to four
+    parts, the last filling the bytes left (`127.1` is 127.0.0.1, `2130706433` too); as in glibc,
+    whatever follows a space is ignored. Pure, so that the core opens no socket module."""
+    head = text.split(None, 1)[0] if text.strip() else ""
+    parts = head.split(".")
+    if len(parts) > 4 or not all(_INET_PART.fullmatch(p) for p in parts):
+        return None
+    values = [int(p[2:], 16) if p[:2] in ("0x", "0X") else int(p, 8) if p.startswith("0") else int(p)
+              for p in parts]
+    *leading, last = values
+    if any(v > 0xFF for v in leading) or last >= 256 ** (5 - len(values)):
+        return None
+    number = sum(v << (8 * (3 - i)) for i, v in enumerate(leading)) + last
+    return number.to_bytes(4, "big")
