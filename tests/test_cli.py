@@ -427,7 +427,7 @@ def test_a_users_mistake_is_one_line_naming_the_file_or_flag(capsys, tmp_path, a
     (["report", "--source", "-", "-o", "json"],
      (EXAMPLES / "clusters/audit-on.yaml").read_text() + "---\n" + (EXAMPLES / "seeds/kubermatic.yaml").read_text(),
      lambda out: [r["cluster"] for r in json.loads(out)] == ["auditon01"]),
-    (["files", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "-", "-o", "json"],
+    (["files", "--mode", "standalone", "--cluster", AUDIT_ON, "--seed", SEED, "--config", "-", "-o", "json"],
      "egress:\n  namespaces: [audit-forward]\n",
      lambda out: [i["kind"] for i in json.loads(out)["items"]] == ["ConfigMap", "Secret", "NetworkPolicy"]),
 ])
