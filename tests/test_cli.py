@@ -137,9 +137,23 @@ def test_check_finds_secrets_in_source(capsys, tmp_path):
     result = json.loads(out)[0]
     assert code == 0 and {k: v for k, v in result.items() if k != "warnings"} == {
         "file": str(cluster_file), "kind": "Cluster.kubermatic.k8c.io", "name": "both01", "allowed": True,
-        "message": ""}
+        "message": "", "rules": [], "warning_rules": []}
     code, out, err = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES))
     assert code == 0 and "does not exist yet" not in out + err, out
+
+
+@pytest.mark.parametrize("output", ["json", "yaml"])
+def test_check_output_names_the_rules(capsys, tmp_path, output):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "c1"},
+                                 "spec": {"cloud": {"dc": "hamburg"}, "auditLogging": {
+                                     "enabled": "yes", "policyPreset": "loud", "colour": "red"}}}))
+    code, out, _ = run(capsys, "check", str(f), "--source", str(EXAMPLES / "seeds"), "-o", output)
+    (result,) = json.loads(out) if output == "json" else yaml.safe_load(out)
+    assert code == 1
+    assert result["rules"] == ["audit.enabled-bool", "audit.preset-supported"]
+    assert result["message"].count(" [audit.") == 2
+    assert result["warning_rules"] == [] and result["warnings"]  # "unknown field" is advice, with no rule
 
 
 @pytest.mark.parametrize("content", ["kind: [", "apiVersion: v1\nkind: Pod\n"])

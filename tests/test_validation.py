@@ -119,6 +119,25 @@ CLUSTER_ERRORS = [
      [f'{P}.webhookBackend.auditWebhookInitialBackoff: Invalid value: "-5s": must not be negative']),
 ]
 
+# The rule each case of CLUSTER_ERRORS breaks: what metrics, the decision log and the messages name.
+RULE_OF_CASE = {
+    "preset": "audit.preset-supported", "enabled-not-bool": "audit.enabled-bool", "audit-not-map": "object.field-type",
+    "service-not-map": "sidecar.map-shape", "service-int-value": "sidecar.value-string",
+    "newline-value": "sidecar.characters", "carriage-return": "sidecar.characters", "nul": "sidecar.characters",
+    "include-key": "sidecar.key-form", "bracket-key": "sidecar.key-form", "space-key": "sidecar.key-form",
+    "tab-key": "sidecar.key-form", "set-key": "sidecar.key-form", "comment-key": "sidecar.key-form",
+    "empty-value": "sidecar.value-empty", "daemon": "sidecar.service", "filter-without-name": "sidecar.plugin-name",
+    "output-without-name": "sidecar.plugin-name", "output-without-match": "sidecar.match-required",
+    "unknown-plugin": "sidecar.plugin-known", "duplicate-name": "sidecar.key-duplicate",
+    "filters-not-list": "object.field-type", "filter-not-map": "sidecar.map-shape", "env-valuefrom": "sidecar.env",
+    "env-bad-name": "sidecar.env", "env-duplicate": "sidecar.env", "env-cluster-id": "sidecar.env",
+    "env-no-name": "sidecar.env", "bad-quantity": "sidecar.resources", "negative-quantity": "sidecar.resources",
+    "request-above-limit": "sidecar.resources", "webhook-missing-key": "webhook.secret-key",
+    "webhook-broken-kubeconfig": "webhook.kubeconfig", "webhook-no-ref": "webhook.reference",
+    "webhook-no-name": "webhook.reference", "webhook-other-namespace": "webhook.secret-namespace",
+    "backoff-not-duration": "webhook.backoff", "backoff-negative": "webhook.backoff",
+}
+
 MORE_SECRETS = {**SECRETS, ("cluster-abc", "nokey"): {"other": b"x"},
                 ("cluster-abc", "broken"): {"webhook.yaml": b"apiVersion: v1\nkind: Config\n"}}
 
@@ -130,6 +149,14 @@ def test_cluster_rules(obj, expected):
         assert len(errors) == expected, errors
     else:
         assert errors == expected
+
+
+@pytest.mark.parametrize(("case_id", "obj"), [c[:2] for c in CLUSTER_ERRORS], ids=[c[0] for c in CLUSTER_ERRORS])
+def test_each_error_names_its_rule_in_the_message(case_id, obj):
+    errors = check_admission(obj, None, Context(secrets=MORE_SECRETS)).errors
+    assert {e.rule for e in errors} == {RULE_OF_CASE[case_id]}
+    message = invalid_message("Cluster.kubermatic.k8c.io", "abc", errors[:1])
+    assert message == f'Cluster.kubermatic.k8c.io "abc" is invalid: {errors[0]} [{RULE_OF_CASE[case_id]}]'
 
 
 def test_every_problem_is_reported_at_once():
@@ -205,8 +232,11 @@ def test_update_is_not_refused_for_what_the_old_object_already_had():
     newer = cluster(audit={"webhookBackend": webhook_backend("gone")}, humanReadableName="renamed")
     found = check_admission(newer, bad, Context(secrets=SECRETS))
     assert found.errors == []
-    assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: Not found (wrong before this "
-                              "update too; please fix)"]
+    # The warning keeps what was wrong, and the rule.
+    assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: wrong before this update too, "
+                              'please fix: Not found: "cluster-abc/gone": create the Secret with key "webhook.yaml" '
+                              "holding the audit webhook kubeconfig first [webhook.secret-exists]"]
+    assert found.warning_rules == ["webhook.secret-exists"]
     # A new problem in the same update is still refused.
     worse = cluster(audit={"webhookBackend": webhook_backend("gone"), "policyPreset": "x"})
     assert errors_of(worse, old=bad) == [
@@ -429,7 +459,8 @@ def test_a_missing_webhook_secret_of_its_own_namespace_may_follow_a_new_cluster(
     created = check_admission(new, None, Context(secrets=SECRETS))
     assert created.errors == []
     assert created.warnings == ['spec.auditLogging.webhookBackend.auditWebhookConfig: Secret cluster-abc/nope does '
-                                "not exist yet; the apiserver waits for it"]
+                                "not exist yet; the apiserver waits for it [webhook.secret-exists]"]
+    assert created.warning_rules == ["webhook.secret-exists"]
     assert errors_of(new, old=cluster(audit={"webhookBackend": webhook_backend()})) == [
         f'{P}.webhookBackend.auditWebhookConfig: Not found: "cluster-abc/nope": create the Secret with key '
         '"webhook.yaml" holding the audit webhook kubeconfig first']

@@ -250,7 +250,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                        "--source)")
             message = f"{message}; {missing}" if message else missing
         results.append({"file": str(path), "kind": qualified_kind(obj), "name": name_of(obj),
-                        "allowed": not message, "message": message, "warnings": answer.warnings})
+                        "allowed": not message, "message": message, "rules": answer.rules,
+                        "warnings": answer.warnings, "warning_rules": sorted(set(answer.warning_rules))})
     if not results:
         raise UsageError("no Cluster, Seed or ConfigMap found in " + ", ".join(args.files))
     if args.output != "text":

@@ -30,8 +30,11 @@ from webhook.core.validation.admission import (
     secret_refs,
 )
 from webhook.core.validation.context import Context
-from webhook.core.validation.errors import invalid_message
+from webhook.core.validation.errors import invalid_message, rule_suffix
 from webhook.core.validation.webhook_backend import SecretRef, Secrets
+
+# The rule a contested namespace breaks: two Clusters claim it (one status written past /validate).
+_NAMESPACE_HOLDER = "cluster.namespace-holder"
 
 
 class PreparedCache:
@@ -73,7 +76,8 @@ def mutate_pod(req: AdmissionRequest, store: Lookup, options: Options, cache: Pr
         # Whose settings would this Pod run with? Neither may decide for the other.
         listed = ", ".join(f'"{name_of(c)}"' for c in claimants)
         return Answer(False, f'audit-webhook: namespace "{namespace}" is claimed by Clusters {listed}; an apiserver '
-                             "Pod there is refused until one Cluster holds it", code=403, reason="contested-namespace")
+                             f"Pod there is refused until one Cluster holds it{rule_suffix(_NAMESPACE_HOLDER)}",
+                      code=403, reason="contested-namespace", rules=[_NAMESPACE_HOLDER])
     cluster = store.cluster_for_namespace(namespace)
     if cluster is None:
         return decide_mutation(req.operation, req.object, None, None, options)
@@ -103,7 +107,7 @@ def validate_request(req: AdmissionRequest, store: Lookup, secrets: Secrets, opt
                                 only_identity=True)
         if found.errors:
             return Answer(False, invalid_message(qualified_kind(req.object), object_label(req.object), found.errors),
-                          code=422, reason="invalid", rules=[e.rule or str(e.path) for e in found.errors])
+                          code=422, reason="invalid", rules=list(dict.fromkeys(e.rule for e in found.errors)))
         return Answer(True, reason="valid")
     if req.subResource:
         return Answer(True, reason="not-checked")
@@ -132,9 +136,10 @@ def validate_object(obj: Any, old: Any, store: Lookup, secrets: Secrets, options
                                               namespace_holders=holders))
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
-        rules = list(dict.fromkeys(e.rule or str(e.path) for e in found.errors))
-        return Answer(False, message, code=422, warnings=found.warnings, reason="invalid", rules=rules)
-    return Answer(True, warnings=found.warnings, reason="valid")
+        rules = list(dict.fromkeys(e.rule for e in found.errors))
+        return Answer(False, message, code=422, warnings=found.warnings, warning_rules=found.warning_rules,
+                      reason="invalid", rules=rules)
+    return Answer(True, warnings=found.warnings, warning_rules=found.warning_rules, reason="valid")
 
 
 def _validate_delete(req: AdmissionRequest, store: Lookup, options: Options, cache: PreparedCache) -> Answer:
