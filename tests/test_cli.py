@@ -257,3 +257,33 @@ def test_version_agrees_with_build_info(capsys, monkeypatch):
     labels = ",".join(f'{k}="{v}"' for k, v in sorted(info.items()))
     assert f"audit_webhook_build_info{{{labels}}} 1.0" in text
     assert "process_resident_memory_bytes" in text
+
+
+DUP_SEED = {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed", "metadata": {"name": "dup", "namespace": "kubermatic"},
+            "spec": {"datacenters": {"hamburg": {"spec": {"enforceAuditLogging": True}}}}}
+
+
+@pytest.mark.parametrize(("command", "dup_first"), [
+    (["render", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed", "{seeds}",
+      str(EXAMPLES / "pods/apiserver.yaml")], True),
+    (["render", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed", "{seeds}",
+      str(EXAMPLES / "pods/apiserver.yaml")], False),
+    (["files", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed", "{seeds}"], False),
+    (["check", str(EXAMPLES / "clusters/audit-off.yaml"), "--source", "{seeds}"], True),
+    (["report", "--source", "{dir}"], False),
+])
+def test_two_seeds_of_one_datacenter_are_an_error_whatever_their_order(capsys, tmp_path, command, dup_first):
+    """Not the last one read wins: which Seed's enforcement applies must not depend on file order."""
+    kubermatic = [d for d in yaml.safe_load_all((EXAMPLES / "seeds/kubermatic.yaml").read_text()) if d]
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text(yaml.safe_dump_all([DUP_SEED, *kubermatic] if dup_first else [*kubermatic, DUP_SEED]))
+    argv = [a.format(seeds=seeds, dir=tmp_path) for a in command]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert 'datacenter "hamburg" of Seed ' in err and "a datacenter belongs to one Seed" in err
+    assert 'Seed "dup"' in err and 'Seed "kubermatic"' in err
+
+
+def test_one_seed_read_twice_is_no_conflict(capsys):
+    code, _, _ = run(capsys, "check", str(EXAMPLES / "seeds/kubermatic.yaml"), "--source", str(EXAMPLES / "seeds"))
+    assert code == 0

@@ -464,3 +464,51 @@ def test_a_missing_webhook_secret_of_its_own_namespace_may_follow_a_new_cluster(
     assert errors_of(new, old=cluster(audit={"webhookBackend": webhook_backend()})) == [
         f'{P}.webhookBackend.auditWebhookConfig: Not found: "cluster-abc/nope": create the Secret with key '
         '"webhook.yaml" holding the audit webhook kubeconfig first']
+
+
+def _dcs(name, *dcs):
+    return seed({dc: {} for dc in dcs}, name=name)
+
+
+# case, Seeds stored, the Seed admitted, its old version (UPDATE) or None, errors, warnings
+DATACENTER_UNIQUE = [
+    ("new-datacenter", [_dcs("a", "dc1")], _dcs("b", "dc2"), None, [], []),
+    ("taken-on-create", [_dcs("a", "dc1")], _dcs("b", "dc1", "dc2"), None,
+     ['spec.datacenters[dc1]: Duplicate value: "dc1": Seed "a" defines this datacenter already'], []),
+    ("taken-by-two", [_dcs("a", "dc1"), _dcs("c", "dc3")], _dcs("b", "dc1", "dc3"), None,
+     ['spec.datacenters[dc1]: Duplicate value: "dc1": Seed "a" defines this datacenter already',
+      'spec.datacenters[dc3]: Duplicate value: "dc3": Seed "c" defines this datacenter already'], []),
+    ("the-seed-itself", [_dcs("a", "dc1")], _dcs("a", "dc1", "dc2"), _dcs("a", "dc1"), [], []),
+    # Stored before the rule: updates go on, with a warning; a newly taken datacenter is refused.
+    ("ratchet-kept", [_dcs("a", "dc1"), _dcs("b", "dc1")], _dcs("b", "dc1", "dc2"), _dcs("b", "dc1"), [],
+     ['spec.datacenters[dc1]: wrong before this update too, please fix: Duplicate value: "dc1": Seed "a" defines '
+      "this datacenter already [seed.datacenter-unique]"]),
+    ("ratchet-new-one", [_dcs("a", "dc1", "dc2"), _dcs("b", "dc1")], _dcs("b", "dc1", "dc2"), _dcs("b", "dc1"),
+     ['spec.datacenters[dc2]: Duplicate value: "dc2": Seed "a" defines this datacenter already'],
+     ['spec.datacenters[dc1]: wrong before this update too, please fix: Duplicate value: "dc1": Seed "a" defines '
+      "this datacenter already [seed.datacenter-unique]"]),
+]
+
+
+@pytest.mark.parametrize(("stored", "obj", "old", "errors", "warnings"), [c[1:] for c in DATACENTER_UNIQUE],
+                         ids=[c[0] for c in DATACENTER_UNIQUE])
+def test_a_datacenter_belongs_to_one_seed(stored, obj, old, errors, warnings):
+    """Judged against the API store's cache, which (unlike a snapshot of files) may hold two Seeds of one
+    datacenter: those stored before the rule."""
+    from kubernetes import client
+
+    from webhook.adapters.store.kube import KubeStore
+    from webhook.core.decide import PreparedCache, validate_object
+    from webhook.core.options import Options
+
+    store = KubeStore(client.ApiClient(client.Configuration()))
+    for s in stored:
+        store.seeds.handlers[0](None, s)
+    answer = validate_object(obj, old, store, {}, Options.default(), PreparedCache())
+    assert answer.allowed is not errors
+    if errors:
+        assert answer.message.count("[seed.datacenter-unique]") == len(errors)
+        assert all(e in answer.message for e in errors)
+        assert answer.rules == ["seed.datacenter-unique"]
+    assert answer.warnings == warnings
+    assert answer.warning_rules == ["seed.datacenter-unique"] * len(warnings)

@@ -132,7 +132,10 @@ def _cluster_and_seed(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
     cluster = _one(Path(args.cluster), CLUSTER)
     seed = None
     if args.seed:
-        seeds = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds
+        try:
+            seeds = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds
+        except LoadError as exc:
+            raise UsageError(f"{args.seed}: {exc}") from None
         seed = seeds.get(datacenter_of(cluster))
         if seed is None:
             raise UsageError(f'no Seed in {args.seed} defines datacenter "{datacenter_of(cluster)}" of Cluster '

@@ -11,7 +11,15 @@ from typing import Any
 from webhook.core import names
 from webhook.core.lookup import Lookup
 from webhook.core.mutation import Prepared, decide_mutation, is_apiserver_pod, prepare
-from webhook.core.objects import cluster_namespace, datacenter_of, dig, kind_of, name_of, namespace_of
+from webhook.core.objects import (
+    cluster_namespace,
+    datacenter_of,
+    datacenters_of,
+    dig,
+    kind_of,
+    name_of,
+    namespace_of,
+)
 from webhook.core.operator_config import DEFAULT, OperatorConfig
 from webhook.core.options import Options
 from webhook.core.pod_updates import pod_update_problems
@@ -20,6 +28,7 @@ from webhook.core.validation.admission import (
     CLEANUP_USERS,
     CLUSTER,
     CONFIGMAP,
+    SEED,
     check_admission,
     crd_deletion_message,
     deletion_blockers,
@@ -132,8 +141,9 @@ def validate_object(obj: Any, old: Any, store: Lookup, secrets: Secrets, options
         if cluster is not None:
             owner = cache.of_cluster(cluster, store, options).settings
     holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else ()
+    dc_holders = _datacenter_holders(obj, store) if kind_key(obj) == SEED else ()
     found = check_admission(obj, old, Context(seed=seed, secrets=secrets, owner=owner, config=config,
-                                              namespace_holders=holders))
+                                              namespace_holders=holders, datacenter_holders=dc_holders))
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
         rules = list(dict.fromkeys(e.rule for e in found.errors))
@@ -171,6 +181,13 @@ def _namespace_holders(cluster: Any, store: Lookup) -> tuple[str, ...]:
     mine = age(cluster)
     return tuple(name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
                  if name_of(c) != name_of(cluster) and age(c) < mine)
+
+
+def _datacenter_holders(seed: Any, store: Lookup) -> tuple[tuple[str, str], ...]:
+    """(datacenter, other Seed) for each datacenter of `seed` that another Seed defines."""
+    me = (namespace_of(seed), name_of(seed))
+    return tuple((dc, name_of(other)) for dc in datacenters_of(seed) for other in store.seeds_for_datacenter(dc)
+                 if (namespace_of(other), name_of(other)) != me)
 
 
 def _validate_pod_update(req: AdmissionRequest) -> Answer:
