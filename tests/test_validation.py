@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import KUBECONFIG, cluster, seed, webhook_backend
+from tests.helpers import KUBECONFIG, cluster, kkp_pod, seed, webhook_backend
 from webhook.core.names import OPT_OUT_ANNOTATION
 from webhook.core.operator_config import OperatorConfig
 from webhook.core.validation.admission import check_admission, secret_refs
@@ -512,3 +512,77 @@ def test_a_datacenter_belongs_to_one_seed(stored, obj, old, errors, warnings):
         assert answer.rules == ["seed.datacenter-unique"]
     assert answer.warnings == warnings
     assert answer.warning_rules == ["seed.datacenter-unique"] * len(warnings)
+
+
+ALLOW_LUA = {"audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-plugins": "lua",
+             "audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-keys": "lua:code"}
+LUA_SIDECAR = {"enabled": True, "sidecar": {"config": {"filters": [
+    {"Name": "lua", "Match": "*", "call": "f", "code": "function f(tag, ts, r) return 0, ts, r end"}]}}}
+
+
+def _seed_with(annotations, *dcs):
+    obj = seed({dc: {} for dc in dcs})
+    obj["metadata"]["annotations"] = annotations
+    return obj
+
+
+def _lua_clusters(count, dc="dc1", prefix="lua"):
+    return [cluster(name=f"{prefix}{i:02}", dc=dc, audit=LUA_SIDECAR) for i in range(count)]
+
+
+# case, stored Clusters, old Seed, new Seed, the warnings the Seed UPDATE gets
+REVOKED_ALLOWANCES = [
+    ("revoked", [*_lua_clusters(2), cluster(name="plain", audit={"enabled": True})],
+     _seed_with(ALLOW_LUA, "dc1"), _seed_with({}, "dc1"),
+     ['metadata.annotations: 2 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00", "lua01" [sidecar.key-denied]',
+      'metadata.annotations: 2 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00", "lua01" [sidecar.plugin-denied]']),
+    ("bounded-list", _lua_clusters(12), _seed_with(ALLOW_LUA, "dc1"),
+     _seed_with({"audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-keys": "lua:code"}, "dc1"),  # plugins revoked
+     ['metadata.annotations: 12 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00", "lua01", "lua02", "lua03", "lua04", "lua05", "lua06", "lua07", "lua08", "lua09" and 2 '
+      "more [sidecar.plugin-denied]"]),
+    ("datacenter-dropped", _lua_clusters(1, dc="dc2"), _seed_with(ALLOW_LUA, "dc1", "dc2"),
+     _seed_with(ALLOW_LUA, "dc1"),
+     ['metadata.annotations: 1 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00" [sidecar.key-denied]',
+      'metadata.annotations: 1 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00" [sidecar.plugin-denied]']),
+    ("other-datacenter", _lua_clusters(1, dc="elsewhere"), _seed_with(ALLOW_LUA, "dc1"), _seed_with({}, "dc1"), []),
+    ("refused-before", _lua_clusters(1), _seed_with({}, "dc1"), _seed_with({}, "dc1"), []),
+    ("still-allowed", _lua_clusters(1), _seed_with(ALLOW_LUA, "dc1"), _seed_with(ALLOW_LUA, "dc1", "dc3"), []),
+]
+
+
+@pytest.mark.parametrize(("stored", "old", "new", "warnings"), [c[1:] for c in REVOKED_ALLOWANCES],
+                         ids=[c[0] for c in REVOKED_ALLOWANCES])
+def test_a_seed_update_that_stops_injection_names_the_clusters(stored, old, new, warnings):
+    """Render-safety rules that read the Seed (a plugin that runs code) are not ratcheted for stored
+    Clusters: the Seed update that revokes an allowance is admitted, and says whose apiservers stop."""
+    from kubernetes import client
+
+    from webhook.adapters.store.kube import KubeStore
+    from webhook.core.decide import PreparedCache, mutate_pod, validate_object
+    from webhook.core.options import Options
+    from webhook.core.review import AdmissionRequest
+
+    store = KubeStore(client.ApiClient(client.Configuration()))
+    for c in stored:
+        store.clusters.handlers[0](None, c)
+    store.seeds.handlers[0](None, new)
+    answer = validate_object(new, old, store, {}, Options.default(), PreparedCache())
+    assert answer.allowed
+    assert answer.warnings == warnings
+    # And so it is: the apiserver Pods of the Clusters counted are refused from now on, naming the rule.
+    refused = []
+    for c in stored:
+        pod = AdmissionRequest.model_validate({"uid": "u", "kind": {"kind": "Pod", "version": "v1"},
+                                               "operation": "CREATE", "namespace": f"cluster-{c['metadata']['name']}",
+                                               "object": kkp_pod()})
+        answer = mutate_pod(pod, store, Options.default(), PreparedCache())
+        if not answer.allowed:
+            assert "sidecar.plugin-denied" in answer.rules and "[sidecar.plugin-denied]" in answer.message
+            refused.append(c["metadata"]["name"])
+    counted = {int(w.split(": ")[1].split(" ")[0]) for w in warnings}
+    assert counted <= {len(refused)}

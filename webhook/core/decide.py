@@ -38,8 +38,9 @@ from webhook.core.validation.admission import (
     qualified_kind,
     secret_refs,
 )
+from webhook.core.validation.cluster import check_cluster
 from webhook.core.validation.context import Context
-from webhook.core.validation.errors import invalid_message, rule_suffix
+from webhook.core.validation.errors import Findings, Path, Tier, invalid_message, rule_suffix
 from webhook.core.validation.webhook_backend import SecretRef, Secrets
 
 # The rule a contested namespace breaks: two Clusters claim it (one status written past /validate).
@@ -144,6 +145,8 @@ def validate_object(obj: Any, old: Any, store: Lookup, secrets: Secrets, options
     dc_holders = _datacenter_holders(obj, store) if kind_key(obj) == SEED else ()
     found = check_admission(obj, old, Context(seed=seed, secrets=secrets, owner=owner, config=config,
                                               namespace_holders=holders, datacenter_holders=dc_holders))
+    if kind_key(obj) == SEED and old is not None:
+        found.merge(_clusters_no_longer_injected(obj, old, store))
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
         rules = list(dict.fromkeys(e.rule for e in found.errors))
@@ -181,6 +184,38 @@ def _namespace_holders(cluster: Any, store: Lookup) -> tuple[str, ...]:
     mine = age(cluster)
     return tuple(name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
                  if name_of(c) != name_of(cluster) and age(c) < mine)
+
+
+# How many Clusters a warning names; it counts the rest.
+_LISTED = 10
+
+
+def _clusters_no_longer_injected(seed: Any, old: Any, store: Lookup) -> Findings:
+    """Warnings naming the stored Clusters that this Seed update leaves breaking a render-safety rule,
+    one warning per rule: from now on their apiserver Pods are refused, not injected, until the
+    Clusters drop what the Seed no longer allows (a plugin that runs code, say: a tenant never gets
+    to run code in the seed, not even an existing cluster). The update itself is the operator's."""
+    newly: dict[str, list[str]] = {}
+    for dc in dict.fromkeys([*datacenters_of(old), *datacenters_of(seed)]):
+        for cluster in store.clusters_in_datacenter(dc):
+            if _unsafe_rules(cluster, old):
+                continue  # refused already
+            for rule in _unsafe_rules(cluster, seed if dc in datacenters_of(seed) else None):
+                newly.setdefault(rule, []).append(name_of(cluster))
+    found = Findings()
+    for rule, clusters in sorted(newly.items()):
+        listed = ", ".join(f'"{c}"' for c in clusters[:_LISTED])
+        more = f" and {len(clusters) - _LISTED} more" if len(clusters) > _LISTED else ""
+        found.warn(Path("metadata").child("annotations"),
+                   f"{len(clusters)} Cluster(s) will have their apiserver Pods refused until they drop what this Seed "
+                   f"no longer allows: {listed}{more}", rule)
+    return found
+
+
+def _unsafe_rules(cluster: dict[str, Any], seed: Any) -> list[str]:
+    """The render-safety rules a stored Cluster breaks with this Seed: any one stops injection."""
+    errors = check_cluster(cluster, Context(seed=seed if isinstance(seed, dict) else None)).errors
+    return list(dict.fromkeys(e.rule for e in errors if e.tier is Tier.SAFETY))
 
 
 def _datacenter_holders(seed: Any, store: Lookup) -> tuple[tuple[str, str], ...]:
