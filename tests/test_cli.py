@@ -200,7 +200,7 @@ def test_check_finds_secrets_in_source(capsys, tmp_path):
     result = json.loads(out)[0]
     assert code == 0 and {k: v for k, v in result.items() if k != "warnings"} == {
         "file": str(cluster_file), "kind": "Cluster.kubermatic.k8c.io", "name": "both01", "operation": "UPDATE",
-        "allowed": True, "message": ""}
+        "allowed": True, "message": "", "rules": [], "warning_rules": []}
     code, out, err = run(capsys, "check", str(cluster_file), "--source", str(EXAMPLES))
     assert code == 0 and "does not exist yet" not in out + err, out
 
@@ -254,6 +254,20 @@ def test_check_judges_an_update_of_what_source_holds(capsys, tmp_path, copy, sou
     code, out, _ = run(capsys, "check", str(target), "--source", str(EXAMPLES / source))
     assert code == 0
     assert out.endswith(f"Cluster.kubermatic.k8c.io auditon01 ({operation}): ok\n")
+
+
+@pytest.mark.parametrize("output", ["json", "yaml"])
+def test_check_output_names_the_rules(capsys, tmp_path, output):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster", "metadata": {"name": "c1"},
+                                 "spec": {"cloud": {"dc": "hamburg"}, "auditLogging": {
+                                     "enabled": "yes", "policyPreset": "loud", "colour": "red"}}}))
+    code, out, _ = run(capsys, "check", str(f), "--source", str(EXAMPLES / "seeds"), "-o", output)
+    (result,) = json.loads(out) if output == "json" else yaml.safe_load(out)
+    assert code == 1
+    assert result["rules"] == ["audit.enabled-bool", "audit.preset-supported"]
+    assert result["message"].count(" [audit.") == 2
+    assert result["warning_rules"] == [] and result["warnings"]  # "unknown field" is advice, with no rule
 
 
 @pytest.mark.parametrize("content", ["kind: [", "apiVersion: v1\nkind: Pod\n"])
@@ -467,3 +481,33 @@ def test_version_flag_before_or_after_the_command(capsys, argv):
     from webhook.adapters.build_info import describe
 
     assert capsys.readouterr().out == describe() + "\n"
+
+
+DUP_SEED = {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed", "metadata": {"name": "dup", "namespace": "kubermatic"},
+            "spec": {"datacenters": {"hamburg": {"spec": {"enforceAuditLogging": True}}}}}
+
+
+@pytest.mark.parametrize(("command", "dup_first"), [
+    (["render", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed", "{seeds}",
+      str(EXAMPLES / "pods/apiserver.yaml")], True),
+    (["render", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed", "{seeds}",
+      str(EXAMPLES / "pods/apiserver.yaml")], False),
+    (["files", "--cluster", str(EXAMPLES / "clusters/audit-off.yaml"), "--seed", "{seeds}"], False),
+    (["check", str(EXAMPLES / "clusters/audit-off.yaml"), "--source", "{seeds}"], True),
+    (["report", "--source", "{dir}"], False),
+])
+def test_two_seeds_of_one_datacenter_are_an_error_whatever_their_order(capsys, tmp_path, command, dup_first):
+    """Not the last one read wins: which Seed's enforcement applies must not depend on file order."""
+    kubermatic = [d for d in yaml.safe_load_all((EXAMPLES / "seeds/kubermatic.yaml").read_text()) if d]
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text(yaml.safe_dump_all([DUP_SEED, *kubermatic] if dup_first else [*kubermatic, DUP_SEED]))
+    argv = [a.format(seeds=seeds, dir=tmp_path) for a in command]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert 'datacenter "hamburg" of Seed ' in err and "a datacenter belongs to one Seed" in err
+    assert 'Seed "dup"' in err and 'Seed "kubermatic"' in err
+
+
+def test_one_seed_read_twice_is_no_conflict(capsys):
+    code, _, _ = run(capsys, "check", str(EXAMPLES / "seeds/kubermatic.yaml"), "--source", str(EXAMPLES / "seeds"))
+    assert code == 0

@@ -291,15 +291,19 @@ def _validation_cases():
     return [(case_id, obj, expected) for case_id, obj, expected in CLUSTER_ERRORS if not isinstance(expected, int)]
 
 
-@pytest.mark.parametrize(("obj", "expected"), [c[1:] for c in _validation_cases()], ids=[c[0] for c in _validation_cases()])
-async def test_cluster_rules_through_https(start_server, obj, expected):
-    """Every cluster rule of tests/test_validation.py, end to end: the same message reaches the client."""
+@pytest.mark.parametrize(("case_id", "obj", "expected"), _validation_cases(), ids=[c[0] for c in _validation_cases()])
+async def test_cluster_rules_through_https(start_server, case_id, obj, expected):
+    """Every cluster rule of tests/test_validation.py, end to end: the same message, with its rule, reaches the
+    client."""
+    from tests.test_validation import RULE_OF_CASE
+
     server = await start_server(_store_for_validation_tables())
     status, body = await server.post("/validate", review(obj, kind="Cluster", group="kubermatic.k8c.io"))
     assert status == 200
     response = body["response"]
     assert response["allowed"] is False
-    assert response["status"]["message"] == f'Cluster.kubermatic.k8c.io "abc" is invalid: {expected[0]}'
+    assert response["status"]["message"] == (f'Cluster.kubermatic.k8c.io "abc" is invalid: {expected[0]} '
+                                             f"[{RULE_OF_CASE[case_id]}]")
 
 
 async def test_rejections_count_by_rule_with_bounded_labels(start_server):
@@ -324,6 +328,54 @@ async def test_rejections_count_by_rule_with_bounded_labels(start_server):
     assert "a]b" not in text
     assert "Frob" not in text and "FROBNICATE" not in text and "XXXX" not in text
     assert 'kind="other",operation="other"' in text
+
+
+LUA = {"enabled": True, "sidecar": {"config": {"filters": [{"Name": "lua", "Match": "*", "call": "f",
+                                                             "code": "function f() end"}]}}}
+BIG = {"enabled": True, "sidecar": {"resources": {"limits": {"cpu": "4"}}}}
+GONE = {"webhookBackend": webhook_backend("gone")}
+# handler, stored objects, request, allowed, rules that refused it, rules its warnings are about, advice warnings
+RULE_IDS_EVERYWHERE = [
+    ("refused-on-admission", [], review(cluster(audit={"enabled": "yes"}), kind="Cluster", group="kubermatic.k8c.io"),
+     False, ["audit.enabled-bool"], [], 0),
+    ("apiserver-of-an-unsafe-stored-cluster", [cluster(audit=LUA)], review(kkp_pod(), namespace="cluster-abc"),
+     False, ["sidecar.plugin-denied", "sidecar.key-denied"], [], 0),
+    ("apiserver-of-a-cluster-out-of-policy", [cluster(audit=BIG)], review(kkp_pod(), namespace="cluster-abc"),
+     True, [], ["sidecar.resource-ceiling"], 0),
+    ("update-ratcheted", [], review(cluster(audit=GONE, humanReadableName="x"), kind="Cluster",
+                                    group="kubermatic.k8c.io", operation="UPDATE", old=cluster(audit=GONE)),
+     True, [], ["webhook.secret-exists"], 0),
+    ("advice-only", [], review(cluster(audit={"enabled": True, "colour": "red"}), kind="Cluster",
+                               group="kubermatic.k8c.io"), True, [], [], 1),
+]
+
+
+@pytest.mark.parametrize(("case", "stored", "request_body", "allowed", "rules", "warning_rules", "advice"),
+                         RULE_IDS_EVERYWHERE, ids=[c[0] for c in RULE_IDS_EVERYWHERE])
+async def test_rule_ids_reach_messages_warnings_metrics_and_the_decision_log(
+        start_server, caplog, case, stored, request_body, allowed, rules, warning_rules, advice):
+    import logging
+
+    server = await start_server(stored)
+    caplog.set_level(logging.INFO, logger="audit_webhook.decisions")
+    handler = "mutate" if request_body["request"]["kind"]["kind"] == "Pod" else "validate"
+    _, body = await server.post(f"/{handler}", request_body)
+    response = body["response"]
+    assert response["allowed"] is allowed
+    for rule in rules:
+        assert f"[{rule}]" in response["status"]["message"]
+    warnings = response.get("warnings", [])
+    assert sorted(w[w.rindex("[") + 1:-1] for w in warnings if w.endswith("]")) == warning_rules
+    assert len(warnings) == len(warning_rules) + advice
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "audit_webhook.decisions"]
+    assert (line["rules"], line["warning_rules"]) == (rules, warning_rules)
+    _, text = await server.get("/metrics")
+    for rule in rules:
+        assert f'audit_webhook_rejections_total{{handler="{handler}",rule="{rule}"}} 1.0' in text
+    for rule in warning_rules:
+        assert f'audit_webhook_warnings_total{{handler="{handler}",rule="{rule}"}} 1.0' in text
+    counted = f'audit_webhook_warnings_total{{handler="{handler}",rule="none"}} {float(advice)}'
+    assert (counted in text) is bool(advice)
 
 
 async def test_decision_log_is_one_json_line_per_admission(start_server, caplog):
@@ -415,7 +467,7 @@ async def test_one_cluster_per_namespace(start_server):
     assert status == 200 and body["response"]["allowed"] is False
     assert body["response"]["status"]["message"] == ('Cluster.kubermatic.k8c.io "thief" is invalid: '
                                                      'status.namespaceName: Forbidden: namespace "cluster-victim" '
-                                                     'belongs to Cluster "victim"')
+                                                     'belongs to Cluster "victim" [cluster.namespace-holder]')
     # The older holder's own updates go on.
     status, body = await server.post("/validate", review(victim, kind="Cluster", group="kubermatic.k8c.io",
                                                          operation="UPDATE", old=victim))

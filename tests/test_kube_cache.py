@@ -75,3 +75,28 @@ def test_the_store_indexes_each_event_and_keeps_every_claimant_of_a_namespace():
     index(a, None)
     assert store.cluster_for_namespace("cluster-a") is None
     assert store.all_clusters() == [moved]
+
+
+def test_the_store_keeps_every_seed_of_a_datacenter_and_every_cluster_of_one():
+    """Two Seeds defining one datacenter (stored before seed.datacenter-unique) answer the same
+    whatever order their events came in, and deleting one leaves the other."""
+    def seed(name: str, *dcs: str) -> dict:
+        return helpers.seed({dc: {} for dc in dcs}, name=name)
+
+    a, b = seed("a", "dc1", "dc2"), seed("b", "dc1")
+    for order in ((a, b), (b, a)):
+        store = KubeStore(client.ApiClient(client.Configuration()))
+        index = store.seeds.handlers[0]
+        for s in order:
+            index(None, s)
+        assert store.seeds_for_datacenter("dc1") == [a, b] and store.seed_for_datacenter("dc1") is a
+        index(a, None)
+        assert store.seeds_for_datacenter("dc1") == [b] and store.seed_for_datacenter("dc2") is None
+    clusters = store.clusters.handlers[0]
+    x, y = lean_cluster(cluster("x")), lean_cluster(cluster("y"))
+    clusters(None, y)
+    clusters(None, x)
+    assert store.clusters_in_datacenter("dc1") == [x, y]
+    elsewhere = {**y, "spec": {**y["spec"], "cloud": {"dc": "dc2"}}}
+    clusters(y, elsewhere)
+    assert store.clusters_in_datacenter("dc1") == [x] and store.clusters_in_datacenter("dc2") == [elsewhere]

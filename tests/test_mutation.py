@@ -162,8 +162,10 @@ def test_a_stored_cluster_that_breaks_a_later_policy_rule_is_still_injected_with
     big = cluster(audit={"enabled": True, "sidecar": {"resources": {"limits": {"cpu": "4"}}}})
     answer = decide_mutation("CREATE", bare_pod(), big, None, Options.default())
     assert answer.allowed and answer.reason == "injected" and answer.patch
-    assert answer.warnings == ["spec.auditLogging.sidecar.resources.limits[cpu]: Invalid value: breaks a rule the "
-                               "Cluster predates; injected anyway, please fix"]
+    assert answer.warnings == ["spec.auditLogging.sidecar.resources.limits[cpu]: breaks a rule the Cluster predates, "
+                               'injected anyway (please fix): Invalid value: "4": must be at most 1, the ceiling the '
+                               "operator sets for audit sidecars [sidecar.resource-ceiling]"]
+    assert answer.warning_rules == ["sidecar.resource-ceiling"]
     # The same settings are refused when the Cluster itself is admitted.
     assert check_admission(big, None, Context(secrets={})).errors
 

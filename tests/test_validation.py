@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import KUBECONFIG, cluster, seed, webhook_backend
+from tests.helpers import KUBECONFIG, cluster, kkp_pod, seed, webhook_backend
 from webhook.core.names import OPT_OUT_ANNOTATION
 from webhook.core.operator_config import OperatorConfig
 from webhook.core.validation.admission import check_admission, secret_refs
@@ -119,6 +119,25 @@ CLUSTER_ERRORS = [
      [f'{P}.webhookBackend.auditWebhookInitialBackoff: Invalid value: "-5s": must not be negative']),
 ]
 
+# The rule each case of CLUSTER_ERRORS breaks: what metrics, the decision log and the messages name.
+RULE_OF_CASE = {
+    "preset": "audit.preset-supported", "enabled-not-bool": "audit.enabled-bool", "audit-not-map": "object.field-type",
+    "service-not-map": "sidecar.map-shape", "service-int-value": "sidecar.value-string",
+    "newline-value": "sidecar.characters", "carriage-return": "sidecar.characters", "nul": "sidecar.characters",
+    "include-key": "sidecar.key-form", "bracket-key": "sidecar.key-form", "space-key": "sidecar.key-form",
+    "tab-key": "sidecar.key-form", "set-key": "sidecar.key-form", "comment-key": "sidecar.key-form",
+    "empty-value": "sidecar.value-empty", "daemon": "sidecar.service", "filter-without-name": "sidecar.plugin-name",
+    "output-without-name": "sidecar.plugin-name", "output-without-match": "sidecar.match-required",
+    "unknown-plugin": "sidecar.plugin-known", "duplicate-name": "sidecar.key-duplicate",
+    "filters-not-list": "object.field-type", "filter-not-map": "sidecar.map-shape", "env-valuefrom": "sidecar.env",
+    "env-bad-name": "sidecar.env", "env-duplicate": "sidecar.env", "env-cluster-id": "sidecar.env",
+    "env-no-name": "sidecar.env", "bad-quantity": "sidecar.resources", "negative-quantity": "sidecar.resources",
+    "request-above-limit": "sidecar.resources", "webhook-missing-key": "webhook.secret-key",
+    "webhook-broken-kubeconfig": "webhook.kubeconfig", "webhook-no-ref": "webhook.reference",
+    "webhook-no-name": "webhook.reference", "webhook-other-namespace": "webhook.secret-namespace",
+    "backoff-not-duration": "webhook.backoff", "backoff-negative": "webhook.backoff",
+}
+
 MORE_SECRETS = {**SECRETS, ("cluster-abc", "nokey"): {"other": b"x"},
                 ("cluster-abc", "broken"): {"webhook.yaml": b"apiVersion: v1\nkind: Config\n"}}
 
@@ -130,6 +149,14 @@ def test_cluster_rules(obj, expected):
         assert len(errors) == expected, errors
     else:
         assert errors == expected
+
+
+@pytest.mark.parametrize(("case_id", "obj"), [c[:2] for c in CLUSTER_ERRORS], ids=[c[0] for c in CLUSTER_ERRORS])
+def test_each_error_names_its_rule_in_the_message(case_id, obj):
+    errors = check_admission(obj, None, Context(secrets=MORE_SECRETS)).errors
+    assert {e.rule for e in errors} == {RULE_OF_CASE[case_id]}
+    message = invalid_message("Cluster.kubermatic.k8c.io", "abc", errors[:1])
+    assert message == f'Cluster.kubermatic.k8c.io "abc" is invalid: {errors[0]} [{RULE_OF_CASE[case_id]}]'
 
 
 def test_every_problem_is_reported_at_once():
@@ -205,8 +232,11 @@ def test_update_is_not_refused_for_what_the_old_object_already_had():
     newer = cluster(audit={"webhookBackend": webhook_backend("gone")}, humanReadableName="renamed")
     found = check_admission(newer, bad, Context(secrets=SECRETS))
     assert found.errors == []
-    assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: Not found (wrong before this "
-                              "update too; please fix)"]
+    # The warning keeps what was wrong, and the rule.
+    assert found.warnings == ["spec.auditLogging.webhookBackend.auditWebhookConfig: wrong before this update too, "
+                              'please fix: Not found: "cluster-abc/gone": create the Secret with key "webhook.yaml" '
+                              "holding the audit webhook kubeconfig first [webhook.secret-exists]"]
+    assert found.warning_rules == ["webhook.secret-exists"]
     # A new problem in the same update is still refused.
     worse = cluster(audit={"webhookBackend": webhook_backend("gone"), "policyPreset": "x"})
     assert errors_of(worse, old=bad) == [
@@ -429,7 +459,130 @@ def test_a_missing_webhook_secret_of_its_own_namespace_may_follow_a_new_cluster(
     created = check_admission(new, None, Context(secrets=SECRETS))
     assert created.errors == []
     assert created.warnings == ['spec.auditLogging.webhookBackend.auditWebhookConfig: Secret cluster-abc/nope does '
-                                "not exist yet; the apiserver waits for it"]
+                                "not exist yet; the apiserver waits for it [webhook.secret-exists]"]
+    assert created.warning_rules == ["webhook.secret-exists"]
     assert errors_of(new, old=cluster(audit={"webhookBackend": webhook_backend()})) == [
         f'{P}.webhookBackend.auditWebhookConfig: Not found: "cluster-abc/nope": create the Secret with key '
         '"webhook.yaml" holding the audit webhook kubeconfig first']
+
+
+def _dcs(name, *dcs):
+    return seed({dc: {} for dc in dcs}, name=name)
+
+
+# case, Seeds stored, the Seed admitted, its old version (UPDATE) or None, errors, warnings
+DATACENTER_UNIQUE = [
+    ("new-datacenter", [_dcs("a", "dc1")], _dcs("b", "dc2"), None, [], []),
+    ("taken-on-create", [_dcs("a", "dc1")], _dcs("b", "dc1", "dc2"), None,
+     ['spec.datacenters[dc1]: Duplicate value: "dc1": Seed "a" defines this datacenter already'], []),
+    ("taken-by-two", [_dcs("a", "dc1"), _dcs("c", "dc3")], _dcs("b", "dc1", "dc3"), None,
+     ['spec.datacenters[dc1]: Duplicate value: "dc1": Seed "a" defines this datacenter already',
+      'spec.datacenters[dc3]: Duplicate value: "dc3": Seed "c" defines this datacenter already'], []),
+    ("the-seed-itself", [_dcs("a", "dc1")], _dcs("a", "dc1", "dc2"), _dcs("a", "dc1"), [], []),
+    # Stored before the rule: updates go on, with a warning; a newly taken datacenter is refused.
+    ("ratchet-kept", [_dcs("a", "dc1"), _dcs("b", "dc1")], _dcs("b", "dc1", "dc2"), _dcs("b", "dc1"), [],
+     ['spec.datacenters[dc1]: wrong before this update too, please fix: Duplicate value: "dc1": Seed "a" defines '
+      "this datacenter already [seed.datacenter-unique]"]),
+    ("ratchet-new-one", [_dcs("a", "dc1", "dc2"), _dcs("b", "dc1")], _dcs("b", "dc1", "dc2"), _dcs("b", "dc1"),
+     ['spec.datacenters[dc2]: Duplicate value: "dc2": Seed "a" defines this datacenter already'],
+     ['spec.datacenters[dc1]: wrong before this update too, please fix: Duplicate value: "dc1": Seed "a" defines '
+      "this datacenter already [seed.datacenter-unique]"]),
+]
+
+
+@pytest.mark.parametrize(("stored", "obj", "old", "errors", "warnings"), [c[1:] for c in DATACENTER_UNIQUE],
+                         ids=[c[0] for c in DATACENTER_UNIQUE])
+def test_a_datacenter_belongs_to_one_seed(stored, obj, old, errors, warnings):
+    """Judged against the API store's cache, which (unlike a snapshot of files) may hold two Seeds of one
+    datacenter: those stored before the rule."""
+    from kubernetes import client
+
+    from webhook.adapters.store.kube import KubeStore
+    from webhook.core.decide import PreparedCache, validate_object
+    from webhook.core.options import Options
+
+    store = KubeStore(client.ApiClient(client.Configuration()))
+    for s in stored:
+        store.seeds.handlers[0](None, s)
+    answer = validate_object(obj, old, store, {}, Options.default(), PreparedCache())
+    assert answer.allowed is not errors
+    if errors:
+        assert answer.message.count("[seed.datacenter-unique]") == len(errors)
+        assert all(e in answer.message for e in errors)
+        assert answer.rules == ["seed.datacenter-unique"]
+    assert answer.warnings == warnings
+    assert answer.warning_rules == ["seed.datacenter-unique"] * len(warnings)
+
+
+ALLOW_LUA = {"audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-plugins": "lua",
+             "audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-keys": "lua:code"}
+LUA_SIDECAR = {"enabled": True, "sidecar": {"config": {"filters": [
+    {"Name": "lua", "Match": "*", "call": "f", "code": "function f(tag, ts, r) return 0, ts, r end"}]}}}
+
+
+def _seed_with(annotations, *dcs):
+    obj = seed({dc: {} for dc in dcs})
+    obj["metadata"]["annotations"] = annotations
+    return obj
+
+
+def _lua_clusters(count, dc="dc1", prefix="lua"):
+    return [cluster(name=f"{prefix}{i:02}", dc=dc, audit=LUA_SIDECAR) for i in range(count)]
+
+
+# case, stored Clusters, old Seed, new Seed, the warnings the Seed UPDATE gets
+REVOKED_ALLOWANCES = [
+    ("revoked", [*_lua_clusters(2), cluster(name="plain", audit={"enabled": True})],
+     _seed_with(ALLOW_LUA, "dc1"), _seed_with({}, "dc1"),
+     ['metadata.annotations: 2 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00", "lua01" [sidecar.key-denied]',
+      'metadata.annotations: 2 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00", "lua01" [sidecar.plugin-denied]']),
+    ("bounded-list", _lua_clusters(12), _seed_with(ALLOW_LUA, "dc1"),
+     _seed_with({"audit-webhook.kubermatic.k8c.io/allowed-fluent-bit-keys": "lua:code"}, "dc1"),  # plugins revoked
+     ['metadata.annotations: 12 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00", "lua01", "lua02", "lua03", "lua04", "lua05", "lua06", "lua07", "lua08", "lua09" and 2 '
+      "more [sidecar.plugin-denied]"]),
+    ("datacenter-dropped", _lua_clusters(1, dc="dc2"), _seed_with(ALLOW_LUA, "dc1", "dc2"),
+     _seed_with(ALLOW_LUA, "dc1"),
+     ['metadata.annotations: 1 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00" [sidecar.key-denied]',
+      'metadata.annotations: 1 Cluster(s) will have their apiserver Pods refused until they drop what this Seed no '
+      'longer allows: "lua00" [sidecar.plugin-denied]']),
+    ("other-datacenter", _lua_clusters(1, dc="elsewhere"), _seed_with(ALLOW_LUA, "dc1"), _seed_with({}, "dc1"), []),
+    ("refused-before", _lua_clusters(1), _seed_with({}, "dc1"), _seed_with({}, "dc1"), []),
+    ("still-allowed", _lua_clusters(1), _seed_with(ALLOW_LUA, "dc1"), _seed_with(ALLOW_LUA, "dc1", "dc3"), []),
+]
+
+
+@pytest.mark.parametrize(("stored", "old", "new", "warnings"), [c[1:] for c in REVOKED_ALLOWANCES],
+                         ids=[c[0] for c in REVOKED_ALLOWANCES])
+def test_a_seed_update_that_stops_injection_names_the_clusters(stored, old, new, warnings):
+    """Render-safety rules that read the Seed (a plugin that runs code) are not ratcheted for stored
+    Clusters: the Seed update that revokes an allowance is admitted, and says whose apiservers stop."""
+    from kubernetes import client
+
+    from webhook.adapters.store.kube import KubeStore
+    from webhook.core.decide import PreparedCache, mutate_pod, validate_object
+    from webhook.core.options import Options
+    from webhook.core.review import AdmissionRequest
+
+    store = KubeStore(client.ApiClient(client.Configuration()))
+    for c in stored:
+        store.clusters.handlers[0](None, c)
+    store.seeds.handlers[0](None, new)
+    answer = validate_object(new, old, store, {}, Options.default(), PreparedCache())
+    assert answer.allowed
+    assert answer.warnings == warnings
+    # And so it is: the apiserver Pods of the Clusters counted are refused from now on, naming the rule.
+    refused = []
+    for c in stored:
+        pod = AdmissionRequest.model_validate({"uid": "u", "kind": {"kind": "Pod", "version": "v1"},
+                                               "operation": "CREATE", "namespace": f"cluster-{c['metadata']['name']}",
+                                               "object": kkp_pod()})
+        answer = mutate_pod(pod, store, Options.default(), PreparedCache())
+        if not answer.allowed:
+            assert "sidecar.plugin-denied" in answer.rules and "[sidecar.plugin-denied]" in answer.message
+            refused.append(c["metadata"]["name"])
+    counted = {int(w.split(": ")[1].split(" ")[0]) for w in warnings}
+    assert counted <= {len(refused)}

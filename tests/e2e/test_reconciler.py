@@ -176,7 +176,9 @@ def test_a_tightened_policy_rule_never_stops_a_running_control_plane(plane: Cont
     admitted = eventually(dry_run)
     assert admitted, "the Pod was not injected with a warning"
     assert any(c["name"] == "audit-logs" for c in admitted["pod"]["spec"]["containers"])
-    assert "limits[cpu]: Invalid value: breaks a rule the Cluster predates; injected anyway" in admitted["stderr"]
+    assert ('limits[cpu]: breaks a rule the Cluster predates, injected anyway (please fix): Invalid value: "4"'
+            in admitted["stderr"])
+    assert "[sidecar.resource-ceiling]" in admitted["stderr"]
 
     def out_of_policy() -> list[dict[str, Any]]:
         events = json.loads(plane.kubectl("get", "events", "-n", "default", "--field-selector",

@@ -183,7 +183,10 @@ def _cluster_and_seed(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
     if not args.seed:
         raise UsageError(f'Cluster "{name_of(cluster)}" is in datacenter "{dc}", whose Seed can enforce audit '
                          f'logging or replace its settings: give the Seed that defines "{dc}" with --seed')
-    seed = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds.get(dc)
+    try:
+        seed = Snapshot.of(o for o in _objects(Path(args.seed)) if kind_key(o) == SEED).seeds.get(dc)
+    except LoadError as exc:
+        raise UsageError(f"{args.seed}: {exc}") from None
     if seed is None:
         raise UsageError(f'no Seed defines datacenter "{dc}" (of Cluster "{name_of(cluster)}") in {args.seed}')
     return cluster, seed
@@ -361,10 +364,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         # What is missing can only add refusals to an audit-config (its owner's preset), so a refusal
         # without it stands; for a Cluster the Seed may replace the very settings judged.
         if missing and (answer.allowed or kind_key(obj) == CLUSTER):
-            results.append({**result, "allowed": None, "message": f"cannot judge: {missing}", "warnings": []})
+            results.append({**result, "allowed": None, "message": f"cannot judge: {missing}", "rules": [],
+                            "warnings": [], "warning_rules": []})
             continue
         results.append({**result, "allowed": answer.allowed, "message": "" if answer.allowed else answer.message,
-                        "warnings": answer.warnings})
+                        "rules": answer.rules, "warnings": answer.warnings,
+                        "warning_rules": sorted(set(answer.warning_rules))})
     if not results:
         raise UsageError("no Cluster, Seed or ConfigMap found in " + ", ".join(args.files))
     if args.output != "text":

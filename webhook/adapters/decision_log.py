@@ -39,6 +39,7 @@ def log_decision(handler: str, req: AdmissionRequest, answer: Answer, seconds: f
         "rules": answer.rules,
         "patched": bool(answer.patch),
         "warnings": len(answer.warnings),
+        "warning_rules": sorted(set(answer.warning_rules)),
         "latency_ms": round(seconds * 1000, 3),
         "dry_run": req.dryRun,
     }

@@ -13,6 +13,7 @@ from prometheus_client import (
 )
 
 from webhook.adapters.build_info import build_info
+from webhook.core.validation.rules import RULES
 
 # The _created series double every counter for little use on a webhook.
 disable_created_metrics()
@@ -31,11 +32,9 @@ def bounded(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else "other"
 
 
-def rule_label(path: str) -> str:
-    """A field path cut at its first index or map key: map keys are the client's and may hold
-    anything, brackets included, so only the part our rules name is kept."""
-    head, bracket, _ = path.partition("[")
-    return head + ("[*]" if bracket else "")
+RULE_IDS = frozenset(RULES)
+# The rule label of warnings no rule stands behind (advice such as "unknown field, ignored").
+ADVICE = "none"
 
 
 class Metrics:
@@ -57,7 +56,8 @@ class Metrics:
             "Objects refused, by handler and rule id (docs/rules.md), or the reason when no rule refused.",
             ["handler", "rule"], registry=self.registry)
         self.warnings = Counter(
-            "audit_webhook_warnings_total", "Warnings returned to clients.", ["handler"], registry=self.registry)
+            "audit_webhook_warnings_total", 'Warnings returned to clients, by rule id (docs/rules.md), or "none".',
+            ["handler", "rule"], registry=self.registry)
         self.bad_requests = Counter(
             "audit_webhook_bad_requests_total", "Bodies refused before admission (HTTP 4xx).", ["code"],
             registry=self.registry)
@@ -85,8 +85,15 @@ class Metrics:
 
     def rejected(self, handler: str, reason: str, rules: list[str]) -> None:
         """Count one refusal under each distinct rule it hit (or its reason)."""
-        for rule in sorted({rule_label(r) for r in rules} or {reason or "unknown"}):
+        for rule in sorted({bounded(r, RULE_IDS) for r in rules} or {reason or "unknown"}):
             self.rejections.labels(handler, rule).inc()
+
+    def warned(self, handler: str, warnings: int, rules: list[str]) -> None:
+        """Count `warnings` warnings: one per entry of `rules` under its rule, the rest as advice."""
+        for rule in rules:
+            self.warnings.labels(handler, bounded(rule, RULE_IDS)).inc()
+        if warnings > len(rules):
+            self.warnings.labels(handler, ADVICE).inc(warnings - len(rules))
 
     def watch_store(self, store: object) -> None:
         """Report a store's sync state and age, read at scrape time."""

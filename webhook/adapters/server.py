@@ -116,8 +116,7 @@ class Webhook:
             m.injections.inc()
         if not answer.allowed:
             m.rejected(name, answer.reason, answer.rules)
-        if answer.warnings:
-            m.warnings.labels(name).inc(len(answer.warnings))
+        m.warned(name, len(answer.warnings), answer.warning_rules)
         log_decision(name, req, answer, elapsed)
 
     async def mutate(self, request: web.Request) -> web.Response:

@@ -11,7 +11,15 @@ from typing import Any
 from webhook.core import names
 from webhook.core.lookup import Lookup
 from webhook.core.mutation import Prepared, decide_mutation, is_apiserver_pod, prepare
-from webhook.core.objects import cluster_namespace, datacenter_of, dig, kind_of, name_of, namespace_of
+from webhook.core.objects import (
+    cluster_namespace,
+    datacenter_of,
+    datacenters_of,
+    dig,
+    kind_of,
+    name_of,
+    namespace_of,
+)
 from webhook.core.operator_config import DEFAULT, OperatorConfig
 from webhook.core.options import Options
 from webhook.core.pod_updates import pod_update_problems
@@ -20,6 +28,7 @@ from webhook.core.validation.admission import (
     CLEANUP_USERS,
     CLUSTER,
     CONFIGMAP,
+    SEED,
     check_admission,
     crd_deletion_message,
     deletion_blockers,
@@ -29,9 +38,13 @@ from webhook.core.validation.admission import (
     qualified_kind,
     secret_refs,
 )
+from webhook.core.validation.cluster import check_cluster
 from webhook.core.validation.context import Context
-from webhook.core.validation.errors import invalid_message
+from webhook.core.validation.errors import Findings, Path, Tier, invalid_message, rule_suffix
 from webhook.core.validation.webhook_backend import SecretRef, Secrets
+
+# The rule a contested namespace breaks: two Clusters claim it (one status written past /validate).
+_NAMESPACE_HOLDER = "cluster.namespace-holder"
 
 
 class PreparedCache:
@@ -73,7 +86,8 @@ def mutate_pod(req: AdmissionRequest, store: Lookup, options: Options, cache: Pr
         # Whose settings would this Pod run with? Neither may decide for the other.
         listed = ", ".join(f'"{name_of(c)}"' for c in claimants)
         return Answer(False, f'audit-webhook: namespace "{namespace}" is claimed by Clusters {listed}; an apiserver '
-                             "Pod there is refused until one Cluster holds it", code=403, reason="contested-namespace")
+                             f"Pod there is refused until one Cluster holds it{rule_suffix(_NAMESPACE_HOLDER)}",
+                      code=403, reason="contested-namespace", rules=[_NAMESPACE_HOLDER])
     cluster = store.cluster_for_namespace(namespace)
     if cluster is None:
         return decide_mutation(req.operation, req.object, None, None, options)
@@ -103,7 +117,7 @@ def validate_request(req: AdmissionRequest, store: Lookup, secrets: Secrets, opt
                                 only_identity=True)
         if found.errors:
             return Answer(False, invalid_message(qualified_kind(req.object), object_label(req.object), found.errors),
-                          code=422, reason="invalid", rules=[e.rule or str(e.path) for e in found.errors])
+                          code=422, reason="invalid", rules=list(dict.fromkeys(e.rule for e in found.errors)))
         return Answer(True, reason="valid")
     if req.subResource:
         return Answer(True, reason="not-checked")
@@ -128,13 +142,17 @@ def validate_object(obj: Any, old: Any, store: Lookup, secrets: Secrets, options
         if cluster is not None:
             owner = cache.of_cluster(cluster, store, options).settings
     holders = _namespace_holders(obj, store) if kind_key(obj) == CLUSTER else ()
+    dc_holders = _datacenter_holders(obj, store) if kind_key(obj) == SEED else ()
     found = check_admission(obj, old, Context(seed=seed, secrets=secrets, owner=owner, config=config,
-                                              namespace_holders=holders))
+                                              namespace_holders=holders, datacenter_holders=dc_holders))
+    if kind_key(obj) == SEED and old is not None:
+        found.merge(_clusters_no_longer_injected(obj, old, store))
     if found.errors:
         message = invalid_message(qualified_kind(obj), object_label(obj), found.errors)
-        rules = list(dict.fromkeys(e.rule or str(e.path) for e in found.errors))
-        return Answer(False, message, code=422, warnings=found.warnings, reason="invalid", rules=rules)
-    return Answer(True, warnings=found.warnings, reason="valid")
+        rules = list(dict.fromkeys(e.rule for e in found.errors))
+        return Answer(False, message, code=422, warnings=found.warnings, warning_rules=found.warning_rules,
+                      reason="invalid", rules=rules)
+    return Answer(True, warnings=found.warnings, warning_rules=found.warning_rules, reason="valid")
 
 
 def _validate_delete(req: AdmissionRequest, store: Lookup, options: Options, cache: PreparedCache) -> Answer:
@@ -166,6 +184,45 @@ def _namespace_holders(cluster: Any, store: Lookup) -> tuple[str, ...]:
     mine = age(cluster)
     return tuple(name_of(c) for c in store.clusters_in(cluster_namespace(cluster))
                  if name_of(c) != name_of(cluster) and age(c) < mine)
+
+
+# How many Clusters a warning names; it counts the rest.
+_LISTED = 10
+
+
+def _clusters_no_longer_injected(seed: Any, old: Any, store: Lookup) -> Findings:
+    """Warnings naming the stored Clusters that this Seed update leaves breaking a render-safety rule,
+    one warning per rule: from now on their apiserver Pods are refused, not injected, until the
+    Clusters drop what the Seed no longer allows (a plugin that runs code, say: a tenant never gets
+    to run code in the seed, not even an existing cluster). The update itself is the operator's."""
+    newly: dict[str, list[str]] = {}
+    for dc in dict.fromkeys([*datacenters_of(old), *datacenters_of(seed)]):
+        for cluster in store.clusters_in_datacenter(dc):
+            if _unsafe_rules(cluster, old):
+                continue  # refused already
+            for rule in _unsafe_rules(cluster, seed if dc in datacenters_of(seed) else None):
+                newly.setdefault(rule, []).append(name_of(cluster))
+    found = Findings()
+    for rule, clusters in sorted(newly.items()):
+        listed = ", ".join(f'"{c}"' for c in clusters[:_LISTED])
+        more = f" and {len(clusters) - _LISTED} more" if len(clusters) > _LISTED else ""
+        found.warn(Path("metadata").child("annotations"),
+                   f"{len(clusters)} Cluster(s) will have their apiserver Pods refused until they drop what this Seed "
+                   f"no longer allows: {listed}{more}", rule)
+    return found
+
+
+def _unsafe_rules(cluster: dict[str, Any], seed: Any) -> list[str]:
+    """The render-safety rules a stored Cluster breaks with this Seed: any one stops injection."""
+    errors = check_cluster(cluster, Context(seed=seed if isinstance(seed, dict) else None)).errors
+    return list(dict.fromkeys(e.rule for e in errors if e.tier is Tier.SAFETY))
+
+
+def _datacenter_holders(seed: Any, store: Lookup) -> tuple[tuple[str, str], ...]:
+    """(datacenter, other Seed) for each datacenter of `seed` that another Seed defines."""
+    me = (namespace_of(seed), name_of(seed))
+    return tuple((dc, name_of(other)) for dc in datacenters_of(seed) for other in store.seeds_for_datacenter(dc)
+                 if (namespace_of(other), name_of(other)) != me)
 
 
 def _validate_pod_update(req: AdmissionRequest) -> Answer:

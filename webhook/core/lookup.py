@@ -15,7 +15,13 @@ class Lookup(Protocol):
         """Every Cluster that claims `namespace`, by name: more than one is a conflict."""
 
     def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
-        """The Seed that defines `datacenter`."""
+        """The Seed that defines `datacenter` (the first by name if several do)."""
+
+    def seeds_for_datacenter(self, datacenter: str) -> list[dict[str, Any]]:
+        """Every Seed that defines `datacenter`, by name: more than one is a conflict KKP does not allow."""
+
+    def clusters_in_datacenter(self, datacenter: str) -> list[dict[str, Any]]:
+        """Every Cluster whose `spec.cloud.dc` is `datacenter`, by name."""
 
     def all_clusters(self) -> list[dict[str, Any]]:
         """Every Cluster the store knows."""

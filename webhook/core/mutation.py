@@ -16,7 +16,7 @@ from webhook.core.settings import EffectiveSettings, effective_settings
 from webhook.core.validation.admission import qualified_kind
 from webhook.core.validation.cluster import check_cluster
 from webhook.core.validation.context import Context
-from webhook.core.validation.errors import Tier, invalid_message, warning
+from webhook.core.validation.errors import Findings, Tier, invalid_message
 from webhook.core.validation.seed import check_seed
 
 # The `apiserver` container must run this program itself: with anything else in front (`sh -c
@@ -64,22 +64,24 @@ def is_apiserver_pod(pod: Any) -> bool:
     return dig(pod, "metadata", "labels", key) == value
 
 
-def _stored_settings_problems(cluster: dict[str, Any], seed: dict[str, Any] | None) -> tuple[str, tuple[str, ...]]:
-    """Why the stored objects cannot be rendered (or ""), and the admission-policy rules they break.
+def _stored_settings_problems(cluster: dict[str, Any], seed: dict[str, Any] | None) -> tuple[str, Findings]:
+    """Why the stored objects cannot be rendered (or ""), with the render-safety errors that say so,
+    or the admission-policy rules they break as warnings.
 
     Secrets are not re-checked here: a missing one is the reconciler's business, and the Pod
     references it by name only. Shapes are re-checked because objects may predate us. Only
     render-safety rules stop injection (see Tier); the others become warnings.
     """
-    notes: list[str] = []
+    notes = Findings()
     for obj, errors in ((cluster, check_cluster(cluster, Context(seed=seed)).errors),
                         (seed, check_seed(seed).errors if seed else [])):
         unsafe = [e for e in errors if e.tier is Tier.SAFETY]
         if unsafe:
-            return invalid_message(qualified_kind(obj), name_of(obj), unsafe), ()
-        notes += [warning(e.path, f"{e.type.value}: breaks a rule the {qualified_kind(obj).split('.')[0]} "
-                                  "predates; injected anyway, please fix") for e in errors]
-    return "", tuple(notes)
+            return invalid_message(qualified_kind(obj), name_of(obj), unsafe), Findings(unsafe)
+        kind = qualified_kind(obj).split(".")[0]
+        notes.merge(Findings(errors).excused(
+            errors, lambda e, kind=kind: f"breaks a rule the {kind} predates, injected anyway (please fix): {e.body}"))
+    return "", notes
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class Prepared:
     injection: Injection | None = None
     # Admission-policy rules the stored objects break (injected anyway), as warnings.
     notes: tuple[str, ...] = ()
+    # The rule ids: of `notes` (one per note), or of the render-safety errors that are the `problem`.
+    rules: tuple[str, ...] = ()
     # The hash 0.1 put on Pods and Deployments for the same settings: one of those is current too,
     # so that the upgrade to the rendered-output hash rolls nothing by itself.
     legacy_hash: str = ""
@@ -111,13 +115,13 @@ class Prepared:
 
 def prepare(cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
     """Validate the stored objects and work out the settings once, for every Pod of the cluster."""
-    problem, notes = _stored_settings_problems(cluster, seed)
+    problem, found = _stored_settings_problems(cluster, seed)
     if problem:
-        return Prepared(problem, None, "")
+        return Prepared(problem, None, "", rules=tuple(dict.fromkeys(e.rule for e in found.errors)))
     settings = effective_settings(cluster, seed)
     injection = injection_for(settings, options)
-    return Prepared("", settings, injection.settings_hash, injection, notes,
-                    legacy_hash=settings.legacy_hash(options))
+    return Prepared("", settings, injection.settings_hash, injection, tuple(found.warnings),
+                    tuple(found.warning_rules), legacy_hash=settings.legacy_hash(options))
 
 
 def decide_mutation(
@@ -141,7 +145,8 @@ def decide_mutation(
         return Answer(True, reason="no-cluster")
     prepared = prepared or prepare(cluster, seed, options)
     if prepared.settings is None or prepared.injection is None:
-        return Answer(False, f"cannot inject audit logging: {prepared.problem}", code=422, reason="invalid-settings")
+        return Answer(False, f"cannot inject audit logging: {prepared.problem}", code=422, reason="invalid-settings",
+                      rules=list(prepared.rules))
     if not prepared.settings.needs_injection:
         return Answer(True, reason="audit-off")
     why = unverifiable(pod)
@@ -155,4 +160,5 @@ def decide_mutation(
     if why:
         return Answer(False, f'audit-webhook: cluster "{prepared.settings.cluster_id}" needs audit logging, but in '
                              f"this Pod kube-apiserver would not get it: {why}", code=403, reason="unverifiable")
-    return Answer(True, patch=patch, warnings=list(prepared.notes), reason="injected")
+    return Answer(True, patch=patch, warnings=list(prepared.notes), warning_rules=list(prepared.rules),
+                  reason="injected")

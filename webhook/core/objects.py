@@ -45,6 +45,12 @@ def datacenter_of(cluster: dict[str, Any]) -> str:
     return dc if isinstance(dc, str) else ""
 
 
+def datacenters_of(seed: dict[str, Any] | None) -> list[str]:
+    """The datacenters a Seed defines (the keys of `spec.datacenters`)."""
+    datacenters = dig(seed, "spec", "datacenters") if seed is not None else None
+    return [str(dc) for dc in datacenters] if isinstance(datacenters, dict) else []
+
+
 def datacenter_spec(seed: dict[str, Any] | None, dc: str) -> dict[str, Any]:
     """`spec.datacenters.<dc>.spec` of a Seed, or {} when the Seed does not define it."""
     spec = dig(seed, "spec", "datacenters", dc, "spec") if seed and dc else None

@@ -62,8 +62,11 @@ class Answer:
     warnings: list[str] = field(default_factory=list)
     # Why, in one word, for metrics and the decision log ("injected", "invalid", ...).
     reason: str = ""
-    # The field paths of the rules that refused the object, for the decision log.
+    # The ids of the rules that refused the object (webhook/core/validation/rules.py), for metrics and
+    # the decision log.
     rules: list[str] = field(default_factory=list)
+    # The rule id of each warning that is about a rule (one entry per such warning; advice has none).
+    warning_rules: list[str] = field(default_factory=list)
 
 
 def parse_review(body: bytes) -> tuple[str, AdmissionRequest]:

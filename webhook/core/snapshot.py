@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.core.objects import cluster_namespace, dig, kind_of, name_of, namespace_of
+from webhook.core.objects import cluster_namespace, datacenter_of, datacenters_of, dig, kind_of, name_of, namespace_of
 from webhook.core.validation.admission import CLUSTER, CONFIGMAP, SEED, kind_key
 
 SecretData = dict[str, bytes]
@@ -43,7 +43,10 @@ class Snapshot:
     clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every Cluster claiming each namespace, by name: two claimants must not hide one another.
     claims: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)  # by datacenter name
+    # By datacenter name: KKP needs each datacenter defined by one Seed, and `add` refuses a second.
+    seeds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every Cluster of each datacenter (`spec.cloud.dc`), by name.
+    datacenter_clusters: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     secrets: dict[tuple[str, str], SecretData] = field(default_factory=dict)
     configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     seed_objects: list[dict[str, Any]] = field(default_factory=list)
@@ -62,12 +65,14 @@ class Snapshot:
             claimants = [c for c in self.claims.get(namespace, []) if name_of(c) != name_of(obj)] + [obj]
             self.claims[namespace] = sorted(claimants, key=name_of)
             self.clusters[namespace] = self.claims[namespace][0]
+            dc = datacenter_of(obj)
+            members = [c for c in self.datacenter_clusters.get(dc, []) if name_of(c) != name_of(obj)] + [obj]
+            self.datacenter_clusters[dc] = sorted(members, key=name_of)
         elif kind == SEED:
+            self._refuse_second_definitions(obj, where)
             self.seed_objects.append(obj)
-            datacenters = dig(obj, "spec", "datacenters")
-            if isinstance(datacenters, dict):
-                for dc in datacenters:
-                    self.seeds[str(dc)] = obj
+            for dc in datacenters_of(obj):
+                self.seeds[dc] = obj
         elif kind == CONFIGMAP:
             self.configmaps[(namespace_of(obj), name_of(obj))] = obj
         elif kind_of(obj) == ("v1", "Pod") and namespace_of(obj):
@@ -79,6 +84,15 @@ class Snapshot:
         elif kind_of(obj) == ("v1", "Secret"):
             self.secrets[(namespace_of(obj), name_of(obj))] = decode_secret(obj, where or name_of(obj))
             self.secret_labels[(namespace_of(obj), name_of(obj))] = dig(obj, "metadata", "labels") or {}
+
+    def _refuse_second_definitions(self, seed: dict[str, Any], where: str) -> None:
+        """A LoadError when another Seed defines a datacenter of `seed`: which one wins would depend on
+        the order the files are read in (KKP refuses such Seeds; see rule seed.datacenter-unique)."""
+        for dc in datacenters_of(seed):
+            held = self.seeds.get(dc)
+            if held is not None and (namespace_of(held), name_of(held)) != (namespace_of(seed), name_of(seed)):
+                raise LoadError(f'{where}{": " if where else ""}datacenter "{dc}" of Seed "{name_of(seed)}" is '
+                                f'defined by Seed "{name_of(held)}" too; a datacenter belongs to one Seed')
 
     def all_clusters(self) -> list[dict[str, Any]]:
         """Every Cluster, including each of several claiming one namespace."""

@@ -40,6 +40,15 @@ class MemoryStore:
         """The Seed that defines `datacenter`."""
         return self.snapshot.seeds.get(datacenter)
 
+    def seeds_for_datacenter(self, datacenter: str) -> list[dict[str, Any]]:
+        """The Seed that defines `datacenter`, if any (a snapshot holds no second one)."""
+        seed = self.snapshot.seeds.get(datacenter)
+        return [seed] if seed is not None else []
+
+    def clusters_in_datacenter(self, datacenter: str) -> list[dict[str, Any]]:
+        """Every Cluster of `datacenter`."""
+        return self.snapshot.datacenter_clusters.get(datacenter, [])
+
     async def secret(self, namespace: str, name: str) -> SecretData | None:
         """A Secret's data, or None."""
         return self.snapshot.secrets.get((namespace, name))

@@ -26,7 +26,7 @@ from kubernetes.client.rest import ApiException
 
 from webhook.adapters.store import StoreUnavailable
 from webhook.core.names import KKP_GROUP
-from webhook.core.objects import cluster_namespace, dig, name_of, namespace_of
+from webhook.core.objects import cluster_namespace, datacenter_of, datacenters_of, dig, name_of, namespace_of
 from webhook.core.snapshot import SecretData, decode_secret
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,9 @@ class KubeStore:
         self.secret_timeout = secret_timeout
         self._clusters: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, list[dict[str, Any]]] = {}
-        self._seeds: dict[str, dict[str, Any]] = {}
+        # Every Seed defining each datacenter, by name; and every Cluster of each datacenter, by name.
+        self._seeds: dict[str, list[dict[str, Any]]] = {}
+        self._datacenter_clusters: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()  # writers, and readers that iterate
         self.clusters = Informer(api_client, cluster_resource("clusters", "Cluster", lean_cluster),
                                  [self._index_cluster])
@@ -346,13 +348,13 @@ class KubeStore:
                 else:
                     self._claims.pop(namespace, None)
                     self._clusters.pop(namespace, None)
+            _reindex(self._datacenter_clusters, old, new, [datacenter_of(o) for o in (old, new) if o is not None],
+                     lambda c, dc: datacenter_of(c) == dc)
 
     def _index_seed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         with self._lock:
-            for dc in _datacenters(old):
-                if self._seeds.get(dc) is old:
-                    del self._seeds[dc]
-            self._seeds.update({dc: new for dc in _datacenters(new)} if new is not None else {})
+            _reindex(self._seeds, old, new, datacenters_of(old) + datacenters_of(new),
+                     lambda s, dc: dc in datacenters_of(s))
 
     def start(self) -> None:
         """Start both informers."""
@@ -392,8 +394,18 @@ class KubeStore:
         return self.clusters.objects.get(f"/{name}")
 
     def seed_for_datacenter(self, datacenter: str) -> dict[str, Any] | None:
-        """The Seed that defines `datacenter`."""
-        return self._seeds.get(datacenter)
+        """The Seed that defines `datacenter`, the first by name if several do (stored before
+        seed.datacenter-unique refused them)."""
+        seeds = self._seeds.get(datacenter)
+        return seeds[0] if seeds else None
+
+    def seeds_for_datacenter(self, datacenter: str) -> list[dict[str, Any]]:
+        """Every cached Seed that defines `datacenter`."""
+        return self._seeds.get(datacenter, [])
+
+    def clusters_in_datacenter(self, datacenter: str) -> list[dict[str, Any]]:
+        """Every cached Cluster of `datacenter`."""
+        return self._datacenter_clusters.get(datacenter, [])
 
     async def secret(self, namespace: str, name: str) -> SecretData | None:
         """Read a Secret live (they are not cached: the webhook holds no Secret longer than a request)."""
@@ -413,6 +425,19 @@ class KubeStore:
         return json.loads(response.data)
 
 
-def _datacenters(seed: dict[str, Any] | None) -> list[str]:
-    datacenters = dig(seed, "spec", "datacenters") if seed is not None else None
-    return [str(dc) for dc in datacenters] if isinstance(datacenters, dict) else []
+def _reindex(index: dict[str, list[dict[str, Any]]], old: dict[str, Any] | None, new: dict[str, Any] | None,
+             keys: list[str], belongs: Callable[[dict[str, Any], str], bool]) -> None:
+    """Move an object from `old` to `new` in an index of objects by name under each of `keys`.
+
+    A new list for each change: a reader holding the old one is not disturbed.
+    """
+    gone = old or new
+    for key in dict.fromkeys(keys):
+        members = [o for o in index.get(key, []) if (namespace_of(o), name_of(o)) != (namespace_of(gone),
+                                                                                   name_of(gone))]
+        if new is not None and belongs(new, key):
+            members = sorted([*members, new], key=name_of)
+        if members:
+            index[key] = members
+        else:
+            index.pop(key, None)

@@ -11,7 +11,7 @@ from webhook.core.settings import EffectiveSettings
 from webhook.core.validation.cluster import check_cluster
 from webhook.core.validation.configmap import check_configmap
 from webhook.core.validation.context import NO_CONTEXT, Context
-from webhook.core.validation.errors import ErrorType, Findings, Path, forbidden, warning
+from webhook.core.validation.errors import ErrorType, Findings, Path, forbidden
 from webhook.core.validation.seed import check_seed
 from webhook.core.validation.webhook_backend import SecretRef, secret_ref
 
@@ -90,8 +90,7 @@ def _secret_may_follow(found: Findings, namespace: str) -> Findings:
     later = [e for e in found.errors if e.type is ErrorType.NOT_FOUND and str(e.value).startswith(f"{namespace}/")]
     if not later:
         return found
-    notes = [warning(e.path, f"Secret {e.value} does not exist yet; the apiserver waits for it") for e in later]
-    return Findings([e for e in found.errors if e not in later], [*found.warnings, *notes])
+    return found.excused(later, lambda e: f"Secret {e.value} does not exist yet; the apiserver waits for it")
 
 
 # Deletions these do are part of removing a whole namespace or owner; refusing them would wedge it.

@@ -24,6 +24,8 @@ class Context:
     config: OperatorConfig = DEFAULT
     # The Clusters that held a Cluster's control-plane namespace before it.
     namespace_holders: tuple[str, ...] = ()
+    # (datacenter, Seed) for each datacenter of a Seed that another Seed defines too.
+    datacenter_holders: tuple[tuple[str, str], ...] = ()
 
 
 NO_CONTEXT = Context()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -97,9 +98,23 @@ class FieldError:
     # The rule that found it (webhook/core/validation/rules.py): what metrics and the decision log name.
     rule: str = field(default="", compare=False)
 
-    def __str__(self) -> str:
+    @property
+    def body(self) -> str:
+        """The error without its field path: `Invalid value: "x": detail`."""
         body = self.type.value if self.type in _NO_VALUE else f"{self.type.value}: {format_value(self.value)}"
-        return f"{self.path}: {body}: {self.detail}" if self.detail else f"{self.path}: {body}"
+        return f"{body}: {self.detail}" if self.detail else body
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.body}"
+
+    def shown(self) -> str:
+        """The error as messages show it: Kubernetes' wording, then the id of the rule in brackets."""
+        return f"{self}{rule_suffix(self.rule)}"
+
+
+def rule_suffix(rule: str) -> str:
+    """How an error or a warning names its rule: ` [sidecar.plugin-known]` ("" for none)."""
+    return f" [{rule}]" if rule else ""
 
 
 def required(path: Path, detail: str = "") -> FieldError:
@@ -133,22 +148,26 @@ def not_found(path: Path, value: Any, detail: str = "") -> FieldError:
     return FieldError(ErrorType.NOT_FOUND, path, value, detail)
 
 
-def warning(path: Path, text: str) -> str:
-    """A warning about a field, fit for kubectl: one line, no control characters, the text whole."""
+def warning(path: Path, text: str, rule: str = "") -> str:
+    """A warning about a field, fit for kubectl: one line, no control characters, the text whole
+    when it fits, and always the id of the rule it is about (`rule`, "" for advice)."""
     shown = _CONTROL.sub(" ", str(path))
-    room = MAX_WARNING_CHARS - len(text) - 2
+    suffix = rule_suffix(rule)
+    room = MAX_WARNING_CHARS - len(text) - len(suffix) - 2
     if len(shown) > room:
         keep = max(room - 3, 8)
         shown = shown[: keep // 2] + "..." + shown[len(shown) - (keep - keep // 2):]
-    return sanitize_warning(f"{shown}: {text}")
+    return sanitize_warning(f"{shown}: {text}", suffix)
 
 
-def sanitize_warning(text: str) -> str:
-    """Make a warning survive kube-apiserver: no control characters, bounded length."""
+def sanitize_warning(text: str, suffix: str = "") -> str:
+    """Make a warning survive kube-apiserver: no control characters, bounded length, and `suffix`
+    (the rule id) kept whole at its end."""
     text = _CONTROL.sub(" ", text)
-    if len(text) > MAX_WARNING_CHARS:
-        text = text[: MAX_WARNING_CHARS - 3] + "..."
-    return text
+    room = MAX_WARNING_CHARS - len(suffix)
+    if len(text) > room:
+        text = text[: room - 3] + "..."
+    return text + suffix
 
 
 @dataclass
@@ -157,6 +176,8 @@ class Findings:
 
     errors: list[FieldError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The rule id of each warning that is about a rule (one entry per such warning; advice has none).
+    warning_rules: list[str] = field(default_factory=list)
 
     def error(self, err: FieldError, rule: str = "") -> None:
         """Record an error found by `rule`, an id of webhook/core/validation/rules.py, whose table row
@@ -167,9 +188,11 @@ class Findings:
             err = replace(err, rule=rule, tier=RULES[rule].tier)
         self.errors.append(err)
 
-    def warn(self, path: Path, text: str) -> None:
-        """Record a warning about a field."""
-        self.warnings.append(warning(path, text))
+    def warn(self, path: Path, text: str, rule: str = "") -> None:
+        """Record a warning about a field, about the rule `rule` or ("") advice."""
+        self.warnings.append(warning(path, text, rule))
+        if rule:
+            self.warning_rules.append(rule)
 
     def present_as(self, raw: Any, kind: type | tuple[type, ...], path: Path, detail: str) -> bool:
         """Whether `raw` is set and of `kind`, so its rules apply; a value of another type is an error."""
@@ -184,6 +207,14 @@ class Findings:
         """Add everything another validation found."""
         self.errors.extend(other.errors)
         self.warnings.extend(other.warnings)
+        self.warning_rules.extend(other.warning_rules)
+
+    def excused(self, errors: list[FieldError], note: Callable[[FieldError], str]) -> Findings:
+        """These findings with `errors` turned into warnings (`note` words each) that keep their rule."""
+        kept = Findings([e for e in self.errors if e not in errors], list(self.warnings), list(self.warning_rules))
+        for e in errors:
+            kept.warn(e.path, note(e), e.rule)
+        return kept
 
     def ratchet(self, old: Findings) -> Findings:
         """Downgrade errors the old object already had to warnings.
@@ -191,13 +222,11 @@ class Findings:
         An update must not be refused for a problem it did not introduce: KKP's controllers
         update Clusters all the time, and a Secret deleted yesterday must not wedge them.
         """
-        kept = [e for e in self.errors if e not in old.errors]
-        carried = [warning(e.path, f"{e.type.value} (wrong before this update too; please fix)")
-                   for e in self.errors if e in old.errors]
-        return Findings(kept, [*self.warnings, *carried])
+        return self.excused([e for e in self.errors if e in old.errors],
+                            lambda e: f"wrong before this update too, please fix: {e.body}")
 
 
 def invalid_message(kind: str, name: str, errors: list[FieldError]) -> str:
     """The denial message, worded like kube-apiserver's own StatusReasonInvalid."""
-    listed = str(errors[0]) if len(errors) == 1 else "[" + ", ".join(str(e) for e in errors) + "]"
+    listed = errors[0].shown() if len(errors) == 1 else "[" + ", ".join(e.shown() for e in errors) + "]"
     return f"{kind} {json.dumps(name)} is invalid: {listed}"

@@ -9,7 +9,7 @@ from typing import Literal
 from webhook.core.validation.errors import Tier
 
 # What a rule may read besides the object it judges: the fields of validation.context.Context.
-Input = Literal["seed", "secrets", "owner", "config", "namespace_holders"]
+Input = Literal["seed", "secrets", "owner", "config", "namespace_holders", "datacenter_holders"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ RULES: dict[str, Rule] = {
     "seed.annotations": Rule("the Seed's allowance annotations (plugins, keys, record changes, ceiling) parse"),
     "seed.datacenters": Rule("spec.datacenters is a map of datacenters, each with a spec map"),
     "seed.enforce-bool": Rule("a datacenter's enforceAuditLogging is true or false"),
+    "seed.datacenter-unique": Rule("a datacenter is defined by one Seed only, as KKP requires", Tier.POLICY,
+                                   inputs=("datacenter_holders",)),
     # The audit policy (audit-config ConfigMaps)
     "policy.configmap-key": Rule("an audit-config ConfigMap holds policy.yaml"),
     "policy.preset-owned": Rule("a preset's audit-config is not edited while the preset owns it", Tier.POLICY,

@@ -7,7 +7,7 @@ from typing import Any
 from webhook.core.objects import dig, namespace_of
 from webhook.core.validation.audit_logging import check_audit_logging
 from webhook.core.validation.context import NO_CONTEXT, Context
-from webhook.core.validation.errors import Findings, Path, invalid
+from webhook.core.validation.errors import Findings, Path, duplicate, invalid
 from webhook.core.validation.fluentbit_policy import seed_allowances
 from webhook.core.validation.sidecar import SidecarContext
 from webhook.core.validation.webhook_backend import check_webhook_backend
@@ -57,4 +57,16 @@ def check_seed(seed: Any, ctx: Context = NO_CONTEXT) -> Findings:
                                           default_namespace=namespace, own_namespace=None, secrets=ctx.secrets))
     if any_enforced and isinstance(audit, dict) and audit.get("enabled") is False:
         found.warn(audit_path.child("enabled"), "forced to true in the datacenters that enforce audit logging")
+    check_datacenters_unique(datacenters, ctx.datacenter_holders, found)
     return found
+
+
+def check_datacenters_unique(datacenters: dict[Any, Any], holders: tuple[tuple[str, str], ...],
+                             found: Findings) -> None:
+    """KKP looks a datacenter up by name across all Seeds: a second definition would make which
+    Seed's enforcement applies depend on the order Seeds are listed in. (The UPDATE ratchet judges
+    the old Seed with the same `holders`: only the datacenters it defines count.)"""
+    for dc, other in holders:
+        if dc in datacenters:
+                found.error(duplicate(_DATACENTERS.key(dc), dc, f'Seed "{other}" defines this datacenter already'),
+                        rule="seed.datacenter-unique")

@@ -406,15 +406,15 @@ def check_sidecar(raw: Any, path: Path, ctx: SidecarContext = DEFAULT_CONTEXT) -
     hit = _MEMO.get(key)
     if hit is None:
         found = _check_sidecar(raw, path, ctx)
-        hit = (tuple(found.errors), tuple(found.warnings))
+        hit = (tuple(found.errors), tuple(found.warnings), tuple(found.warning_rules))
         with _MEMO_LOCK:  # the reconciler's thread validates too
             _MEMO[key] = hit
             if len(_MEMO) > _MEMO_SIZE:
                 _MEMO.pop(next(iter(_MEMO)))  # the oldest entry
-    return Findings(list(hit[0]), list(hit[1]))
+    return Findings(list(hit[0]), list(hit[1]), list(hit[2]))
 
 
-_MEMO: dict[tuple[Hashable, ...], tuple[tuple[FieldError, ...], tuple[str, ...]]] = {}
+_MEMO: dict[tuple[Hashable, ...], tuple[tuple[FieldError, ...], tuple[str, ...], tuple[str, ...]]] = {}
 _MEMO_SIZE = 4096
 _MEMO_LOCK = threading.Lock()
 
