@@ -154,7 +154,7 @@ def test_replicas_resources_placement_and_flags_reach_the_deployments(helm, tmp_
         "server": {"replicas": 3, "resources": resources, "metricsPort": 9100, "extraArgs": ["--max-connections=64"],
                    "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}, "priorityClassName": "seed-critical",
                    "podDisruptionBudget": {"minAvailable": 2}},
-        "reconciler": {"replicas": 1, "healthPort": 8181, "extraArgs": ["--reconcile-interval=30"],
+        "reconciler": {"replicas": 1, "healthPort": 8181, "extraArgs": ["--resync-period=300"],
                        "tolerations": [{"key": "seed", "operator": "Exists"}]},
         "logFormat": "text", "logLevel": "DEBUG",
         "sidecar": {"registry": "registry.corp.example", "fluentBitFormat": "yaml"},
@@ -175,7 +175,7 @@ def test_replicas_resources_placement_and_flags_reach_the_deployments(helm, tmp_
     assert {"name": "metrics", "port": 9100, "targetPort": "metrics"} in \
         objects[("Service", "audit-webhook")]["spec"]["ports"]
     reconciler_args = args(objects, "audit-webhook-reconciler")
-    assert {"--health-port=8181", "--reconcile-interval=30"} <= set(reconciler_args)
+    assert {"--health-port=8181", "--resync-period=300"} <= set(reconciler_args)
     for deployment in ("audit-webhook", "audit-webhook-reconciler"):
         assert {"--log-format=text", "--log-level=DEBUG", "--sidecar-registry=registry.corp.example",
                 "--fluent-bit-format=yaml"} <= set(args(objects, deployment))

@@ -327,7 +327,7 @@ def test_install_upgrade_rollback_and_uninstall_beside_kkp(helm, tmp_path_factor
         installed = {
             "webhooks": {"url": f"https://127.0.0.1:{proxy.port}"},
             "mtls": {"clientCA": {"pem": (plane.pki / "ca.crt").read_text()}},
-            "server": {"replicas": 1}, "reconciler": {"replicas": 1, "extraArgs": ["--reconcile-interval=0.5"]},
+            "server": {"replicas": 1}, "reconciler": {"replicas": 1, "extraArgs": ["--resync-period=30"]},
         }
         run_helm(helm, plane, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
                  "--skip-crds", values=installed)

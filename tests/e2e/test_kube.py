@@ -197,7 +197,8 @@ def test_report_over_the_api_and_files_that_clear_the_drift(plane: ControlPlane,
     assert row["drift"] == ["ConfigMap audit-config missing", "Secret audit-logs-fluentbit missing"], row
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
     (tmp_path / "seed.yaml").write_text(yaml.safe_dump(seed))
-    files = subprocess.run([sys.executable, "-m", "webhook", "files", "--cluster", str(tmp_path / "cluster.yaml"),
+    files = subprocess.run([sys.executable, "-m", "webhook", "files", "--mode", "standalone",
+                            "--cluster", str(tmp_path / "cluster.yaml"),
                             "--seed", str(tmp_path / "seed.yaml")],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
     plane.kubectl("apply", "-f", "-", stdin=files)  # the ConfigMap also passes the validating webhook
