@@ -319,7 +319,7 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
     rendered_pod = yaml.safe_load(cli("render", "--cluster", str(work / "cluster.yaml"), "--seed",
                                       str(ROOT / "examples/seeds/kubermatic.yaml"),
                                       str(ROOT / "examples/pods/apiserver.yaml")))
-    files = yaml.safe_load(cli("files", "--cluster", str(work / "cluster.yaml"), "--seed",
+    files = yaml.safe_load(cli("files", "--mode", "standalone", "--cluster", str(work / "cluster.yaml"), "--seed",
                                str(ROOT / "examples/seeds/kubermatic.yaml")))["items"]
     rendered = audit_flags(rendered_pod)
     assert {n for n, _ in rendered} >= set(REMAPPED), f"the render lacks some of {REMAPPED}: {rendered}"

@@ -5,6 +5,7 @@ writes. And `files` prints nothing for a Cluster that /validate refuses."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -54,7 +55,8 @@ def _files(tmp_path: Path, obj: dict, *extra: str) -> subprocess.CompletedProces
     seed.write_text(yaml.safe_dump({"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
                                     "metadata": {"name": "s", "namespace": "kubermatic"},
                                     "spec": {"datacenters": {"x": {"spec": {}}}}}))
-    return subprocess.run([sys.executable, "-m", "webhook", "files", "--cluster", str(path), "--seed", str(seed),
+    return subprocess.run([sys.executable, "-m", "webhook", "files", "--mode", "standalone", "--cluster", str(path),
+                           "--seed", str(seed),
                            *extra],
                           capture_output=True, text=True, encoding="utf-8", timeout=60)
 
@@ -80,13 +82,14 @@ def test_files_survive_pyyaml_and_kubectl_byte_for_byte(plane: ControlPlane, tmp
     want = expected["audit-logs-fluentbit"]["stringData"][key]
     assert all(v in want for v in AWKWARD_VALUES)
 
+    # The Secret is printed as the reconciler creates it: `data`, base64 of the UTF-8 text.
     by_pyyaml = {i["metadata"]["name"]: i for i in yaml.safe_load(result.stdout)["items"]}
-    assert by_pyyaml["audit-logs-fluentbit"]["stringData"][key] == want
+    assert base64.b64decode(by_pyyaml["audit-logs-fluentbit"]["data"][key]).decode() == want
     assert by_pyyaml["audit-config"]["data"] == expected["audit-config"]["data"]
 
     decoded = plane.kubectl("create", "--dry-run=client", "-o", "json", "-f", "-", stdin=result.stdout)
     by_kubectl = {i["metadata"]["name"]: i for i in _json_stream(decoded.stdout)}
-    assert by_kubectl["audit-logs-fluentbit"]["stringData"][key] == want
+    assert base64.b64decode(by_kubectl["audit-logs-fluentbit"]["data"][key]).decode() == want
     assert by_kubectl["audit-config"]["data"] == expected["audit-config"]["data"]
 
 
