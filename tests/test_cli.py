@@ -234,6 +234,6 @@ def test_version_agrees_with_build_info(capsys):
 
     assert run(capsys, "version")[:2] == (0, f"audit-webhook {webhook.__version__}\n")
     text = Metrics().render().decode()
-    assert f'audit_webhook_build_info{{python_version="{platform.python_version()}",version="{webhook.__version__}"}} 1.0' \
-        in text
+    assert ('audit_webhook_build_info{component="webhook",'
+            f'python_version="{platform.python_version()}",version="{webhook.__version__}"}} 1.0') in text
     assert "process_resident_memory_bytes" in text

@@ -281,10 +281,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     options = _options(args)
     if args.source == "kube":
         from webhook.store.kube import load_api_client
-        from webhook.store.kube_inventory import kube_snapshot
+        from webhook.store.kube_inventory import kube_lookup, kube_rows
 
         try:
-            snapshot = kube_snapshot(load_api_client(args.kubeconfig), options)
+            api = load_api_client(args.kubeconfig)
+            rows = kube_rows(api, kube_lookup(api), options, args.mode)
         except Exception as exc:
             raise UsageError(f"cannot read from the Kubernetes API: {type(exc).__name__}: {exc}") from None
     else:
@@ -292,7 +293,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             snapshot = load_snapshot(Path(args.source) if args.source else bundled_examples())
         except LoadError as exc:
             raise UsageError(str(exc)) from None
-    rows = report.rows_of(snapshot, options, args.mode)
+        rows = report.rows_of(snapshot, options, args.mode)
     render = {"table": report.render_table, "json": report.render_json, "csv": report.render_csv}[args.output]
     sys.stdout.write(render(rows))
     drifting = [r.cluster for r in rows if r.drift]
@@ -369,6 +370,7 @@ def _reconciler(args: argparse.Namespace, api: Any, store: Any, config: ConfigFi
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Run the reconciler alone, as its own identity: the half of the webhook that writes."""
+    from webhook.cluster_report import ClusterReporter
     from webhook.reconciler import run_until_stopped
     from webhook.store.kube import KubeStore, load_api_client
 
@@ -380,8 +382,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot load a Kubernetes configuration: {exc}") from None
     store = KubeStore(api)
     store.start()
-    asyncio.run(run_until_stopped(_reconciler(args, api, store, _config_file(args)), store, host=args.health_host,
-                                  port=args.health_port))
+    reconciler = _reconciler(args, api, store, _config_file(args))
+    reporter = ClusterReporter(api, store, _options(args), args.mode, reconciler.metrics,
+                               lambda: reconciler.elector.leading, interval=args.report_interval)
+    reporter.start()
+    try:
+        asyncio.run(run_until_stopped(reconciler, store, host=args.health_host, port=args.health_port))
+    finally:
+        reporter.stop()
     return 0
 
 
@@ -519,7 +527,12 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--namespace", default="audit-webhook",
                      help="the webhook's namespace, where the Lease lives (default: $POD_NAMESPACE, then this)")
     rec.add_argument("--health-host", default="0.0.0.0", help="address of the plain-HTTP probes")
-    rec.add_argument("--health-port", type=int, default=8081, help="port of /healthz and /readyz (plain HTTP)")
+    rec.add_argument("--health-port", type=int, default=8081,
+                     help="port of /healthz, /readyz and /metrics (plain HTTP)")
+    rec.add_argument("--report-interval", type=float, default=60.0, metavar="SECONDS",
+                     help="seconds between computations of every Cluster's audit state and drift for /metrics "
+                          "(the Lease holder's; each reads the namespace's apiserver Pods, audit-config and "
+                          "Secrets)")
     _add_mode_option(rec)
     _add_config_option(rec)
     _add_render_options(rec)

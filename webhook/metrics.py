@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,6 +17,10 @@ from prometheus_client import (
 )
 
 from webhook import __version__
+from webhook.report import AUDIT_STATES
+
+if TYPE_CHECKING:
+    from webhook.report import Row
 
 # The _created series double every counter for little use on a webhook.
 disable_created_metrics()
@@ -31,6 +37,38 @@ OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 def bounded(value: str, allowed: frozenset[str]) -> str:
     """`value` when it is one of `allowed`, else "other"."""
     return value if value in allowed else "other"
+
+
+def _process(registry: CollectorRegistry, component: str) -> None:
+    """What every audit-webhook process exposes: its build and the process_* metrics (CPU, memory,
+    open files, start time). `component` tells the admission server from the reconciler."""
+    build = Gauge("audit_webhook_build_info",
+                  "The running audit-webhook (always 1): its version, Python's, and the component "
+                  "(webhook: the admission server; reconciler).",
+                  ["version", "python_version", "component"], registry=registry)
+    build.labels(__version__, platform.python_version(), component).set(1)
+    ProcessCollector(registry=registry)
+
+
+class StoreGauges:
+    """A store's sync state and age, read at scrape time; the webhook and the reconciler each have one."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.synced = Gauge(
+            "audit_webhook_cache_synced", "1 when the object cache has synced and its watches are connected.",
+            registry=registry)
+        self.age = Gauge(
+            "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
+            registry=registry)
+
+    def watch(self, store: object) -> None:
+        """Read `store`'s ready(), stale() and cache_age() at every scrape (whichever it has)."""
+        ready = getattr(store, "ready", None)
+        stale = getattr(store, "stale", None)
+        age = getattr(store, "cache_age", None)
+        if callable(ready):
+            self.synced.set_function(lambda: float(ready() and not (callable(stale) and stale())))
+        self.age.set_function(age if callable(age) else (lambda: 0.0))
 
 
 def rule_label(path: str) -> str:
@@ -69,33 +107,20 @@ class Metrics:
         self.cert_expiry = Gauge(
             "audit_webhook_certificate_expiry_timestamp_seconds", "When the serving certificate expires.",
             registry=self.registry)
-        self.store_objects = Gauge(
-            "audit_webhook_store_objects", "Objects known to the store, by kind.", ["kind"], registry=self.registry)
-
-        self.cache_synced = Gauge(
-            "audit_webhook_cache_synced", "1 when the object cache has synced and its watches are connected.",
-            registry=self.registry)
-        self.cache_age = Gauge(
-            "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
-            registry=self.registry)
-        build = Gauge("audit_webhook_build_info", "The running audit-webhook (always 1): its version and Python's.",
-                      ["version", "python_version"], registry=self.registry)
-        build.labels(__version__, platform.python_version()).set(1)
-        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, open files, start time
+        self.store = StoreGauges(self.registry)
+        _process(self.registry, "webhook")
+        # The series alerts and dashboards read exist from the start, at 0: a first denial or error is
+        # then an increase, not the appearance of a new series (which rate() and increase() miss).
+        for handler in ("mutate", "validate"):
+            self.duration.labels(handler)
+            self.errors.labels(handler)
+        for handler, operation in (("mutate", "CREATE"), ("validate", "UPDATE")):
+            self.requests.labels(handler, "Pod", operation, "denied")
 
     def rejected(self, handler: str, reason: str, rules: list[str]) -> None:
         """Count one refusal under each distinct rule it hit (or its reason)."""
         for rule in sorted({rule_label(r) for r in rules} or {reason or "unknown"}):
             self.rejections.labels(handler, rule).inc()
-
-    def watch_store(self, store: object) -> None:
-        """Report a store's sync state and age, read at scrape time."""
-        ready = getattr(store, "ready", None)
-        stale = getattr(store, "stale", None)
-        age = getattr(store, "cache_age", None)
-        if callable(ready):
-            self.cache_synced.set_function(lambda: float(ready() and not (callable(stale) and stale())))
-        self.cache_age.set_function(age if callable(age) else (lambda: 0.0))
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -103,8 +128,9 @@ class Metrics:
 
 
 class ReconcilerMetrics:
-    """What the reconciler did, and each cluster's audit state: labels are fixed words, or the
-    names of the Clusters that exist (series of a Cluster that goes are removed with it)."""
+    """What the reconciler did, and each cluster's audit state and drift as `report` computes them:
+    labels are fixed words, or the names of the Clusters that exist (series of a Cluster that goes
+    are removed with it)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -112,33 +138,65 @@ class ReconcilerMetrics:
         self.passes = Counter("audit_webhook_reconcile_passes_total", "Passes over every Cluster.", registry=r)
         self.last_pass = Gauge("audit_webhook_reconcile_last_pass_timestamp_seconds",
                                "When the last pass over every Cluster ended.", registry=r)
+        self.queue_depth = Gauge("audit_webhook_reconcile_queue_depth",
+                                 "Clusters waiting to be reconciled in the pass in progress.", registry=r)
         self.duration = Histogram("audit_webhook_reconcile_duration_seconds", "Time to reconcile one Cluster.",
                                   registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
         self.errors = Counter("audit_webhook_reconcile_errors_total",
                               "Clusters a pass could not reconcile, by kind (api: the API refused; other: a "
                               "timeout or a broken connection).", ["kind"], registry=r)
+        self.conflicts = Counter("audit_webhook_reconcile_conflicts_total",
+                                 "Writes the API refused with 409 Conflict: someone changed the object first; "
+                                 "the next pass tries again.", registry=r)
         self.actions = Counter("audit_webhook_reconcile_actions_total",
                                "Objects written (create, update, delete) or left alone as someone else's (report).",
                                ["verb", "kind"], registry=r)
         self.rollouts = Counter("audit_webhook_rollouts_total", "apiserver Deployments rolled.", registry=r)
         self.leader = Gauge("audit_webhook_reconciler_leader", "1 while this replica holds the Lease.", registry=r)
-        self.audited = Gauge("audit_webhook_cluster_audited",
-                             "1 when a Cluster's apiservers need audit logging or a webhook backend, 0 when not.",
-                             ["cluster"], registry=r)
-        self.valid = Gauge("audit_webhook_cluster_settings_valid",
-                           "0 when a Cluster's stored audit settings cannot be rendered (it is not reconciled).",
-                           ["cluster"], registry=r)
+        self.audit_state = Gauge("audit_webhook_cluster_audit_state",
+                                 "1 for a Cluster's audit state as `report` shows it (on, off, invalid), 0 for the "
+                                 "others; only the Lease holder has these series.", ["cluster", "state"], registry=r)
+        self.drift = Gauge("audit_webhook_cluster_drift",
+                           "Problems of each kind `report` finds in a Cluster (docs/metrics.md lists the kinds); "
+                           "kinds without any are left out; only the Lease holder has these series.",
+                           ["cluster", "kind"], registry=r)
+        self.report_time = Gauge("audit_webhook_cluster_report_timestamp_seconds",
+                                 "When the per-Cluster series were last computed (0: not by this replica).",
+                                 registry=r)
+        self.store = StoreGauges(r)
+        _process(r, "reconciler")
+        for kind in ("api", "other"):
+            self.errors.labels(kind)
+        self._drifts: set[tuple[str, str]] = set()
         self._clusters: set[str] = set()
 
-    def cluster_state(self, states: dict[str, tuple[bool, bool]]) -> None:
-        """Set (audited, valid) for every Cluster there is, and drop the series of those gone."""
-        for gone in self._clusters - set(states):
-            self.audited.remove(gone)
-            self.valid.remove(gone)
-        for name, (audited, valid) in states.items():
-            self.audited.labels(name).set(1 if audited else 0)
-            self.valid.labels(name).set(1 if valid else 0)
-        self._clusters = set(states)
+    def report(self, rows: Iterable[Row]) -> None:
+        """Set every Cluster's audit state and drift from its report row; drop the series of the
+        Clusters and drift kinds that are gone."""
+        self._set_clusters(rows)
+        self.report_time.set_to_current_time()
+
+    def forget_clusters(self) -> None:
+        """No per-Cluster series: another replica leads and reports them."""
+        self._set_clusters([])
+        self.report_time.set(0)
+
+    def _set_clusters(self, rows: Iterable[Row]) -> None:
+        drifts: dict[tuple[str, str], int] = {}
+        clusters = set()
+        for row in rows:
+            clusters.add(row.cluster)
+            for state in AUDIT_STATES:
+                self.audit_state.labels(row.cluster, state).set(1 if row.audit == state else 0)
+            drifts.update({(row.cluster, kind): n for kind, n in row.drift_counts().items()})
+        for cluster in self._clusters - clusters:
+            for state in AUDIT_STATES:
+                self.audit_state.remove(cluster, state)
+        for labels in self._drifts - set(drifts):
+            self.drift.remove(*labels)
+        for labels, n in drifts.items():
+            self.drift.labels(*labels).set(n)
+        self._clusters, self._drifts = clusters, set(drifts)
 
     def render(self) -> bytes:
         """The Prometheus text format."""

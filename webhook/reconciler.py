@@ -50,6 +50,7 @@ async def run_until_stopped(reconciler: Reconciler, store: KubeStore, *, host: s
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=reconciler.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    reconciler.metrics.store.watch(store)
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -130,12 +131,11 @@ class Reconciler:
         self._copies = {c: names_ for c, names_ in self._copies.items() if c in present}
         self._seen_problems = {c: why for c, why in self._seen_problems.items() if c in present}
         prepared = [(c, prepare(c, self.store.seed_for_datacenter(datacenter_of(c)), self.options)) for c in clusters]
-        self.metrics.cluster_state({name_of(c): (p.settings is None or p.settings.needs_injection,
-                                                 p.settings is not None) for c, p in prepared})
         # Settings we cannot render still ask for audit logging: fail closed for them too.
         self._sync_webhook_selectors([cluster_namespace(c) for c, p in prepared
                                       if p.settings is None or p.settings.needs_injection])
-        for cluster, ready in prepared:
+        for done, (cluster, ready) in enumerate(prepared):
+            self.metrics.queue_depth.set(len(prepared) - done)
             claimants = self.store.clusters_in(cluster_namespace(cluster))
             if len(claimants) > 1:
                 # Whose objects would these be? Neither Cluster's settings may write into the other's.
@@ -148,12 +148,17 @@ class Reconciler:
                 with self.metrics.duration.time():
                     self.reconcile(cluster, ready)
             except ApiException as exc:
-                self.metrics.errors.labels("api").inc()
-                log.warning("cluster %s: API error %s while reconciling: %s", name_of(cluster), exc.status,
-                            api_message(exc))
+                if exc.status == 409:  # someone wrote first: not an error, the next pass sees their version
+                    self.metrics.conflicts.inc()
+                    log.info("cluster %s: conflict while reconciling: %s", name_of(cluster), api_message(exc))
+                else:
+                    self.metrics.errors.labels("api").inc()
+                    log.warning("cluster %s: API error %s while reconciling: %s", name_of(cluster), exc.status,
+                                api_message(exc))
             except Exception as exc:  # a timeout or a reset connection: the next pass tries again
                 self.metrics.errors.labels("other").inc()
                 log.warning("cluster %s: %s while reconciling", name_of(cluster), type(exc).__name__)
+        self.metrics.queue_depth.set(0)
 
     def _sync_webhook_selectors(self, audited: list[str]) -> None:
         for name in self.webhook_configs:
