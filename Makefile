@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench bench-core fuzz soak clean e2e-bin
+.PHONY: serve test lint bench bench-core fuzz soak clean e2e-bin monitoring
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,16 @@ serve: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check webhook tests bench
 
-# The real kube-apiserver, etcd and kubectl of the end-to-end tests, built once from Go modules.
+# The real kube-apiserver, etcd and kubectl of the end-to-end tests, and promtool, built once from Go modules.
 e2e-bin:
 	bash e2e/build.sh
 
 test: lint e2e-bin
 	$(BIN)/python -m pytest -q
+
+# deploy/monitoring/prometheusrule.yaml from the one copy of the alerts, charts/audit-webhook/files/alerts.yaml.
+monitoring: $(BIN)/.installed
+	$(BIN)/python deploy/monitoring/generate.py
 
 # The long fuzz run: FUZZ_EXAMPLES generated reviews per endpoint against a live server.
 FUZZ_EXAMPLES ?= 10000
