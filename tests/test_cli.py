@@ -237,3 +237,25 @@ def test_version_agrees_with_build_info(capsys):
     assert ('audit_webhook_build_info{component="webhook",'
             f'python_version="{platform.python_version()}",version="{webhook.__version__}"}} 1.0') in text
     assert "process_resident_memory_bytes" in text
+
+
+def test_with_json_logs_a_usage_error_is_a_json_line_too(capsys, tmp_path):
+    assert main(["--log-format", "json", "report", "--source", str(tmp_path / "missing")]) == 2
+    (line,) = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.strip()]
+    assert line["level"] == "error" and str(tmp_path / "missing") in line["msg"]
+
+
+def test_with_json_logs_uncaught_exceptions_and_warnings_are_json_lines():
+    script = ("import threading, warnings\n"
+              "from webhook import logs\n"
+              "logs.configure('INFO', 'json')\n"
+              "warnings.warn('old')\n"
+              "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
+              "raise RuntimeError('boom')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = [json.loads(text) for text in result.stderr.splitlines()]  # every line is one JSON object
+    assert [(line["level"], line["msg"]) for line in lines][1:] == [
+        ("critical", "uncaught ZeroDivisionError in thread worker"), ("critical", "uncaught RuntimeError")]
+    assert lines[0]["logger"] == "py.warnings" and "old" in lines[0]["msg"]
+    assert "Traceback" in lines[2]["error"] and "boom" in lines[2]["error"]

@@ -616,7 +616,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as exc:
-        print(f"audit-webhook: {exc}", file=sys.stderr)
+        if args.log_format == "json":
+            log.error("%s", exc)
+        else:
+            print(f"audit-webhook: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
