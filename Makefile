@@ -18,7 +18,7 @@ serve: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check webhook tests bench deploy
 
-# The real kube-apiserver, etcd, kubectl and helm of the end-to-end tests, built once from Go modules.
+# The real kube-apiserver, etcd, kubectl, helm and promtool of the end-to-end tests, built once from Go modules.
 e2e-bin:
 	bash e2e/build.sh
 

@@ -2,8 +2,10 @@
 chart (`make manifests`).
 
 charts/audit-webhook is the one source: each deploy/overlays/<mode>/ holds `helm template` of it
-with that folder's values.yaml, one file per chart template, for `kubectl apply -k`; deploy/crds/
-holds the chart's crds/; docs/helm.md lists every value of values.schema.json with its default.
+with that folder's values.yaml, one file per chart template, for `kubectl apply -k`; deploy/monitoring/
+holds the chart's monitoring objects (ServiceMonitor, PrometheusRule, dashboard) with its values.yaml,
+to apply after an overlay; deploy/crds/ holds the chart's crds/; docs/helm.md lists every value of
+values.schema.json with its default.
 tests/e2e/test_helm.py fails when these files and the chart disagree.
 """
 
@@ -21,6 +23,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts/audit-webhook"
 DEPLOY = ROOT / "deploy"
+# Only the chart's monitoring template: the rest of the chart is an overlay's.
+MONITORING = DEPLOY / "monitoring"
+MONITORING_TEMPLATES = frozenset({"monitoring.yaml"})
 HELM = ROOT / ".e2e-bin/helm"
 RELEASE = "audit-webhook"
 NAMESPACE = "audit-webhook"
@@ -44,9 +49,11 @@ def split_by_template(rendered: str) -> dict[str, list[str]]:
     return files
 
 
-def overlay_files(rendered: str) -> dict[str, str]:
-    """The files of one overlay folder, kustomization.yaml included, from `helm template` output."""
-    files = {name: HEADER + "---\n".join(docs) for name, docs in sorted(split_by_template(rendered).items())}
+def overlay_files(rendered: str, only: frozenset[str] | None = None) -> dict[str, str]:
+    """The files of one overlay folder, kustomization.yaml included, from `helm template` output
+    (of the templates `only` names, if given)."""
+    files = {name: HEADER + "---\n".join(docs) for name, docs in sorted(split_by_template(rendered).items())
+             if only is None or name in only}
     resources = "".join(f"  - {name}\n" for name in files)
     files["kustomization.yaml"] = (HEADER + "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
                                    f"resources:\n{resources}")
@@ -88,12 +95,18 @@ def helm_template(values: Path, helm: Path = HELM) -> str:
     return result.stdout
 
 
+def _generated_folders() -> list[tuple[Path, frozenset[str] | None]]:
+    """Each folder rendered from the chart with its values.yaml, and the templates it keeps (None: all)."""
+    return [*((values.parent, None) for values in sorted((DEPLOY / "overlays").glob("*/values.yaml"))),
+            (MONITORING, MONITORING_TEMPLATES)]
+
+
 def expected(helm: Path = HELM) -> dict[Path, str]:
-    """Every generated file and its content (the overlays' values.yaml are their input)."""
+    """Every generated file and its content (each folder's values.yaml is its input)."""
     out: dict[Path, str] = {}
-    for values in sorted((DEPLOY / "overlays").glob("*/values.yaml")):
-        for name, text in overlay_files(helm_template(values, helm)).items():
-            out[values.parent / name] = text
+    for folder, only in _generated_folders():
+        for name, text in overlay_files(helm_template(folder / "values.yaml", helm), only).items():
+            out[folder / name] = text
     for crd in sorted((CHART / "crds").glob("*.yaml")):
         out[DEPLOY / "crds" / crd.name] = crd.read_text()
     out[DOCS] = with_values_table(DOCS.read_text())
@@ -103,8 +116,7 @@ def expected(helm: Path = HELM) -> dict[Path, str]:
 def stale(files: dict[Path, str]) -> list[Path]:
     """Generated files on disk that are missing, differ, or are no longer rendered."""
     wrong = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
-    present = {p for values in (DEPLOY / "overlays").glob("*/values.yaml") for p in values.parent.iterdir()
-               if p.name != "values.yaml"}
+    present = {p for folder, _ in _generated_folders() for p in folder.iterdir() if p.name != "values.yaml"}
     return sorted(wrong + [p for p in present if p not in files])
 
 

@@ -369,7 +369,7 @@ def test_version_agrees_with_build_info(capsys, monkeypatch):
     assert run(capsys, "version")[:2] == (
         0, f"audit-webhook {webhook.__version__} (revision 3f9c2e1, Python {platform.python_version()})\n")
     text = Metrics().render().decode()
-    labels = ",".join(f'{k}="{v}"' for k, v in sorted(info.items()))
+    labels = ",".join(f'{k}="{v}"' for k, v in sorted({**info, "component": "webhook"}.items()))
     assert f"audit_webhook_build_info{{{labels}}} 1.0" in text
     assert "process_resident_memory_bytes" in text
 
@@ -511,3 +511,26 @@ def test_two_seeds_of_one_datacenter_are_an_error_whatever_their_order(capsys, t
 def test_one_seed_read_twice_is_no_conflict(capsys):
     code, _, _ = run(capsys, "check", str(EXAMPLES / "seeds/kubermatic.yaml"), "--source", str(EXAMPLES / "seeds"))
     assert code == 0
+
+
+
+def test_with_json_logs_a_usage_error_is_a_json_line_too(capsys, tmp_path):
+    assert main(["--log-format", "json", "report", "--source", str(tmp_path / "missing")]) == 2
+    (line,) = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.strip()]
+    assert line["level"] == "error" and str(tmp_path / "missing") in line["msg"]
+
+
+def test_with_json_logs_uncaught_exceptions_and_warnings_are_json_lines():
+    script = ("import threading, warnings\n"
+              "from webhook.adapters import logs\n"
+              "logs.configure('INFO', 'json')\n"
+              "warnings.warn('old')\n"
+              "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
+              "raise RuntimeError('boom')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = [json.loads(text) for text in result.stderr.splitlines()]  # every line is one JSON object
+    assert [(line["level"], line["msg"]) for line in lines][1:] == [
+        ("critical", "uncaught ZeroDivisionError in thread worker"), ("critical", "uncaught RuntimeError")]
+    assert lines[0]["logger"] == "py.warnings" and "old" in lines[0]["msg"]
+    assert "Traceback" in lines[2]["error"] and "boom" in lines[2]["error"]

@@ -288,13 +288,36 @@ def test_a_copy_of_a_datacenter_webhook_secret_is_removed_when_the_datacenter_st
     assert plan(after, [], copied, ours(cluster(), renamed, "kkp")) == []
 
 
-def test_per_cluster_series_go_with_their_cluster():
+def test_per_cluster_series_follow_the_report_rows_and_go_with_their_cluster():
+    from prometheus_client.parser import text_string_to_metric_families
+
     from webhook.adapters.metrics import ReconcilerMetrics
+    from webhook.core.report import Drift, Row
+
+    def row(name, audit, *drift):
+        return Row(name, f"cluster-{name}", "dc1", audit, "", "", drift=[Drift(*d) for d in drift])
+
+    def series(m, family):
+        return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(m.render().decode())
+                if f.name == family for s in f.samples}
 
     m = ReconcilerMetrics()
-    m.cluster_state({"a": (True, True), "b": (False, False)})
-    text = m.render().decode()
-    assert 'audit_webhook_cluster_audited{cluster="a"} 1.0' in text
-    assert 'audit_webhook_cluster_settings_valid{cluster="b"} 0.0' in text
-    m.cluster_state({"a": (True, True)})
-    assert 'cluster="b"' not in m.render().decode()
+    m.report([row("a", "on", ("pod_outdated", "x"), ("pod_outdated", "y"), ("object_missing", "z")),
+              row("b", "invalid", ("settings_invalid", "w"))])
+    assert series(m, "audit_webhook_cluster_audit_state") == {
+        (("cluster", c), ("state", s)): float((c, s) in {("a", "on"), ("b", "invalid")})
+        for c in "ab" for s in ("on", "off", "invalid")}
+    assert series(m, "audit_webhook_cluster_drift") == {
+        (("cluster", "a"), ("kind", "pod_outdated")): 2.0, (("cluster", "a"), ("kind", "object_missing")): 1.0,
+        (("cluster", "b"), ("kind", "settings_invalid")): 1.0}
+    assert series(m, "audit_webhook_cluster_report_timestamp_seconds")[()] > 0
+    # a's Pods were rolled, b was deleted: their series go.
+    m.report([row("a", "off", ("object_missing", "z"))])
+    assert series(m, "audit_webhook_cluster_drift") == {(("cluster", "a"), ("kind", "object_missing")): 1.0}
+    assert {labels for labels, v in series(m, "audit_webhook_cluster_audit_state").items() if v} == {
+        (("cluster", "a"), ("state", "off"))}
+    assert len(series(m, "audit_webhook_cluster_audit_state")) == 3
+    # Another replica leads: it reports them, this one shows none.
+    m.forget_clusters()
+    assert series(m, "audit_webhook_cluster_drift") == series(m, "audit_webhook_cluster_audit_state") == {}
+    assert series(m, "audit_webhook_cluster_report_timestamp_seconds") == {(): 0.0}

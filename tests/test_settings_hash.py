@@ -139,10 +139,10 @@ def test_report_shows_no_drift_for_a_sidecar_that_keeps_its_registry():
     out["metadata"]["namespace"] = "cluster-abc"
     row = cluster_row(BASE, None, pods=[out], secrets={}, configmaps={("cluster-abc", "audit-config")},
                       options=mirror)
-    assert not [d for d in row.drift if "settings hash" in d]
+    assert not [d for d in row.drift if "settings hash" in d.detail]
     stale = {**out, "metadata": {**out["metadata"], "annotations": {HASH: "0000000000000000"}}}
     row = cluster_row(BASE, None, pods=[stale], secrets={}, configmaps=set(), options=mirror)
-    assert [d for d in row.drift if "stale settings hash 0000000000000000" in d]
+    assert [d for d in row.drift if d.kind == "pod_outdated" and "stale settings hash 0000000000000000" in d.detail]
 
 
 def _deployment(template=None, own=None):

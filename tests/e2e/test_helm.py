@@ -322,6 +322,15 @@ def test_kustomize_builds_each_mode_as_helm_renders_it(helm, tmp_path):
         kustomized = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(built)}
         values = yaml.safe_load((ROOT / "deploy/overlays" / overlay / "values.yaml").read_text())
         assert _spaced(kustomized) == _spaced(template(helm, tmp_path, values))
+    # deploy/monitoring: the chart's monitoring objects only, applied after an overlay.
+    built = subprocess.run([str(BIN / "kubectl"), "kustomize", str(ROOT / "deploy/monitoring")],
+                           capture_output=True, text=True, check=True).stdout
+    monitoring = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(built)}
+    assert set(monitoring) == {("ServiceMonitor", "audit-webhook"), ("PrometheusRule", "audit-webhook"),
+                               ("ConfigMap", "audit-webhook-dashboard")}
+    values = yaml.safe_load((ROOT / "deploy/monitoring/values.yaml").read_text())
+    rendered = template(helm, tmp_path, values)
+    assert _spaced(monitoring) == _spaced({key: rendered[key] for key in monitoring})
     crds = subprocess.run([str(BIN / "kubectl"), "kustomize", str(ROOT / "deploy/crds")], capture_output=True,
                           text=True, check=True).stdout
     assert list(yaml.safe_load_all(crds)) == [yaml.safe_load(p.read_text()) for p in

@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import yaml
 
 from tests.e2e.cluster import ROOT, ControlPlane, ReconcilerProcess, WebhookProcess, eventually, webhook_configurations
 from tests.helpers import KUBECONFIG
+from tests.monitoring import families
 from webhook.adapters.certs import ServiceName, ensure_certs
 from webhook.core import names
 from webhook.core.egress import classify, destinations, network_policy
@@ -139,7 +141,7 @@ def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KKPSeed]:
         plane.apply(*webhook_configurations(hook.port))
         hook.start()
         reconciler = ReconcilerProcess(plane, _sa_kubeconfig(plane, work, "audit-webhook-reconciler"), extra=(
-            "--mode", "kkp", "--namespace", "audit-webhook"))
+            "--mode", "kkp", "--report-interval", "0.5", "--namespace", "audit-webhook"))
         reconciler.start()
         # Admissions go through once the webhook has written its CA into both configurations.
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
@@ -203,9 +205,23 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: KKPSeed):
     audited = next(w for w in config["webhooks"] if w["name"].startswith("inject."))
     assert set(audited["namespaceSelector"]["matchExpressions"][0]["values"]) == {
         f"cluster-kkp{dc.replace('-', '')}" for dc in DATACENTERS}
+    # The reconciler's metrics report each Cluster as `report` does: on or off, and with KKP's objects
+    # and injected Pods in place, no drift.
+    expected = {f"kkp{dc.replace('-', '')}": "on" if audit else "off" for dc, (_, audit, _) in DATACENTERS.items()}
+    assert eventually(lambda: _cluster_metrics(kkp.reconciler) == (expected, {})), _cluster_metrics(kkp.reconciler)
     # Each ServiceAccount may do all it needs: no request of the server or the reconciler was refused.
     for log in (hook.log_path.read_text(), kkp.reconciler.log_path.read_text()):
         assert not re.search(r"(API error|HTTP) 403|is forbidden", log), re.findall(r".*403.*forbidden.*", log)[:3]
+
+
+def _cluster_metrics(reconciler: ReconcilerProcess) -> tuple[dict[str, str], dict[tuple[str, str], float]]:
+    """Each Cluster's audit state, and its drift by kind, from the reconciler's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{reconciler.port}/metrics", timeout=5) as r:
+        found = families(r.read().decode())
+    states = {s.labels["cluster"]: s.labels["state"] for s in found["audit_webhook_cluster_audit_state"].samples
+              if s.value == 1}
+    drift = {(s.labels["cluster"], s.labels["kind"]): s.value for s in found["audit_webhook_cluster_drift"].samples}
+    return states, drift
 
 
 def _check_injected(plane: ControlPlane, ns: str, fixture: str, with_sidecar: bool, *, webhook: bool,
@@ -311,7 +327,6 @@ CAN_I = [
     (RECONCILER_SA, "watch", "networkpolicies/audit-logging-egress", "", True),
     (RECONCILER_SA, "list", "networkpolicies", "", False),
     (RECONCILER_SA, "watch", "namespaces", "", True),
-    (RECONCILER_SA, "list", "pods", "", False),
     (RECONCILER_SA, "list", "secrets/audit-logs-fluentbit", "", False),  # KKP's there: only standalone watches it
     (RECONCILER_SA, "list", "secrets", "", False),
     (RECONCILER_SA, "list", "secrets", "cluster-kkpplain", False),
@@ -319,7 +334,11 @@ CAN_I = [
     (RECONCILER_SA, "list", "configmaps", "", False),
     (RECONCILER_SA, "patch", "secrets", "cluster-kkpplain", False),
     (RECONCILER_SA, "update", "clusters.kubermatic.k8c.io", "", False),
+    (RECONCILER_SA, "list", "pods", "cluster-kkpplain", True),  # apiserver Pods, by label, for /metrics
+    (RECONCILER_SA, "list", "pods", "", True),  # RBAC cannot hold a list to a namespace KKP creates later
+    (RECONCILER_SA, "watch", "pods", "", False),
     (RECONCILER_SA, "create", "pods", "cluster-kkpplain", False),
+    (RECONCILER_SA, "delete", "pods", "cluster-kkpplain", False),
     (RECONCILER_SA, "delete", "namespaces", "", False),
     (RECONCILER_SA, "create", "rolebindings", "cluster-kkpplain", False),
     (RECONCILER_SA, "patch", "mutatingwebhookconfigurations/someone-else", "", False),

@@ -194,7 +194,8 @@ def test_report_over_the_api_and_files_that_clear_the_drift(plane: ControlPlane,
     create_pod_when_injected(plane, "cluster-e2erep")
     row = _report(plane)["e2erep"]
     assert (row["audit"], row["preset"], row["apiserver_pods"]) == ("on", "minimal", 1)
-    assert row["drift"] == ["ConfigMap audit-config missing", "Secret audit-logs-fluentbit missing"], row
+    assert row["drift"] == [{"kind": "object_missing", "detail": "ConfigMap audit-config missing"},
+                            {"kind": "object_missing", "detail": "Secret audit-logs-fluentbit missing"}], row
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster))
     (tmp_path / "seed.yaml").write_text(yaml.safe_dump(seed))
     files = subprocess.run([sys.executable, "-m", "webhook", "files", "--mode", "standalone",

@@ -37,7 +37,7 @@ def operator_config(plane: ControlPlane) -> Path:
 def reconciler(plane: ControlPlane, webhook: WebhookProcess, operator_config: Path) -> Iterator[ReconcilerProcess]:
     """`audit-webhook reconcile` beside the webhook."""
     namespace(plane, "audit-webhook")
-    proc = ReconcilerProcess(plane, extra=("--mode", "standalone",
+    proc = ReconcilerProcess(plane, extra=("--mode", "standalone", "--report-interval", "0.5",
                                            "--config", str(operator_config)))
     proc.start()
     yield proc
@@ -136,10 +136,14 @@ def test_reconciler_keeps_objects_rolls_and_cleans_up(plane: ControlPlane, recon
     assert lease["spec"]["holderIdentity"]
 
     # 6. And in its metrics, which Prometheus scrapes from the probe port.
-    with urllib.request.urlopen(f"http://127.0.0.1:{reconciler.port}/metrics", timeout=5) as r:
-        metrics = r.read().decode()
+    def metrics_page() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{reconciler.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    # Turned off in step 4, its report row says so.
+    assert eventually(lambda: 'audit_webhook_cluster_audit_state{cluster="e2erec",state="off"} 1.0' in metrics_page())
+    metrics = metrics_page()
     assert "audit_webhook_reconciler_leader 1.0" in metrics
-    assert 'audit_webhook_cluster_audited{cluster="e2erec"} 0.0' in metrics  # turned off in step 4
     assert 'audit_webhook_reconcile_actions_total{kind="ConfigMap",verb="create"}' in metrics
     assert 'audit_webhook_reconcile_actions_total{kind="Secret",verb="delete"}' in metrics
     rollouts = next(line for line in metrics.splitlines() if line.startswith("audit_webhook_rollouts_total "))

@@ -423,12 +423,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """One row per Cluster: effective audit state, where logs go, webhook backend, drift."""
     options = _options(args)
+    # Without the operator's configuration the egress allow-list, and so the policy, is unknown.
+    config = _config(args) if args.config else None
     if args.source == "kube":
         from webhook.adapters.store.kube import load_api_client
-        from webhook.adapters.store.kube_inventory import kube_snapshot
+        from webhook.adapters.store.kube_inventory import kube_lookup, kube_rows
 
         try:
-            snapshot = kube_snapshot(load_api_client(args.kubeconfig), options)
+            api = load_api_client(args.kubeconfig)
+            rows = kube_rows(api, kube_lookup(api), options, args.mode, config, _webhook_namespace(args))
         except Exception as exc:
             raise UsageError(f"cannot read from the Kubernetes API: {type(exc).__name__}: {exc}") from None
     else:
@@ -436,9 +439,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             snapshot = load_snapshot(Path(args.source) if args.source else bundled_examples())
         except LoadError as exc:
             raise UsageError(str(exc)) from None
-    # Without the operator's configuration the egress allow-list, and so the policy, is unknown.
-    config = _config(args) if args.config else None
-    rows = report.rows_of(snapshot, options, args.mode, config, _webhook_namespace(args))
+        rows = report.rows_of(snapshot, options, args.mode, config, _webhook_namespace(args))
     if args.output == "yaml":
         _print_objects(json.loads(report.render_json(rows)), "yaml")
     else:
@@ -519,6 +520,7 @@ def _reconciler(args: argparse.Namespace, api: Any, store: Any, config: ConfigFi
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Run the reconciler alone, as its own identity: the half of the webhook that writes."""
+    from webhook.adapters.cluster_report import ClusterReporter
     from webhook.adapters.reconciler import run_until_stopped
     from webhook.adapters.store.kube import KubeStore, load_api_client
 
@@ -530,8 +532,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot load a Kubernetes configuration: {exc}") from None
     store = KubeStore(api)
     store.start()
-    asyncio.run(run_until_stopped(_reconciler(args, api, store, _config_file(args)), store, host=args.health_host,
-                                  port=args.health_port))
+    reconciler = _reconciler(args, api, store, _config_file(args))
+    reporter = ClusterReporter(api, store, _options(args), args.mode, reconciler.metrics,
+                               lambda: reconciler.elector.leading, config=reconciler.config,
+                               webhook_namespace=reconciler.own_namespace, interval=args.report_interval)
+    reporter.start()
+    try:
+        asyncio.run(run_until_stopped(reconciler, store, host=args.health_host, port=args.health_port))
+    finally:
+        reporter.stop()
     return 0
 
 
@@ -682,7 +691,12 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--namespace", default="audit-webhook",
                      help="the webhook's namespace, where the Lease lives (default: $POD_NAMESPACE, then this)")
     rec.add_argument("--health-host", type=_host, default="0.0.0.0", help="address of the plain-HTTP probes")
-    rec.add_argument("--health-port", type=_port, default=8081, help="port of /healthz and /readyz (plain HTTP)")
+    rec.add_argument("--health-port", type=_port, default=8081,
+                     help="port of /healthz, /readyz and /metrics (plain HTTP)")
+    rec.add_argument("--report-interval", type=float, default=60.0, metavar="SECONDS",
+                     help="seconds between computations of every Cluster's audit state and drift for /metrics "
+                          "(the Lease holder's; each reads the namespace's apiserver Pods, audit-config, "
+                          "Secrets and egress NetworkPolicy)")
     _add_mode_option(rec)
     _add_config_option(rec)
     _add_render_options(rec)
@@ -785,7 +799,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as exc:
-        print(f"audit-webhook: {exc}", file=sys.stderr)
+        if args.log_format == "json":
+            log.error("%s", exc)
+        else:
+            print(f"audit-webhook: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

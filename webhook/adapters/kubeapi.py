@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -20,11 +20,19 @@ def read_or_none(read: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
     return json.loads(response.data)
 
 
-def list_items(list_call: Callable[..., Any], *args: Any, api_version: str, kind: str, **params: Any
-               ) -> list[dict[str, Any]]:
-    """The items of a `list_*` call as raw objects, with the apiVersion and kind list items lack."""
-    response = list_call(*args, _preload_content=False, _request_timeout=60, **params)
-    return [{"apiVersion": api_version, "kind": kind, **item} for item in json.loads(response.data)["items"]]
+def list_items(list_call: Callable[..., Any], *args: Any, api_version: str, kind: str, page: int = 100,
+               **params: Any) -> Iterator[dict[str, Any]]:
+    """The items of a `list_*` call as raw objects, with the apiVersion and kind list items lack,
+    fetched `page` at a time: no single response holds more."""
+    token = None
+    while True:
+        response = list_call(*args, _preload_content=False, _request_timeout=60, limit=page,
+                             **({"_continue": token} if token else {}), **params)
+        body = json.loads(response.data)
+        yield from ({"apiVersion": api_version, "kind": kind, **item} for item in body["items"])
+        token = (body.get("metadata") or {}).get("continue")
+        if not token:
+            return
 
 
 def api_message(exc: ApiException) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
+import threading
 from typing import Any
 
 from pydantic_core import to_json
@@ -36,3 +38,11 @@ def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    if fmt == "json":
+        # What escapes every handler, and Python's warnings, are lines too: JSON, not raw tracebacks.
+        log = logging.getLogger("audit_webhook")
+        sys.excepthook = lambda kind, exc, tb: log.critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
+        threading.excepthook = lambda a: log.critical(
+            "uncaught %s in thread %s", a.exc_type.__name__, a.thread.name if a.thread else "?",
+            exc_info=(a.exc_type, a.exc_value, a.exc_traceback))
+        logging.captureWarnings(True)

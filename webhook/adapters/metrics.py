@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,7 +16,11 @@ from prometheus_client import (
 )
 
 from webhook.adapters.build_info import build_info
+from webhook.core.report import AUDIT_STATES
 from webhook.core.validation.rules import RULES
+
+if TYPE_CHECKING:
+    from webhook.core.report import Row
 
 # The _created series double every counter for little use on a webhook.
 disable_created_metrics()
@@ -35,6 +42,39 @@ def bounded(value: str, allowed: frozenset[str]) -> str:
 RULE_IDS = frozenset(RULES)
 # The rule label of warnings no rule stands behind (advice such as "unknown field, ignored").
 ADVICE = "none"
+
+
+def _process(registry: CollectorRegistry, component: str) -> None:
+    """What every audit-webhook process exposes: its build and the process_* metrics (CPU, memory,
+    open files, start time). `component` tells the admission server from the reconciler."""
+    info = {**build_info(), "component": component}
+    build = Gauge("audit_webhook_build_info",
+                  "The running audit-webhook (always 1): version, image revision, Python version, and the "
+                  "component (webhook: the admission server; reconciler).",
+                  list(info), registry=registry)
+    build.labels(**info).set(1)
+    ProcessCollector(registry=registry)
+
+
+class StoreGauges:
+    """A store's sync state and age, read at scrape time; the webhook and the reconciler each have one."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.synced = Gauge(
+            "audit_webhook_cache_synced", "1 when the object cache has synced and its watches are connected.",
+            registry=registry)
+        self.age = Gauge(
+            "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
+            registry=registry)
+
+    def watch(self, store: object) -> None:
+        """Read `store`'s ready(), stale() and cache_age() at every scrape (whichever it has)."""
+        ready = getattr(store, "ready", None)
+        stale = getattr(store, "stale", None)
+        age = getattr(store, "cache_age", None)
+        if callable(ready):
+            self.synced.set_function(lambda: float(ready() and not (callable(stale) and stale())))
+        self.age.set_function(age if callable(age) else (lambda: 0.0))
 
 
 class Metrics:
@@ -67,21 +107,15 @@ class Metrics:
         self.cert_expiry = Gauge(
             "audit_webhook_certificate_expiry_timestamp_seconds", "When the serving certificate expires.",
             registry=self.registry)
-        self.store_objects = Gauge(
-            "audit_webhook_store_objects", "Objects known to the store, by kind.", ["kind"], registry=self.registry)
-
-        self.cache_synced = Gauge(
-            "audit_webhook_cache_synced", "1 when the object cache has synced and its watches are connected.",
-            registry=self.registry)
-        self.cache_age = Gauge(
-            "audit_webhook_cache_age_seconds", "Seconds since the object cache last heard from its source.",
-            registry=self.registry)
-        info = build_info()
-        build = Gauge("audit_webhook_build_info",
-                      "The running audit-webhook (always 1): version, image revision, Python version.",
-                      list(info), registry=self.registry)
-        build.labels(**info).set(1)
-        ProcessCollector(registry=self.registry)  # process_* : CPU, memory, open files, start time
+        self.store = StoreGauges(self.registry)
+        _process(self.registry, "webhook")
+        # The series alerts and dashboards read exist from the start, at 0: a first denial or error is
+        # then an increase, not the appearance of a new series (which rate() and increase() miss).
+        for handler in ("mutate", "validate"):
+            self.duration.labels(handler)
+            self.errors.labels(handler)
+        for handler, operation in (("mutate", "CREATE"), ("validate", "UPDATE")):
+            self.requests.labels(handler, "Pod", operation, "denied")
 
     def rejected(self, handler: str, reason: str, rules: list[str]) -> None:
         """Count one refusal under each distinct rule it hit (or its reason)."""
@@ -95,23 +129,15 @@ class Metrics:
         if warnings > len(rules):
             self.warnings.labels(handler, ADVICE).inc(warnings - len(rules))
 
-    def watch_store(self, store: object) -> None:
-        """Report a store's sync state and age, read at scrape time."""
-        ready = getattr(store, "ready", None)
-        stale = getattr(store, "stale", None)
-        age = getattr(store, "cache_age", None)
-        if callable(ready):
-            self.cache_synced.set_function(lambda: float(ready() and not (callable(stale) and stale())))
-        self.cache_age.set_function(age if callable(age) else (lambda: 0.0))
-
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
 
 
 class ReconcilerMetrics:
-    """What the reconciler did, and each cluster's audit state: labels are fixed words, or the
-    names of the Clusters that exist (series of a Cluster that goes are removed with it)."""
+    """What the reconciler did, and each cluster's audit state and drift as `report` computes them:
+    labels are fixed words, or the names of the Clusters that exist (series of a Cluster that goes
+    are removed with it)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -132,12 +158,21 @@ class ReconcilerMetrics:
                                ["verb", "kind"], registry=r)
         self.rollouts = Counter("audit_webhook_rollouts_total", "apiserver Deployments rolled.", registry=r)
         self.leader = Gauge("audit_webhook_reconciler_leader", "1 while this replica holds the Lease.", registry=r)
-        self.audited = Gauge("audit_webhook_cluster_audited",
-                             "1 when a Cluster's apiservers need audit logging or a webhook backend, 0 when not.",
-                             ["cluster"], registry=r)
-        self.valid = Gauge("audit_webhook_cluster_settings_valid",
-                           "0 when a Cluster's stored audit settings cannot be rendered (it is not reconciled).",
-                           ["cluster"], registry=r)
+        self.audit_state = Gauge("audit_webhook_cluster_audit_state",
+                                 "1 for a Cluster's audit state as `report` shows it (on, off, invalid), 0 for the "
+                                 "others; only the Lease holder has these series.", ["cluster", "state"], registry=r)
+        self.drift = Gauge("audit_webhook_cluster_drift",
+                           "Problems of each kind `report` finds in a Cluster (docs/metrics.md lists the kinds); "
+                           "kinds without any are left out; only the Lease holder has these series.",
+                           ["cluster", "kind"], registry=r)
+        self.report_time = Gauge("audit_webhook_cluster_report_timestamp_seconds",
+                                 "When the per-Cluster series were last computed (0: not by this replica).",
+                                 registry=r)
+        self.store = StoreGauges(r)
+        _process(r, "reconciler")
+        for kind in ("api", "other"):
+            self.errors.labels(kind)
+        self._drifts: set[tuple[str, str]] = set()
         self._clusters: set[str] = set()
         self._work_queue_metrics(r)
 
@@ -159,15 +194,33 @@ class ReconcilerMetrics:
         self.api_wait = Counter("audit_webhook_reconcile_api_throttle_seconds_total",
                                 "Seconds API calls waited for the reconciler's client-side rate limit.", registry=r)
 
-    def cluster_state(self, states: dict[str, tuple[bool, bool]]) -> None:
-        """Set (audited, valid) for every Cluster there is, and drop the series of those gone."""
-        for gone in self._clusters - set(states):
-            self.audited.remove(gone)
-            self.valid.remove(gone)
-        for name, (audited, valid) in states.items():
-            self.audited.labels(name).set(1 if audited else 0)
-            self.valid.labels(name).set(1 if valid else 0)
-        self._clusters = set(states)
+    def report(self, rows: Iterable[Row]) -> None:
+        """Set every Cluster's audit state and drift from its report row; drop the series of the
+        Clusters and drift kinds that are gone."""
+        self._set_clusters(rows)
+        self.report_time.set_to_current_time()
+
+    def forget_clusters(self) -> None:
+        """No per-Cluster series: another replica leads and reports them."""
+        self._set_clusters([])
+        self.report_time.set(0)
+
+    def _set_clusters(self, rows: Iterable[Row]) -> None:
+        drifts: dict[tuple[str, str], int] = {}
+        clusters = set()
+        for row in rows:
+            clusters.add(row.cluster)
+            for state in AUDIT_STATES:
+                self.audit_state.labels(row.cluster, state).set(1 if row.audit == state else 0)
+            drifts.update({(row.cluster, kind): n for kind, n in row.drift_counts().items()})
+        for cluster in self._clusters - clusters:
+            for state in AUDIT_STATES:
+                self.audit_state.remove(cluster, state)
+        for labels in self._drifts - set(drifts):
+            self.drift.remove(*labels)
+        for labels, n in drifts.items():
+            self.drift.labels(*labels).set(n)
+        self._clusters, self._drifts = clusters, set(drifts)
 
     def render(self) -> bytes:
         """The Prometheus text format."""

@@ -65,6 +65,7 @@ async def run_until_stopped(reconciler: Reconciler, store: KubeStore, *, host: s
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=reconciler.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    reconciler.metrics.store.watch(store)
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -153,8 +154,8 @@ class Reconciler:
         self._copies: dict[str, frozenset[str]] = {}
         # (cluster, reason) of objects in our way already reported, so each gets one Event.
         self._reported: set[tuple[str, str]] = set()
-        # Per Cluster: (the Cluster and Seed it was worked out from, audited, valid).
-        self._states: dict[str, tuple[dict[str, Any], dict[str, Any] | None, bool, bool]] = {}
+        # Per Cluster: (the Cluster and Seed it was worked out from, audited).
+        self._states: dict[str, tuple[dict[str, Any], dict[str, Any] | None, bool]] = {}
         self._selectors: list[str] | None = None  # the namespace lists last written (None: read them again)
 
     def start(self) -> None:
@@ -257,10 +258,12 @@ class Reconciler:
         delay = self.queue.retry(key)
         self.metrics.retries.inc()
         what = "the audited namespace lists" if key == SELECTORS else f"cluster {key}"
-        if isinstance(exc, ApiException):
+        if isinstance(exc, ApiException) and exc.status == 409:
+            # Someone wrote first (or the cache was behind): not an error, the retry sees their version.
+            self.metrics.conflicts.inc()
+            log.info("%s: conflict while reconciling, retry in %.1fs: %s", what, delay, api_message(exc))
+        elif isinstance(exc, ApiException):
             self.metrics.errors.labels("api").inc()
-            if exc.status == 409:
-                self.metrics.conflicts.inc()
             log.warning("%s: API error %s while reconciling, retry in %.1fs: %s", what, exc.status, delay,
                         api_message(exc))
         else:  # a timeout or a reset connection
@@ -292,24 +295,24 @@ class Reconciler:
         self._seen_problems.pop(name, None)
         self._states.pop(name, None)
 
-    def _state(self, cluster: dict[str, Any]) -> tuple[bool, bool]:
-        """(audited, valid) of a Cluster, worked out again only when it or its Seed changed."""
+    def _audited(self, cluster: dict[str, Any]) -> bool:
+        """Whether a Cluster's apiservers need audit logging or a webhook backend, worked out again
+        only when it or its Seed changed. Settings we cannot render still ask for audit logging: fail
+        closed for them too."""
         name, seed = name_of(cluster), self.store.seed_for_datacenter(datacenter_of(cluster))
         known = self._states.get(name)
         if known is None or known[0] is not cluster or known[1] is not seed:
             p = prepare(cluster, seed, self.options)
-            known = (cluster, seed, p.settings is None or p.settings.needs_injection, p.settings is not None)
+            known = (cluster, seed, p.settings is None or p.settings.needs_injection)
             self._states[name] = known
-        return known[2], known[3]
+        return known[2]
 
     def _sync_selectors(self) -> None:
         clusters = self.store.all_clusters()
-        states = {name_of(c): self._state(c) for c in clusters}
-        for gone in self._states.keys() - states.keys():
+        audited_by_name = {name_of(c): self._audited(c) for c in clusters}
+        for gone in self._states.keys() - audited_by_name.keys():
             self._states.pop(gone, None)
-        self.metrics.cluster_state(states)
-        # Settings we cannot render still ask for audit logging: fail closed for them too.
-        audited = sorted({cluster_namespace(c) for c in clusters if states[name_of(c)][0]})
+        audited = sorted({cluster_namespace(c) for c in clusters if audited_by_name[name_of(c)]})
         if audited != self._selectors:
             self._sync_webhook_selectors(audited)
             self._selectors = audited

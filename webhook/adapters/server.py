@@ -304,7 +304,7 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     they may be coroutine functions.
     """
     watcher = CertWatcher(cert_dir, client_ca)
-    webhook.metrics.watch_store(webhook.store)
+    webhook.metrics.store.watch(webhook.store)
 
     webhook.metrics.cert_expiry.set(expiry_timestamp(cert_dir))
 

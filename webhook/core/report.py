@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from webhook.core import names
 from webhook.core.desired_pod import Injection, NoApiserverContainer, audit_flags, desired_pod, read_flags
@@ -28,6 +28,35 @@ from webhook.core.validation.webhook_backend import SecretRef
 # Output keys that say where logs go; nothing else of a sidecar map is shown (it may hold secrets).
 _DESTINATION_KEYS = ("host", "port")
 
+AuditState = Literal["on", "off", "invalid"]
+AUDIT_STATES: tuple[AuditState, ...] = get_args(AuditState)
+
+# What kind of difference a drift is: a fixed set, so that it can label a metric
+# (audit_webhook_cluster_drift{cluster,kind}); docs/metrics.md says what each means.
+DriftKind = Literal[
+    "settings_invalid",  # the Cluster's audit settings cannot be rendered: it is not reconciled
+    "object_missing",  # an audit-config ConfigMap, fluent-bit Secret or webhook Secret the Pods mount
+    "object_not_ours",  # standalone: an object of a name we keep is someone else's, left alone
+    "pod_not_injected",  # an apiserver Pod without the sidecar or the settings hash
+    "pod_outdated",  # an apiserver Pod injected with older settings: not rolled since the change
+    "pod_flags",  # an audit flag of kube-apiserver differs from the settings
+    "pod_injection",  # the sidecar, audit volumes or apiserver mounts differ from what injection gives
+    "pod_ephemeral_mount",  # an ephemeral container mounts the audit volumes
+    "pod_injected_while_off",  # still injected although audit logging and the webhook are off
+    "egress_policy",  # the egress NetworkPolicy is missing, differs from the reconciler's or allows unneeded egress
+    "namespace_contested",  # another Cluster claims the same namespace
+    "seed_missing",  # no Seed defines the Cluster's datacenter
+]
+DRIFT_KINDS: tuple[DriftKind, ...] = get_args(DriftKind)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way reality differs from a cluster's settings: its kind, and the detail people read."""
+
+    kind: DriftKind
+    detail: str
+
 
 @dataclass
 class Row:
@@ -36,7 +65,7 @@ class Row:
     cluster: str
     namespace: str
     datacenter: str
-    audit: str  # "on", "off", or "invalid"
+    audit: AuditState
     preset: str
     decided_by: str
     logs_to: list[str] = field(default_factory=list)
@@ -48,7 +77,14 @@ class Row:
     webhook_backoff: str = ""
     webhook_decided_by: str = ""
     apiserver_pods: int = 0
-    drift: list[str] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+
+    def drift_counts(self) -> dict[DriftKind, int]:
+        """How many problems of each kind the cluster has (kinds it has none of are left out)."""
+        counts: dict[DriftKind, int] = {}
+        for d in self.drift:
+            counts[d.kind] = counts.get(d.kind, 0) + 1
+        return counts
 
 
 def _destination(output: Mapping[str, str]) -> str:
@@ -59,22 +95,24 @@ def _destination(output: Mapping[str, str]) -> str:
     return f"{lower.get('name', '?')} {where}".strip()
 
 
-def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, prepared: Prepared) -> list[str]:
+def _pod_drift(pod: dict[str, Any], expected: dict[str, str], enabled: bool, prepared: Prepared) -> list[Drift]:
     label = f"Pod {name_of(pod) or '?'}"
     containers = dig(pod, "spec", "containers") or []
     sidecar = any(isinstance(c, dict) and c.get("name") == names.SIDECAR_CONTAINER for c in containers)
     problems = []
     if enabled and not sidecar:
-        problems.append(f"{label}: no {names.SIDECAR_CONTAINER} sidecar")
+        problems.append(Drift("pod_not_injected", f"{label}: no {names.SIDECAR_CONTAINER} sidecar"))
     seen_hash = dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION)
     if seen_hash is None:
-        problems.append(f"{label}: not injected (no settings hash)")
+        problems.append(Drift("pod_not_injected", f"{label}: not injected (no settings hash)"))
     elif not prepared.is_current(seen_hash, pod):
-        problems.append(f"{label}: stale settings hash {seen_hash}, want {prepared.pod_hash(pod)}")
+        problems.append(Drift("pod_outdated",
+                              f"{label}: stale settings hash {seen_hash}, want {prepared.pod_hash(pod)}"))
     apiserver = next((c for c in containers if isinstance(c, dict) and c.get("name") == names.APISERVER_CONTAINER), {})
     for flag, value in read_flags(apiserver, list(expected)).items():
         if value != expected[flag]:
-            problems.append(f"{label}: {flag}={value if value is not None else '(missing)'}, want {expected[flag]}")
+            problems.append(Drift("pod_flags", f"{label}: {flag}={value if value is not None else '(missing)'}, "
+                                               f"want {expected[flag]}"))
     return problems
 
 
@@ -87,33 +125,35 @@ def _by_name(items: Any) -> dict[str, dict[str, Any]]:
     return {i["name"]: i for i in items or [] if isinstance(i, dict) and isinstance(i.get("name"), str)}
 
 
-def _injection_drift(pod: dict[str, Any], injection: Injection) -> list[str]:
+def _injection_drift(pod: dict[str, Any], injection: Injection) -> list[Drift]:
     """Where the running Pod's sidecar, audit volumes and mounts differ from what injection would
     produce for it now (the audit flags are compared on their own)."""
     label = f"Pod {name_of(pod) or '?'}"
     try:
         want = desired_pod(pod, injection)
     except NoApiserverContainer:
-        return [f"{label}: no {names.APISERVER_CONTAINER} container"]
+        return [Drift("pod_injection", f"{label}: no {names.APISERVER_CONTAINER} container")]
     problems = []
     have_c, want_c = _by_name(dig(pod, "spec", "containers")), _by_name(dig(want, "spec", "containers"))
     sidecar, wanted = have_c.get(names.SIDECAR_CONTAINER), want_c.get(names.SIDECAR_CONTAINER)
     if sidecar is not None and wanted is not None:
         for key in ("image", "command", "args", "volumeMounts"):
             if sidecar.get(key) != wanted.get(key):
-                problems.append(f"{label}: {names.SIDECAR_CONTAINER} {key} {_short(sidecar.get(key))}, "
-                                f"injection gives {_short(wanted.get(key))}")
+                problems.append(Drift("pod_injection", f"{label}: {names.SIDECAR_CONTAINER} {key} "
+                                      f"{_short(sidecar.get(key))}, injection gives {_short(wanted.get(key))}"))
     api, api_want = have_c.get(names.APISERVER_CONTAINER, {}), want_c.get(names.APISERVER_CONTAINER, {})
     if api.get("volumeMounts") != api_want.get("volumeMounts"):
-        problems.append(f"{label}: {names.APISERVER_CONTAINER} volumeMounts differ from what injection gives")
+        problems.append(Drift("pod_injection",
+                              f"{label}: {names.APISERVER_CONTAINER} volumeMounts differ from what injection gives"))
     have_v, want_v = _by_name(dig(pod, "spec", "volumes")), _by_name(dig(want, "spec", "volumes"))
     ours = [v["name"] for v in injection.volumes]
-    problems += [f"{label}: volume {name} {_short(have_v.get(name))}, injection gives {_short(want_v.get(name))}"
+    problems += [Drift("pod_injection", f"{label}: volume {name} {_short(have_v.get(name))}, "
+                                        f"injection gives {_short(want_v.get(name))}")
                  for name in ours if have_v.get(name) != want_v.get(name)]
     for debug in dig(pod, "spec", "ephemeralContainers") or []:
         mounted = [m.get("name") for m in (debug.get("volumeMounts") or []) if isinstance(m, dict)]
-        problems += [f"{label}: ephemeral container {debug.get('name')} mounts {name}" for name in mounted
-                     if name in ours]
+        problems += [Drift("pod_ephemeral_mount", f"{label}: ephemeral container {debug.get('name')} mounts {name}")
+                     for name in mounted if name in ours]
     return problems
 
 
@@ -144,7 +184,7 @@ def cluster_row(
     apiserver_pods = [p for p in pods if is_apiserver_pod(p)]
     if prepared.settings is None:
         return Row(name_of(cluster), cluster_namespace(cluster), datacenter_of(cluster), "invalid", "", "",
-                   apiserver_pods=len(apiserver_pods), drift=[prepared.problem])
+                   apiserver_pods=len(apiserver_pods), drift=[Drift("settings_invalid", prepared.problem)])
     s = prepared.settings
     row = Row(cluster=s.cluster_id, namespace=s.namespace, datacenter=s.datacenter,
               audit="on" if s.enabled else "off", preset=s.preset or ("custom" if s.needs_injection else ""),
@@ -155,7 +195,7 @@ def cluster_row(
         row.logs_to = default + [_destination(o) for o in config.outputs]
         row.filters = [plugin_name(f) for f in config.filters]
         row.record_loss = record_changes(list(config.filters), list(config.outputs))
-    drift: list[str] = []
+    drift: list[Drift] = []
     if s.webhook is not None:
         row.webhook_secret = f"{s.webhook.secret_namespace}/{s.webhook.secret_name}"
         row.webhook_backoff = s.webhook.initial_backoff
@@ -163,23 +203,24 @@ def cluster_row(
         source = secrets.get((s.webhook.secret_namespace, s.webhook.secret_name))
         copy = secrets.get((s.namespace, s.webhook.secret_name))
         if source is None:
-            drift.append(f"Secret {row.webhook_secret} missing")
+            drift.append(Drift("object_missing", f"Secret {row.webhook_secret} missing"))
         if copy is None and (s.namespace, s.webhook.secret_name) != (s.webhook.secret_namespace, s.webhook.secret_name):
-            drift.append(f"Secret {s.namespace}/{s.webhook.secret_name} (the copy the Pod mounts) missing")
+            drift.append(Drift("object_missing",
+                               f"Secret {s.namespace}/{s.webhook.secret_name} (the copy the Pod mounts) missing"))
         config = (copy or source or {}).get(names.WEBHOOK_CONFIG_KEY)
         row.webhook_server = (server_of(bytes(config)) or "unusable webhook.yaml") if config is not None else ""
     if s.needs_injection:
         if (s.namespace, names.CONFIGMAP_AUDIT_CONFIG) not in configmaps:
-            drift.append(f"ConfigMap {names.CONFIGMAP_AUDIT_CONFIG} missing")
+            drift.append(Drift("object_missing", f"ConfigMap {names.CONFIGMAP_AUDIT_CONFIG} missing"))
         if s.enabled and secrets.get((s.namespace, names.SECRET_FLUENTBIT)) is None:
-            drift.append(f"Secret {names.SECRET_FLUENTBIT} missing")
+            drift.append(Drift("object_missing", f"Secret {names.SECRET_FLUENTBIT} missing"))
         if mode == "standalone":
             owned = [("Secret", s.namespace, names.SECRET_FLUENTBIT)] if s.enabled else []
             if s.preset:
                 owned.append(("ConfigMap", s.namespace, names.CONFIGMAP_AUDIT_CONFIG))
             if s.webhook is not None and s.webhook.secret_namespace != s.namespace:
                 owned.append(("Secret", s.namespace, s.webhook.secret_name))
-            drift += [f"{kind} {name} exists and is not managed by audit-webhook (left alone)"
+            drift += [Drift("object_not_ours", f"{kind} {name} exists and is not managed by audit-webhook (left alone)")
                       for kind, ns, name in owned if (kind, ns, name) in not_ours]
         expected = audit_flags(s)
         for pod in apiserver_pods:
@@ -189,7 +230,8 @@ def cluster_row(
     else:
         for pod in apiserver_pods:
             if dig(pod, "metadata", "annotations", names.SETTINGS_HASH_ANNOTATION) is not None:
-                drift.append(f"Pod {name_of(pod)}: still injected although audit logging and the webhook are off")
+                drift.append(Drift("pod_injected_while_off", f"Pod {name_of(pod)}: still injected although audit "
+                                                             "logging and the webhook are off"))
     if network_policies is not None:
         drift += _egress_drift(s, secrets, network_policies, services or {}, operator_config, webhook_namespace)
     row.drift = drift
@@ -199,7 +241,7 @@ def cluster_row(
 def _egress_drift(s: EffectiveSettings, secrets: Mapping[SecretRef, Mapping[str, bytes] | None],
                   network_policies: Mapping[tuple[str, str], dict[str, Any]],
                   services: Mapping[tuple[str, str], dict[str, Any]], config: OperatorConfig,
-                  webhook_namespace: str) -> list[str]:
+                  webhook_namespace: str) -> list[Drift]:
     """The egress NetworkPolicy against the one the reconciler keeps (the same decision, desired_state)."""
     webhook_config = _webhook_config(s, secrets)
     needed = {ref: (service_view(services[ref]) if ref in services else None)
@@ -210,10 +252,12 @@ def _egress_drift(s: EffectiveSettings, secrets: Mapping[SecretRef, Mapping[str,
     have = network_policies.get((s.namespace, POLICY_NAME))
     label = f"NetworkPolicy {POLICY_NAME}"
     if want is None:
-        return [f"{label} allows egress although none is needed"] if have is not None else []
+        return [Drift("egress_policy", f"{label} allows egress although none is needed")] if have is not None else []
     if have is None:
-        return [f"{label} missing"]
-    return [] if have.get("spec") == want["spec"] else [f"{label} differs from what the reconciler keeps"]
+        return [Drift("egress_policy", f"{label} missing")]
+    if have.get("spec") == want["spec"]:
+        return []
+    return [Drift("egress_policy", f"{label} differs from what the reconciler keeps")]
 
 
 def _not_ours(snapshot: Snapshot) -> set[tuple[str, str, str]]:
@@ -244,10 +288,10 @@ def rows_of(snapshot: Snapshot, options: Options, mode: Mode = "standalone", con
                           webhook_namespace=webhook_namespace)
         if len(claimants) > 1:
             others = ", ".join(name_of(c) for c in claimants if c is not cluster)
-            row.drift.append(f"namespace {namespace} is also claimed by {others}")
+            row.drift.append(Drift("namespace_contested", f"namespace {namespace} is also claimed by {others}"))
         if seed is None:
             # Its datacenter's enforcement is unknown: the row shows the Cluster's own settings only.
-            row.drift.append(f'datacenter "{datacenter_of(cluster)}" is defined by no Seed')
+            row.drift.append(Drift("seed_missing", f'datacenter "{datacenter_of(cluster)}" is defined by no Seed'))
         rows.append(row)
     return rows
 
@@ -286,7 +330,9 @@ COLUMNS = ("cluster", "namespace", "datacenter", "audit", "preset", "decided_by"
 
 
 def _cell(value: Any) -> str:
-    return "; ".join(value) if isinstance(value, list) else str(value)
+    if isinstance(value, list):
+        return "; ".join(v.detail if isinstance(v, Drift) else str(v) for v in value)
+    return str(value)
 
 
 def _webhook_cell(r: Row) -> str:
@@ -309,7 +355,7 @@ def render_table(rows: list[Row]) -> str:
 
 
 def render_json(rows: list[Row]) -> str:
-    """Every row as a JSON object."""
+    """Every row as a JSON object; each drift as its kind and detail."""
     return json.dumps([asdict(r) for r in rows], indent=2) + "\n"
 
 
