@@ -16,7 +16,10 @@ FROM docker.io/library/python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d
 ARG REVISION=unknown
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 AUDIT_WEBHOOK_REVISION=${REVISION}
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels audit-webhook && rm -rf /wheels
+# /certs belongs to the image's user, so that the default command also runs without a volume there
+# (`docker run`); Deployments mount an emptyDir or the TLS Secret over it.
+RUN pip install --no-cache-dir --no-index --find-links /wheels audit-webhook && rm -rf /wheels \
+    && mkdir -m 700 /certs && chown 65532:65532 /certs
 COPY examples /app/examples
 WORKDIR /app
 USER 65532:65532

@@ -520,6 +520,27 @@ def test_with_json_logs_a_usage_error_is_a_json_line_too(capsys, tmp_path):
     assert line["level"] == "error" and str(tmp_path / "missing") in line["msg"]
 
 
+@pytest.mark.parametrize(("argv", "said"), [
+    (["serve", "--log-format", "json", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--log-format", "json", "serve", "--port", "notanint"], "argument --port"),
+    (["--log-format=json", "reconcile", "--workers", "many"], "argument --workers"),
+    (["serve", "--log-format", "json", "--mode", "both"], "argument --mode"),
+])
+def test_with_json_logs_an_argument_error_is_one_json_line(capsys, argv, said):
+    """argparse stops before `--log-format` is known: a typo in a Deployment's args is still one JSON line."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    (line,) = [json.loads(text) for text in capsys.readouterr().err.splitlines() if text.strip()]
+    assert line["level"] == "error" and said in line["msg"] and "--help" in line["msg"]
+
+
+def test_without_json_logs_an_argument_error_is_argparse_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--log-format", "json", "--log-format", "text", "--bogus"])
+    assert capsys.readouterr().err.startswith("usage: audit-webhook")
+
+
 def test_with_json_logs_uncaught_exceptions_and_warnings_are_json_lines():
     script = ("import threading, warnings\n"
               "from webhook.adapters import logs\n"

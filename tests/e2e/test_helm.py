@@ -102,6 +102,8 @@ REFUSED = [
     ({"server": {"extraArgs": ["max-connections=5"]}}, "at '/server/extraArgs/0'"),
     ({"server": {"resources": {"limits": {"memory": "lots"}}}}, "at '/server/resources/limits/memory'"),
     ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "at '/metrics/serviceMonitor/interval'"),
+    # `from: []` in a NetworkPolicy admits every source: no list is not "nobody".
+    ({"networkPolicy": {"metricsFrom": []}}, "at '/networkPolicy/metricsFrom'"),
 ]
 
 

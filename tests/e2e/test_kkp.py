@@ -203,8 +203,25 @@ def test_kkp_objects_are_accepted_injected_and_never_written(kkp: KKPSeed):
     # The reconciler still did its own part: the namespace lists of the webhook configuration.
     config = _get(plane, "mutatingwebhookconfiguration", "audit-webhook")
     audited = next(w for w in config["webhooks"] if w["name"].startswith("inject."))
-    assert set(audited["namespaceSelector"]["matchExpressions"][0]["values"]) == {
-        f"cluster-kkp{dc.replace('-', '')}" for dc in DATACENTERS}
+    wanted = {f"cluster-kkp{dc.replace('-', '')}" for dc in DATACENTERS}
+    assert set(audited["namespaceSelector"]["matchExpressions"][0]["values"]) == wanted
+    # An apply of the manifests (a Helm upgrade or rollback, `kubectl apply -k`) writes the lists back
+    # to the shipped placeholder. The reconciler watches its configurations and puts them back at
+    # once, not at its next resync (600 s here).
+    shipped = next(d for d in yaml.safe_load_all((ROOT / "deploy/overlays/kkp/webhooks.yaml").read_text())
+                   if d and d["kind"] == "MutatingWebhookConfiguration")
+    placeholder = next(w for w in shipped["webhooks"] if w["name"].startswith("inject."))["namespaceSelector"]
+    assert placeholder != audited["namespaceSelector"]
+    index = next(i for i, w in enumerate(config["webhooks"]) if w["name"].startswith("inject."))
+    plane.kubectl("patch", "mutatingwebhookconfiguration", "audit-webhook", "--type=json", "-p", json.dumps(
+        [{"op": "replace", "path": f"/webhooks/{index}/namespaceSelector", "value": placeholder}]))
+
+    def inject_namespaces() -> set[str]:
+        hooks = _get(plane, "mutatingwebhookconfiguration", "audit-webhook")["webhooks"]
+        return set(next(w for w in hooks if w["name"].startswith("inject."))["namespaceSelector"]
+                   ["matchExpressions"][0]["values"])
+
+    assert eventually(lambda: inject_namespaces() == wanted), inject_namespaces()
     # The reconciler's metrics report each Cluster as `report` does: on or off, and with KKP's objects
     # and injected Pods in place, no drift.
     expected = {f"kkp{dc.replace('-', '')}": "on" if audit else "off" for dc, (_, audit, _) in DATACENTERS.items()}

@@ -14,7 +14,7 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from webhook.adapters import decision_log, logs
 from webhook.adapters.build_info import build_info, describe
@@ -622,9 +622,35 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _asks_for_json_logs(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON logs, read before it is parsed (a usage error stops the
+    parse before `--log-format` is known); the last occurrence wins, as argparse has it."""
+    wanted = None
+    for i, arg in enumerate(argv):
+        if arg == "--log-format" and i + 1 < len(argv):
+            wanted = argv[i + 1]
+        elif arg.startswith("--log-format="):
+            wanted = arg.partition("=")[2]
+    return wanted == "json"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are one JSON log line when the command line asks for JSON logs:
+    a typo in a Deployment's arguments must not be the one line Loki cannot read."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            logs.configure("INFO", "json")
+            log.error("%s: %s (see %s --help)", self.prog, message, self.prog)
+            sys.exit(2)
+        super().error(message)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="audit-webhook", description=__doc__)
+    p = _Parser(prog="audit-webhook", description=__doc__)
     p.add_argument("--version", action="version", version=describe())
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="log level on stderr (default: INFO)")
     # The same flag after the subcommand (`serve --log-level DEBUG`); it wins when both are given.
@@ -793,6 +819,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `audit-webhook` and `python -m webhook`."""
+    _Parser.json_errors = _asks_for_json_logs(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     decision_log.set_level(getattr(args, "decision_log", "info"))

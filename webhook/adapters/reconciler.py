@@ -145,7 +145,8 @@ class Reconciler:
         self.mode = mode
         self.queue = WorkQueue()
         self.metrics.queue_depth.set_function(lambda: float(self.queue.depth()))
-        self.watches = ReconcilerWatches(api_client, mode, deployment, self._on_namespace)
+        self.watches = ReconcilerWatches(api_client, mode, deployment, self._on_namespace, webhook_configs,
+                                         self._on_webhook_configuration)
         store.clusters.handlers.append(self._on_cluster)
         store.seeds.handlers.append(self._on_seed)
         self._threads: list[threading.Thread] = []
@@ -233,6 +234,14 @@ class Reconciler:
             if datacenter_of(cluster) in datacenters:
                 self.queue.add(name_of(cluster))
         self.queue.add(SELECTORS)
+
+    def _on_webhook_configuration(self) -> None:
+        """Someone wrote a webhook configuration (a Helm upgrade or `kubectl apply` puts the
+        manifests' placeholder lists back): compare its lists again now. Our own patch comes back
+        here too, and then finds nothing to change."""
+        if self.elector.leading:
+            self._selectors = None
+            self.queue.add(SELECTORS)
 
     def _on_namespace(self, namespace: str) -> None:
         if self.elector.leading:

@@ -69,11 +69,24 @@ def resources(mode: Mode, deployment: str) -> list[Resource]:
     return watched
 
 
+def webhook_configuration_resources(names_: tuple[str, ...]) -> list[Resource]:
+    """The webhook configurations whose namespace lists the reconciler keeps, each by its name: an
+    `apply` of the manifests (a Helm upgrade, `kubectl apply -k`) writes the lists back to the
+    manifests' placeholder, and must be undone at once, not at the next resync."""
+    group = "/apis/admissionregistration.k8s.io/v1"
+    return [_named(plural, f"{group}/{plural}", "admissionregistration.k8s.io/v1", kind, name)
+            for name in names_
+            for plural, kind in (("mutatingwebhookconfigurations", "MutatingWebhookConfiguration"),
+                                 ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration"))]
+
+
 class ReconcilerWatches:
-    """Informers on the reconciler's objects; `on_namespace(ns)` hears of every change in a namespace."""
+    """Informers on the reconciler's objects; `on_namespace(ns)` hears of every change in a namespace,
+    `on_webhook_configuration()` of every change to one of its webhook configurations."""
 
     def __init__(self, api_client: client.ApiClient, mode: Mode, deployment: str,
-                 on_namespace: Callable[[str], None]) -> None:
+                 on_namespace: Callable[[str], None], webhook_configs: tuple[str, ...] = (),
+                 on_webhook_configuration: Callable[[], None] = lambda: None) -> None:
         self.on_namespace = on_namespace
         self._by_kind: dict[str, Informer] = {}
         self._named: set[tuple[str, str]] = set()  # (kind, name) the watches cover
@@ -85,7 +98,9 @@ class ReconcilerWatches:
             self._by_kind[resource.kind] = informer
             if resource.field_selector:
                 self._named.add((resource.kind, resource.field_selector.removeprefix("metadata.name=")))
-        self.informers = Informers(list(self._by_kind.values()))
+        configurations = [Informer(api_client, resource, [lambda _old, _new: on_webhook_configuration()])
+                          for resource in webhook_configuration_resources(webhook_configs)]
+        self.informers = Informers([*self._by_kind.values(), *configurations])
 
     def _changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         obj = new if new is not None else old
