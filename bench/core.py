@@ -54,11 +54,20 @@ FULL_POD = yaml.safe_load((ROOT / "examples/pods/apiserver-admitted.yaml").read_
 FULL_CLUSTER = yaml.safe_load((ROOT / "bench/data/cluster-kkp.yaml").read_text())
 
 
+class Content:
+    """Stands in for the request's body stream: the whole body is in."""
+
+    def is_eof(self) -> bool:
+        return True
+
+
 class Request:
-    """Stands in for aiohttp's request: the handlers only read the body."""
+    """Stands in for aiohttp's request: the handlers read the body and mark the connection busy."""
 
     def __init__(self, body: bytes) -> None:
         self.body = body
+        self.content = Content()
+        self.protocol = object()  # the connection, for the busy and served sets
 
     async def read(self) -> bytes:
         return self.body
