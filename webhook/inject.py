@@ -109,10 +109,7 @@ def _ensure_mounts(container: Obj, wanted: list[Mount]) -> None:
     and only when something changes, since it may be shared with the input Pod.
     """
     current = container.get("volumeMounts")
-    by_path = {_path_key(path): (volume, read_only) for volume, path, read_only in wanted}
-    # A mount inside one of our folders (a subPath over policy.yaml, another volume over the
-    # audit log) would shadow what we mount there: it goes.
-    inside = tuple(p + "/" for p in by_path if p)
+    by_path, inside, keyed = _mount_plan(tuple(wanted))
     found: set[str | None] = set()
     mounts: list[Any] = []
     for mount in current if isinstance(current, list) else []:
@@ -125,11 +122,22 @@ def _ensure_mounts(container: Obj, wanted: list[Mount]) -> None:
             volume, read_only = by_path[key]
             replacement = _taken_over(mount, volume, read_only)
             mounts.append(mount if replacement == mount else replacement)
-        elif not (isinstance(key, str) and key.startswith(inside)):
+        elif not (isinstance(key, str) and key.startswith(inside)):  # else it would shadow ours: it goes
             mounts.append(mount)
-    mounts.extend(_mount(*m) for m in wanted if _path_key(m[1]) not in found)
+    mounts.extend(_mount(*m) for key, m in keyed if key not in found)
     if mounts != current:
         container["volumeMounts"] = mounts
+
+
+@lru_cache(maxsize=16)
+def _mount_plan(wanted: tuple[Mount, ...]) -> tuple[dict[str | None, tuple[str, bool]], tuple[str, ...],
+                                                    tuple[tuple[str | None, Mount], ...]]:
+    """For `_ensure_mounts`, worked out once per set of wanted mounts (shared: never modify it): the
+    volume and readOnly for each path key; the folders inside which a mount would shadow ours (a
+    subPath over policy.yaml, another volume over the audit log), which therefore goes; and each
+    wanted mount with its path key."""
+    by_path = {_path_key(path): (volume, read_only) for volume, path, read_only in wanted}
+    return by_path, tuple(p + "/" for p in by_path if p), tuple((_path_key(m[1]), m) for m in wanted)
 
 
 _AUDIT = "--audit"  # every flag of ours, in `-` and `_` spelling, starts with this
