@@ -77,10 +77,11 @@ class Webhook:
 
     async def _answer(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
-            # A body already in whole (kube-apiserver sends it at once) needs no timer; a deadline on
-            # this task, not wait_for's task of its own, for the rest: this runs on every admission.
-            async with asyncio.timeout(None if request.content.is_eof() else self.body_timeout):
+            if request.content.is_eof():  # the whole body is in (kube-apiserver sends it at once): no wait
                 body = await request.read()
+            else:  # a deadline on this task, not wait_for's task of its own
+                async with asyncio.timeout(self.body_timeout):
+                    body = await request.read()
         except TimeoutError:
             self.metrics.bad_requests.labels("408").inc()
             return _error(408, f"request body not received within {self.body_timeout:g} s")
