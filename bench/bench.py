@@ -62,16 +62,20 @@ def cluster(i: int) -> dict[str, Any]:
 
 
 def write_store(root: Path, n: int) -> None:
+    """A Seed and `n` Clusters with their webhook-backend Secrets, 500 Clusters a file (the store reads
+    no file of more than 200,000 YAML nodes)."""
     root.mkdir(parents=True, exist_ok=True)
-    docs: list[dict[str, Any]] = [{"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed",
-                                   "metadata": {"name": "s", "namespace": "kubermatic"},
-                                   "spec": {"datacenters": {"dc1": {"spec": {}}}}}]
-    for i in range(n):
-        docs.append(cluster(i))
-        docs.append({"apiVersion": "v1", "kind": "Secret",
-                     "metadata": {"name": "audit-webhook-backend", "namespace": f"cluster-bench{i:05d}"},
-                     "stringData": {"webhook.yaml": KUBECONFIG}})
-    (root / "fleet.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    seed = {"apiVersion": "kubermatic.k8c.io/v1", "kind": "Seed", "metadata": {"name": "s", "namespace": "kubermatic"},
+            "spec": {"datacenters": {"dc1": {"spec": {}}}}}
+    (root / "seed.yaml").write_text(yaml.safe_dump(seed, sort_keys=False))
+    for first in range(0, n, 500):
+        docs: list[dict[str, Any]] = []
+        for i in range(first, min(n, first + 500)):
+            docs.append(cluster(i))
+            docs.append({"apiVersion": "v1", "kind": "Secret",
+                         "metadata": {"name": "audit-webhook-backend", "namespace": f"cluster-bench{i:05d}"},
+                         "stringData": {"webhook.yaml": KUBECONFIG}})
+        (root / f"fleet-{first:05d}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def review(obj: Any, kind: str, group: str, namespace: str, uid: str) -> bytes:
@@ -94,7 +98,7 @@ def start(cmd: list[str], port: int, ca: Path, log: Path) -> subprocess.Popen[by
         proc = subprocess.Popen([*pin, *cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=out)
     ctx = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + 600  # 10,000 clusters load slowly on a busy machine
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as raw, \
                     ctx.wrap_socket(raw, server_hostname="localhost"):
@@ -102,7 +106,8 @@ def start(cmd: list[str], port: int, ca: Path, log: Path) -> subprocess.Popen[by
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"server did not start: {cmd}")
+    tail = log.read_text(errors="replace").splitlines()[-3:]
+    raise RuntimeError(f"server did not start: {cmd}: " + " / ".join(tail))
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
