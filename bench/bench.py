@@ -92,10 +92,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], port: int, ca: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], port: int, ca: Path, log: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     with log.open("ab") as out:
-        proc = subprocess.Popen([*pin, *cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=out)
+        proc = subprocess.Popen([*pin, *cmd], cwd=cwd, stdout=subprocess.DEVNULL, stderr=out)
     ctx = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + 600  # 10,000 clusters load slowly on a busy machine
     while time.monotonic() < deadline and proc.poll() is None:
@@ -180,20 +180,23 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     bodies["mutate"].write_bytes(review(POD, "Pod", "", "cluster-bench00000", "bench-mutate"))
     bodies["validate"].write_bytes(review(cluster(0), "Cluster", "kubermatic.k8c.io", "", "bench-validate"))
     log = work / "webhook.log"
-    results: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "runs": args.runs,
+    results: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "runs": args.runs, "baseline": args.baseline,
                                "python": sys.version.split()[0],
                                "bytes": {name: body.stat().st_size for name, body in bodies.items()}}
 
-    def webhook(n: int) -> tuple[subprocess.Popen[bytes], str]:
+    def webhook(n: int, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
         store = work / f"store-{n}"
         if not store.exists():
             write_store(store, n)
         port = free_port()
         # As deployed: the default log level and decision log (one line per admission, to the log file).
+        # `python -m webhook` from `root` runs that checkout's webhook.
         cmd = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--cert-dir", str(certs), "--source", str(store), "--reload-interval", "3600"]
         t0 = time.perf_counter()
-        proc = start(cmd, port, certs / "ca.crt", log)
+        proc = start(cmd, port, certs / "ca.crt", log if root == ROOT else work / "baseline.log", cwd=root)
+        if root != ROOT:
+            return proc, f"https://127.0.0.1:{port}"
         results.setdefault("startup_s", {})[str(n)] = round(time.perf_counter() - t0, 2)
         rss = Path(f"/proc/{proc.pid}/status").read_text() if Path(f"/proc/{proc.pid}/status").exists() else ""
         for line in rss.splitlines():
@@ -207,27 +210,33 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     bare = start([sys.executable, str(ROOT / "bench/bare.py"), str(bare_port), str(certs)], bare_port,
                  certs / "ca.crt", work / "bare.log")
     servers = {"bare": (f"https://127.0.0.1:{bare_port}", bare.pid), "webhook": (base, proc.pid)}
+    procs = [proc, bare]
+    if args.baseline:  # an earlier checkout's webhook, in the same interleaved runs
+        baseline, baseline_url = webhook(10, Path(args.baseline).resolve())
+        servers["baseline"] = (baseline_url, baseline.pid)
+        procs.append(baseline)
     try:
         for name, body in bodies.items():  # warm up: connections, caches, the prepared settings
             for url, pid in servers.values():
                 attack(Target(f"{url}/{name}", body, pid), work, 1.0, connections=16)
         throughput: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {
-            name: {str(c): {"bare": [], "webhook": []} for c in args.connections.split(",")} for name in bodies}
+            name: {str(c): {label: [] for label in servers} for c in args.connections.split(",")} for name in bodies}
         for run in range(args.runs):
             for name, body in bodies.items():
                 for conns, by_server in throughput[name].items():
-                    order = list(servers.items())[::-1 if run % 2 else 1]
-                    for label, (url, pid) in order:
+                    order = list(servers.items())
+                    for label, (url, pid) in order[run % len(order):] + order[:run % len(order)]:
                         got = attack(Target(f"{url}/{name}", body, pid), work, args.seconds, connections=int(conns))
                         if got["errors"]:
                             raise RuntimeError(f"{label} /{name}: {got['errors']:.0f} requests failed")
                         by_server[label].append(got)
         results["throughput"] = throughput
         results["latency"] = {name: {label: medians(latency(Target(f"{url}/{name}", body, pid), work, args))
-                                     for label, (url, pid) in servers.items()} for name, body in bodies.items()}
+                                     for label, (url, pid) in servers.items() if label != "baseline"}
+                              for name, body in bodies.items()}
     finally:
-        stop(proc)
-        stop(bare)
+        for each in procs:
+            stop(each)
 
     # 2. /mutate latency by fleet size.
     results["scale"] = {}
@@ -251,6 +260,8 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=200.0, help="open-loop request rate")
     p.add_argument("--connections", default="1,16", help="closed-loop connection counts")
     p.add_argument("--scale", default="10,1000,10000", help="cluster counts for the scale run")
+    p.add_argument("--baseline", metavar="DIR", help="another checkout (git worktree add DIR REV) whose webhook "
+                                                     "runs beside the others in the throughput runs: before/after")
     p.add_argument("--out", default=str(ROOT / "bench/results/latest.json"))
     args = p.parse_args()
     if args.quick:
@@ -276,7 +287,7 @@ def report(r: dict[str, Any]) -> str:
     lines = [f"audit-webhook benchmark: medians of {r['runs']} runs of {r['seconds']:.0f}s, server on one core, "
              f"vegeta on the other; /mutate body {r['bytes']['mutate']} bytes, /validate {r['bytes']['validate']}",
              "", "throughput, closed loop over keep-alive TLS connections, bare and webhook interleaved "
-             "(decision log on)",
+             "(decision log on)" + (f"; baseline: the webhook of {r['baseline']}" if r.get("baseline") else ""),
              f"{'endpoint':<10} {'conns':>5} {'bare req/s':>11} {'webhook req/s':>14} {'ratio':>6}   "
              f"{'per run':<15} {'CPU us/req: bare':>16} {'webhook':>8} {'ratio':>6}"]
     for name, by_conns in r["throughput"].items():
@@ -286,6 +297,11 @@ def report(r: dict[str, Any]) -> str:
             bare_cpu, hook_cpu = (statistics.median(x["cpu_us"] for x in t[k]) for k in ("bare", "webhook"))
             lines.append(f"/{name:<9} {conns:>5} {bare:>11.0f} {hook:>14.0f} {hook / bare:>6.2f}   {per_run:<15} "
                          f"{bare_cpu:>16.0f} {hook_cpu:>8.0f} {bare_cpu / hook_cpu:>6.2f}")
+            if "baseline" in t:
+                before = statistics.median(x["rps"] for x in t["baseline"])
+                before_cpu = statistics.median(x["cpu_us"] for x in t["baseline"])
+                lines.append(f"{'  baseline':<16} {'':>11} {before:>14.0f} {before / bare:>6.2f}   {'':<15} {'':>16} "
+                             f"{before_cpu:>8.0f} {bare_cpu / before_cpu:>6.2f}")
     lines += ["", f"latency, open loop at {r['rate']:.0f} req/s",
               f"{'endpoint':<10} {'':<8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"]
     for name, by_server in r["latency"].items():
