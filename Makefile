@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint bench bench-core bench-scale fuzz soak clean e2e-bin manifests
+.PHONY: serve test lint bench bench-bin bench-core bench-scale fuzz soak clean e2e-bin manifests
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ fuzz: $(BIN)/.installed
 soak: $(BIN)/.installed e2e-bin
 	$(BIN)/python bench/soak.py $(ARGS)
 
-bench: $(BIN)/.installed
+# The benchmark's load generator (vegeta), built once from Go modules; not needed by `make test`.
+bench-bin:
+	bash bench/build.sh
+
+bench: $(BIN)/.installed bench-bin
 	$(BIN)/python bench/bench.py $(ARGS)
 
 # Per-request CPU of parse, decision, answer and the whole handler, against the bare floor.

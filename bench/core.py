@@ -11,7 +11,8 @@ as an UPDATE with the old object, for /validate. For each, in microseconds per c
   decision  the pure core: mutation (cached per-cluster settings, as served) or validation
   answer    the AdmissionReview answer encoded to bytes
   handler   the whole handler in process (body read, parse, store lookup, decision, metrics,
-            answer) without HTTP and TLS; its `request` is a stand-in with only `read()`
+            decision log line, answer) without HTTP and TLS; its `request` is a stand-in with only
+            the body; log lines go to /dev/null
   floor     bench/bare.py's echo handler on the same body, the same way
 
 Every row is timed in interleaved rounds (--rounds of --calls calls each) so that the VM's
@@ -25,6 +26,8 @@ import argparse
 import asyncio
 import copy
 import json
+import logging
+import os
 import statistics
 import sys
 import time
@@ -40,7 +43,7 @@ import bare  # noqa: E402
 import yaml  # noqa: E402
 
 from bench import KUBECONFIG, POD, cluster, review  # noqa: E402
-from webhook.adapters import decision_log  # noqa: E402
+from webhook.adapters import logs  # noqa: E402
 from webhook.adapters.metrics import Metrics  # noqa: E402
 from webhook.adapters.server import Webhook  # noqa: E402
 from webhook.adapters.store import MemoryStore  # noqa: E402
@@ -55,11 +58,20 @@ FULL_POD = yaml.safe_load((ROOT / "examples/pods/apiserver-admitted.yaml").read_
 FULL_CLUSTER = yaml.safe_load((ROOT / "bench/data/cluster-kkp.yaml").read_text())
 
 
+class Content:
+    """Stands in for the request's body stream: the whole body is in."""
+
+    def is_eof(self) -> bool:
+        return True
+
+
 class Request:
-    """Stands in for aiohttp's request: the handlers only read the body."""
+    """Stands in for aiohttp's request: the handlers read the body and mark the connection busy."""
 
     def __init__(self, body: bytes) -> None:
         self.body = body
+        self.content = Content()
+        self.protocol = object()  # the connection, for the busy and served sets
 
     async def read(self) -> bytes:
         return self.body
@@ -134,7 +146,9 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=1000)
     args = p.parse_args()
 
-    decision_log.set_level("off")  # as bench.py serves: the decision log is measured on its own below
+    # As bench.py serves: the log level and the decision log at their defaults, the lines thrown away.
+    logs.configure("INFO", "text")
+    logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 (for the process's life)
     options = Options.default()
     snapshot = Snapshot()
     snapshot.add(cluster(0))

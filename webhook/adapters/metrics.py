@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -116,6 +116,17 @@ class Metrics:
             self.errors.labels(handler)
         for handler, operation in (("mutate", "CREATE"), ("validate", "UPDATE")):
             self.requests.labels(handler, "Pod", operation, "denied")
+        # The series of `answered`, looked up once each: labels() costs more than the count itself.
+        self._answered: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+    def answered(self, handler: str, kind: str, operation: str, decision: str, seconds: float) -> None:
+        """Count one admission review answered, and the time it took (`kind` and `operation` bounded)."""
+        key = (handler, kind, operation, decision)
+        series = self._answered.get(key)
+        if series is None:
+            series = self._answered[key] = (self.requests.labels(*key), self.duration.labels(handler))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def rejected(self, handler: str, reason: str, rules: list[str]) -> None:
         """Count one refusal under each distinct rule it hit (or its reason)."""

@@ -78,7 +78,11 @@ class Webhook:
 
     async def _answer(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
-            body = await asyncio.wait_for(request.read(), self.body_timeout)
+            if request.content.is_eof():  # the whole body is in (kube-apiserver sends it at once): no wait
+                body = await request.read()
+            else:  # a deadline on this task, not wait_for's task of its own
+                async with asyncio.timeout(self.body_timeout):
+                    body = await request.read()
         except TimeoutError:
             self.metrics.bad_requests.labels("408").inc()
             return _error(408, f"request body not received within {self.body_timeout:g} s")
@@ -109,9 +113,8 @@ class Webhook:
 
     def _observe(self, name: str, req: AdmissionRequest, answer: Answer, elapsed: float) -> None:
         m = self.metrics
-        decision = "allowed" if answer.allowed else "denied"
-        m.requests.labels(name, bounded(req.kind.kind, KINDS), bounded(req.operation, OPERATIONS), decision).inc()
-        m.duration.labels(name).observe(elapsed)
+        m.answered(name, bounded(req.kind.kind, KINDS), bounded(req.operation, OPERATIONS),
+                   "allowed" if answer.allowed else "denied", elapsed)
         if answer.patch:
             m.injections.inc()
         if not answer.allowed:

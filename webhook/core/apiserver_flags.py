@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import compress, repeat
 from typing import Any
 
 from webhook.core.defaults import load_data
@@ -57,9 +58,7 @@ def _environment(container: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
     return known, unknown
 
 
-def _expand(token: Any, known: Mapping[str, str]) -> Any:
-    if not isinstance(token, str) or "$" not in token:
-        return token
+def _expand(token: str, known: Mapping[str, str]) -> str:
     return _REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else known.get(m.group(1), m.group(0)), token)
 
 
@@ -73,7 +72,8 @@ def tokens_of(container: Mapping[str, Any]) -> list[Any]:
     `$(NAME)` references Kubernetes expands from values known now expanded."""
     command, args = _command_and_args(container)
     known, _ = _environment(container)
-    return [_expand(t, known) for t in (*command[1:], *args)]
+    # Most tokens hold no reference: they are kept without a call (this runs on every admission).
+    return [_expand(t, known) if type(t) is str and "$" in t else t for t in (*command[1:], *args)]
 
 
 def run_time_references(container: Mapping[str, Any]) -> str:
@@ -100,47 +100,57 @@ class Parsed:
     taken_by: dict[int, str] = field(default_factory=dict)
 
 
+def starting_with(tokens: list[Any], prefix: str) -> list[int]:
+    """Positions of the string tokens that start with `prefix`, in order."""
+    try:
+        # The scan runs in C: a kube-apiserver has dozens of flags and this is the hot path.
+        return list(compress(range(len(tokens)), map(str.startswith, tokens, repeat(prefix))))
+    except TypeError:  # a token that is not a string: kube-apiserver never sends one, a fuzzer does
+        return [i for i, token in enumerate(tokens) if isinstance(token, str) and token.startswith(prefix)]
+
+
 def parse(tokens: list[Any]) -> Parsed:
     """Read `tokens` as pflag does (interspersed arguments, `--` ends the flags)."""
     bools, shorthands = _known()
-    out = Parsed()
-    i = 0
-    while i < len(tokens):
+    values: dict[str, str] = {}
+    taken_by: dict[int, str] = {}
+    taken = -1  # the position of the last token read as a flag's value
+    for i in starting_with(tokens, "-"):  # only these can be flags
         token = tokens[i]
-        if not isinstance(token, str) or len(token) < 2 or not token.startswith("-"):
-            i += 1
+        if i == taken or len(token) < 2:
             continue
-        if token == "--":
-            break
-        if token.startswith("--"):
-            raw, sep, value = token[2:].partition("=")
-            name = "--" + normalized(raw)
-            if not sep and name not in bools:
-                if i + 1 < len(tokens):
-                    value = str(tokens[i + 1])
-                    out.taken_by[i + 1] = name
-                    i += 1
-            elif not sep:
-                value = "true"
-            out.values[name] = value
-        elif token[1] in shorthands and len(token) == 2 and i + 1 < len(tokens):
-            out.taken_by[i + 1] = token  # `-v 4`
-            i += 1
-        i += 1
-    return out
+        if token[1] == "-":
+            if token == "--":
+                break
+            name, sep, value = token.partition("=")
+            if "_" in name:
+                name = normalized(name)
+            if not sep:
+                if name in bools:
+                    value = "true"
+                elif i + 1 < len(tokens):
+                    taken = i + 1
+                    value = str(tokens[taken])
+                    taken_by[taken] = name
+            values[name] = value
+        elif len(token) == 2 and token[1] in shorthands and i + 1 < len(tokens):
+            taken = i + 1
+            taken_by[taken] = token  # `-v 4`
+    return Parsed(values, taken_by)
 
 
 def unreached(container: Mapping[str, Any], wanted: Mapping[str, str]) -> str:
-    """Why a flag of `wanted` would not reach kube-apiserver with its value ("" when all do)."""
+    """Why a flag of `wanted` (`--name`: value) would not reach kube-apiserver with its value ("" when all do)."""
     reference = run_time_references(container)
     if reference:
         return (f'"{reference}" in its command line is filled in from the environment at run time, where it '
                 "could become a flag of its own")
     tokens = tokens_of(container)
     parsed = parse(tokens)
-    for position, taker in sorted(parsed.taken_by.items()):
+    for position, taker in parsed.taken_by.items():  # in order
         token = tokens[position]
-        if isinstance(token, str) and normalized(token.partition("=")[0]) in wanted:
+        # A flag's name starts with `-`, or `_` that kube-apiserver reads as `-`; most values do not.
+        if isinstance(token, str) and token[:1] in ("-", "_") and normalized(token.partition("=")[0]) in wanted:
             return f'"{token}" would be read as the value of {taker}'
     for flag, value in wanted.items():
         if parsed.values.get(flag) != value:

@@ -12,11 +12,10 @@ import posixpath
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from functools import cache, lru_cache
-from itertools import compress, repeat
 from typing import Any
 
 from webhook.core import names, settings_hash
-from webhook.core.apiserver_flags import bool_flags, normalized, parse, tokens_of
+from webhook.core.apiserver_flags import bool_flags, normalized, parse, starting_with, tokens_of
 from webhook.core.defaults import defaults
 from webhook.core.fluentbit import config_key
 from webhook.core.images import same_repository
@@ -84,11 +83,6 @@ def _path_key(path: Any) -> str | None:
     return path.rstrip("/")
 
 
-def _inside_ours(path: Any, ours: list[str], by_path: dict[str | None, Any]) -> bool:
-    key = _path_key(path)
-    return key not in by_path and isinstance(key, str) and any(key.startswith(p + "/") for p in ours)
-
-
 def _taken_over(mount: Obj, volume: str, read_only: bool) -> Obj:
     out = {k: v for k, v in mount.items() if k not in ("subPath", "subPathExpr")}
     out["name"] = volume
@@ -116,33 +110,35 @@ def _ensure_mounts(container: Obj, wanted: list[Mount]) -> None:
     and only when something changes, since it may be shared with the input Pod.
     """
     current = container.get("volumeMounts")
-    mounts = list(current) if isinstance(current, list) else []
-    by_path = {_path_key(path): (volume, read_only) for volume, path, read_only in wanted}
+    by_path, inside, keyed = _mount_plan(tuple(wanted))
     found: set[str | None] = set()
-    for i, mount in enumerate(mounts):
-        if type(mount) is not dict or (key := _path_key(mount.get("mountPath"))) not in by_path:
+    mounts: list[Any] = []
+    for mount in current if isinstance(current, list) else []:
+        if type(mount) is not dict:
+            mounts.append(mount)
             continue
-        found.add(key)
-        volume, read_only = by_path[key]
-        replacement = _taken_over(mount, volume, read_only)
-        if replacement != mount:
-            mounts[i] = replacement
-    # A mount inside one of our folders (a subPath over policy.yaml, another volume over the
-    # audit log) would shadow what we mount there: it goes.
-    ours = [p for p in by_path if p]
-    mounts = [m for m in mounts if type(m) is not dict or not _inside_ours(m.get("mountPath"), ours, by_path)]
-    mounts.extend(_mount(*m) for m in wanted if _path_key(m[1]) not in found)
+        key = _path_key(mount.get("mountPath"))
+        if key in by_path:
+            found.add(key)
+            volume, read_only = by_path[key]
+            replacement = _taken_over(mount, volume, read_only)
+            mounts.append(mount if replacement == mount else replacement)
+        elif not (isinstance(key, str) and key.startswith(inside)):  # else it would shadow ours: it goes
+            mounts.append(mount)
+    mounts.extend(_mount(*m) for key, m in keyed if key not in found)
     if mounts != current:
         container["volumeMounts"] = mounts
 
 
-def _starting_with(tokens: list[Any], prefix: str) -> list[int]:
-    """Positions of the string tokens that start with `prefix`."""
-    try:
-        # The scan runs in C: a kube-apiserver has dozens of flags and this is the hot path.
-        return list(compress(range(len(tokens)), map(str.startswith, tokens, repeat(prefix))))
-    except TypeError:  # a token that is not a string: kube-apiserver never sends one, a fuzzer does
-        return [i for i, token in enumerate(tokens) if isinstance(token, str) and token.startswith(prefix)]
+@lru_cache(maxsize=16)
+def _mount_plan(wanted: tuple[Mount, ...]) -> tuple[dict[str | None, tuple[str, bool]], tuple[str, ...],
+                                                    tuple[tuple[str | None, Mount], ...]]:
+    """For `_ensure_mounts`, worked out once per set of wanted mounts (shared: never modify it): the
+    volume and readOnly for each path key; the folders inside which a mount would shadow ours (a
+    subPath over policy.yaml, another volume over the audit log), which therefore goes; and each
+    wanted mount with its path key."""
+    by_path = {_path_key(path): (volume, read_only) for volume, path, read_only in wanted}
+    return by_path, tuple(p + "/" for p in by_path if p), tuple((_path_key(m[1]), m) for m in wanted)
 
 
 _AUDIT = "--audit"  # every flag of ours, in `-` and `_` spelling, starts with this
@@ -164,24 +160,28 @@ def set_flags(container: Obj, flags: dict[str, str]) -> None:
     missing = dict(flags)
     for field in ("command", "args"):
         tokens = container.get(field)
-        if not isinstance(tokens, list) or not _starting_with(tokens, _AUDIT):
+        if not isinstance(tokens, list):
             continue
+        # Only the tokens that may be our flags are looked at; the runs between them are copied whole.
         out: list[Any] = []
-        i = 0
-        while i < len(tokens):
-            token = tokens[i]
-            name = _flag_name(token) if isinstance(token, str) and token.startswith(_AUDIT) else ""
-            if name not in flags:
-                out.append(token)
-                i += 1
+        copied = 0  # tokens[:copied] are dealt with
+        for i in starting_with(tokens, _AUDIT):
+            if i < copied:  # the value of the flag before it
                 continue
+            token = tokens[i]
+            name = _flag_name(token)
+            if name not in flags:
+                continue
+            out += tokens[copied:i]
             two_tokens = "=" not in token and name not in bool_flags() and i + 1 < len(tokens)
             if name in missing:  # the first occurrence: ours, where it stands
                 del missing[name]
                 out += [name, flags[name]] if two_tokens else [f"{name}={flags[name]}"]
-            i += 2 if two_tokens else 1  # a later one is dropped, with its value
-        if out != tokens:
-            container[field] = out
+            copied = i + 2 if two_tokens else i + 1  # a later one is dropped, with its value
+        if copied:
+            out += tokens[copied:]
+            if out != tokens:
+                container[field] = out
     if missing:
         args = container.get("args")
         args = container["args"] = list(args) if isinstance(args, list) else []
