@@ -86,6 +86,32 @@ def review(obj: Any, kind: str, group: str, namespace: str, uid: str) -> bytes:
         "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"}, "object": obj}}).encode()
 
 
+# What each measured case sends, and where: one apiserver Pod over and over (what kube-apiserver
+# sends for the replicas of a ReplicaSet: a Pod has no name or uid yet at admission), a Cluster,
+# and DISTINCT different apiserver Pods in turn (each of another ReplicaSet), which the webhook's
+# memo of decided Pods (webhook/core/decide.py, InjectionMemo) holds too few of to remember:
+# every one of those is decided afresh.
+ENDPOINTS = {"mutate": "mutate", "validate": "validate", "mutate-distinct": "mutate"}
+DISTINCT = 2048
+
+
+def write_bodies(work: Path) -> dict[str, list[Path]]:
+    """The review files of each case."""
+    bodies = {"mutate": [work / "mutate.json"], "validate": [work / "validate.json"]}
+    bodies["mutate"][0].write_bytes(review(POD, "Pod", "", "cluster-bench00000", "bench-mutate"))
+    bodies["validate"][0].write_bytes(review(cluster(0), "Cluster", "kubermatic.k8c.io", "", "bench-validate"))
+    distinct = work / "distinct"
+    distinct.mkdir()
+    bodies["mutate-distinct"] = []
+    for i in range(DISTINCT):
+        pod = copy.deepcopy(POD)
+        pod["metadata"].setdefault("labels", {})["pod-template-hash"] = f"{i:010x}"
+        path = distinct / f"{i}.json"
+        path.write_bytes(review(pod, "Pod", "", "cluster-bench00000", f"bench-distinct-{i}"))
+        bodies["mutate-distinct"].append(path)
+    return bodies
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,10 +146,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """One endpoint under load: the URL, the file holding the review it is sent, the server's pid."""
+    """One endpoint under load: the URL, the files holding the reviews it is sent (in turn), the server's pid."""
 
     url: str
-    body: Path
+    bodies: list[Path]
     pid: int
 
 
@@ -140,7 +166,8 @@ def attack(target: Target, work: Path, seconds: float, *, connections: int = 0, 
     Latency is from the send to the whole answer; CPU is the server's, per request, which the
     machine's other load disturbs less than req/s."""
     targets = work / "targets.txt"
-    targets.write_text(f"POST {target.url}\nContent-Type: application/json\n@{target.body}\n")
+    targets.write_text("\n".join(f"POST {target.url}\nContent-Type: application/json\n@{body}\n"
+                                 for body in target.bodies))
     cmd = [str(VEGETA), "attack", f"-targets={targets}", f"-root-certs={work / 'certs/ca.crt'}",
            f"-duration={seconds}s", "-timeout=30s", "-http2=false", "-keepalive=true"]
     if connections:
@@ -176,13 +203,11 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Every measurement, with its servers, certificates and stores in `work`."""
     certs = work / "certs"
     ensure_certs(certs, ServiceName())
-    bodies = {"mutate": work / "mutate.json", "validate": work / "validate.json"}
-    bodies["mutate"].write_bytes(review(POD, "Pod", "", "cluster-bench00000", "bench-mutate"))
-    bodies["validate"].write_bytes(review(cluster(0), "Cluster", "kubermatic.k8c.io", "", "bench-validate"))
+    bodies = write_bodies(work)
     log = work / "webhook.log"
     results: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds, "runs": args.runs, "baseline": args.baseline,
                                "python": sys.version.split()[0],
-                               "bytes": {name: body.stat().st_size for name, body in bodies.items()}}
+                               "bytes": {name: paths[0].stat().st_size for name, paths in bodies.items()}}
 
     def webhook(n: int, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
         store = work / f"store-{n}"
@@ -218,7 +243,7 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         for name, body in bodies.items():  # warm up: connections, caches, the prepared settings
             for url, pid in servers.values():
-                attack(Target(f"{url}/{name}", body, pid), work, 1.0, connections=16)
+                attack(Target(f"{url}/{ENDPOINTS[name]}", body, pid), work, 1.0, connections=16)
         throughput: dict[str, dict[str, dict[str, list[dict[str, float]]]]] = {
             name: {str(c): {label: [] for label in servers} for c in args.connections.split(",")} for name in bodies}
         for run in range(args.runs):
@@ -226,12 +251,14 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 for conns, by_server in throughput[name].items():
                     order = list(servers.items())
                     for label, (url, pid) in order[run % len(order):] + order[:run % len(order)]:
-                        got = attack(Target(f"{url}/{name}", body, pid), work, args.seconds, connections=int(conns))
+                        got = attack(Target(f"{url}/{ENDPOINTS[name]}", body, pid), work, args.seconds,
+                                     connections=int(conns))
                         if got["errors"]:
                             raise RuntimeError(f"{label} /{name}: {got['errors']:.0f} requests failed")
                         by_server[label].append(got)
         results["throughput"] = throughput
-        results["latency"] = {name: {label: medians(latency(Target(f"{url}/{name}", body, pid), work, args))
+        results["latency"] = {name: {label: medians(latency(Target(f"{url}/{ENDPOINTS[name]}", body, pid), work,
+                                                               args))
                                      for label, (url, pid) in servers.items() if label != "baseline"}
                               for name, body in bodies.items()}
     finally:
@@ -245,7 +272,7 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             body = work / "mutate-scale.json"
             body.write_bytes(review(POD, "Pod", "", f"cluster-bench{n - 1:05d}", "s"))
-            results["scale"][str(n)] = medians(latency(Target(base + "/mutate", body, proc.pid), work, args))
+            results["scale"][str(n)] = medians(latency(Target(base + "/mutate", [body], proc.pid), work, args))
         finally:
             stop(proc)
     results["decision_log_lines"] = sum(1 for line in log.open() if "audit_webhook.decisions" in line)
@@ -285,29 +312,30 @@ def main() -> int:
 
 def report(r: dict[str, Any]) -> str:
     lines = [f"audit-webhook benchmark: medians of {r['runs']} runs of {r['seconds']:.0f}s, server on one core, "
-             f"vegeta on the other; /mutate body {r['bytes']['mutate']} bytes, /validate {r['bytes']['validate']}",
+             f"vegeta on the other; /mutate body {r['bytes']['mutate']} bytes, /validate {r['bytes']['validate']}; "
+             f"mutate-distinct: {DISTINCT} different Pods in turn, each decided afresh",
              "", "throughput, closed loop over keep-alive TLS connections, bare and webhook interleaved "
              "(decision log on)" + (f"; baseline: the webhook of {r['baseline']}" if r.get("baseline") else ""),
-             f"{'endpoint':<10} {'conns':>5} {'bare req/s':>11} {'webhook req/s':>14} {'ratio':>6}   "
+             f"{'case':<16} {'conns':>5} {'bare req/s':>11} {'webhook req/s':>14} {'ratio':>6}   "
              f"{'per run':<15} {'CPU us/req: bare':>16} {'webhook':>8} {'ratio':>6}"]
     for name, by_conns in r["throughput"].items():
         for conns, t in by_conns.items():
             bare, hook = (statistics.median(x["rps"] for x in t[k]) for k in ("bare", "webhook"))
             per_run = " ".join(f"{w['rps'] / b['rps']:.2f}" for b, w in zip(t["bare"], t["webhook"], strict=True))
             bare_cpu, hook_cpu = (statistics.median(x["cpu_us"] for x in t[k]) for k in ("bare", "webhook"))
-            lines.append(f"/{name:<9} {conns:>5} {bare:>11.0f} {hook:>14.0f} {hook / bare:>6.2f}   {per_run:<15} "
+            lines.append(f"{name:<16} {conns:>5} {bare:>11.0f} {hook:>14.0f} {hook / bare:>6.2f}   {per_run:<15} "
                          f"{bare_cpu:>16.0f} {hook_cpu:>8.0f} {bare_cpu / hook_cpu:>6.2f}")
             if "baseline" in t:
                 before = statistics.median(x["rps"] for x in t["baseline"])
                 before_cpu = statistics.median(x["cpu_us"] for x in t["baseline"])
-                lines.append(f"{'  baseline':<16} {'':>11} {before:>14.0f} {before / bare:>6.2f}   {'':<15} {'':>16} "
+                lines.append(f"{'  baseline':<22} {'':>11} {before:>14.0f} {before / bare:>6.2f}   {'':<15} {'':>16} "
                              f"{before_cpu:>8.0f} {bare_cpu / before_cpu:>6.2f}")
     lines += ["", f"latency, open loop at {r['rate']:.0f} req/s",
-              f"{'endpoint':<10} {'':<8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"]
+              f"{'case':<16} {'':<8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"]
     for name, by_server in r["latency"].items():
         for label in ("webhook", "bare"):
             m = by_server[label]
-            lines.append(f"/{name:<9} {label:<8} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} {m['errors']:>7.0f}")
+            lines.append(f"{name:<16} {label:<8} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} {m['errors']:>7.0f}")
     lines += ["", f"{'clusters':>9} {'p50 ms':>8} {'p99 ms':>8} {'start s':>8} {'RSS MiB':>8}"]
     for n, m in r["scale"].items():
         lines.append(f"{n:>9} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} {r['startup_s'].get(n, 0):>8.2f} "

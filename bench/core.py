@@ -12,7 +12,9 @@ as an UPDATE with the old object, for /validate. For each, in microseconds per c
   answer    the AdmissionReview answer encoded to bytes
   handler   the whole handler in process (body read, parse, store lookup, decision, metrics,
             decision log line, answer) without HTTP and TLS; its `request` is a stand-in with only
-            the body; log lines go to /dev/null
+            the body; log lines go to /dev/null. The same Pod over and over is answered from the
+            memo of decided Pods (InjectionMemo), as the replicas of a ReplicaSet are
+  fresh     the same, with that memo off: every Pod decided afresh (a Pod of another ReplicaSet)
   floor     bench/bare.py's echo handler on the same body, the same way
 
 Every row is timed in interleaved rounds (--rounds of --calls calls each) so that the VM's
@@ -47,6 +49,7 @@ from webhook.adapters import logs  # noqa: E402
 from webhook.adapters.metrics import Metrics  # noqa: E402
 from webhook.adapters.server import Webhook  # noqa: E402
 from webhook.adapters.store import MemoryStore  # noqa: E402
+from webhook.core.decide import InjectionMemo  # noqa: E402
 from webhook.core.mutation import decide_mutation, prepare  # noqa: E402
 from webhook.core.options import Options  # noqa: E402
 from webhook.core.review import Answer, encode_review, parse_review  # noqa: E402
@@ -98,7 +101,7 @@ def cases() -> list[tuple[str, str, bytes]]:
     ]
 
 
-def rows_for(endpoint: str, body: bytes, webhook: Webhook, options: Options, snapshot: Snapshot
+def rows_for(endpoint: str, body: bytes, webhook: Webhook, fresh: Webhook, options: Options, snapshot: Snapshot
              ) -> dict[str, Callable[[], Any]]:
     """The timed calls for one request."""
     version, req = parse_review(body)
@@ -109,13 +112,13 @@ def rows_for(endpoint: str, body: bytes, webhook: Webhook, options: Options, sna
 
         def decide() -> Any:
             return decide_mutation(req.operation, req.object, owner, None, options, prepared=prepared)
-        handler = webhook.mutate
+        handler, afresh = webhook.mutate, fresh.mutate
     else:
         secrets = dict(snapshot.secrets)
 
         def decide() -> Any:
             return check_admission(req.object, req.oldObject, Context(secrets=secrets))
-        handler = webhook.validate
+        handler = afresh = webhook.validate
     decided = decide()
     answer = decided if isinstance(decided, Answer) else Answer(not decided.errors, warnings=decided.warnings)
     request = Request(body)
@@ -124,6 +127,7 @@ def rows_for(endpoint: str, body: bytes, webhook: Webhook, options: Options, sna
         "decision": decide,
         "answer": lambda: encode_review(version, req.uid, answer),
         "handler": lambda: loop.run_until_complete(handler(request)),
+        "fresh": lambda: loop.run_until_complete(afresh(request)),
         "floor": lambda: loop.run_until_complete(bare.echo(request)),
     }
 
@@ -155,16 +159,18 @@ def main() -> int:
     for ns in ("cluster-bench00000", "cluster-x7k2p9qd4m"):
         snapshot.secrets[(ns, "audit-webhook-backend")] = {"webhook.yaml": KUBECONFIG.encode()}
     webhook = Webhook(MemoryStore(snapshot), options, Metrics())
+    fresh = Webhook(MemoryStore(snapshot), options, Metrics(), memo=InjectionMemo(size=0))
 
     print(f"microseconds per call, medians of {args.rounds} interleaved rounds of {args.calls} calls")
-    header = f"{'request':<27} {'bytes':>6} {'parse':>7} {'decision':>9} {'answer':>7} {'handler':>8} {'floor':>7}"
+    header = (f"{'request':<27} {'bytes':>6} {'parse':>7} {'decision':>9} {'answer':>7} {'handler':>8} {'fresh':>7} "
+              f"{'floor':>7}")
     print(header + f" {'decision/parse':>15}")
     for name, endpoint, body in cases():
-        t = measure(rows_for(endpoint, body, webhook, options, snapshot), args.rounds, args.calls)
+        t = measure(rows_for(endpoint, body, webhook, fresh, options, snapshot), args.rounds, args.calls)
         med = {k: statistics.median(v) for k, v in t.items()}
         ratio = statistics.median(d / q for d, q in zip(t["decision"], t["parse"], strict=True))
         print(f"{name:<27} {len(body):>6} {med['parse']:>7.1f} {med['decision']:>9.1f} {med['answer']:>7.1f} "
-              f"{med['handler']:>8.1f} {med['floor']:>7.1f} {ratio:>15.2f}")
+              f"{med['handler']:>8.1f} {med['fresh']:>7.1f} {med['floor']:>7.1f} {ratio:>15.2f}")
     return 0
 
 

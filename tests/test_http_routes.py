@@ -71,6 +71,21 @@ async def test_mutate_bundled_examples(start_server, namespace, sidecar, webhook
     assert decoded_patch(again) is None
 
 
+async def test_the_replicas_of_a_replicaset_each_get_their_own_answer(start_server, tmp_path):
+    """kube-apiserver admits every replica as the same object (no name or uid yet): the second is
+    answered from the memo, under its own uid, with the same patch; a changed Cluster is not."""
+    root = write_store(tmp_path / "live", [cluster("rs", audit={"enabled": True})])
+    server = await start_server(root)
+    pod = kkp_pod()
+    answers = [await server.post("/mutate", review(pod, namespace="cluster-rs", uid=f"replica-{i}")) for i in range(3)]
+    assert [body["response"]["uid"] for _, body in answers] == ["replica-0", "replica-1", "replica-2"]
+    assert all(decoded_patch(body) == decoded_patch(answers[0][1]) is not None for _, body in answers)
+    write_store(root, [cluster("rs", audit={"enabled": True, "policyPreset": "minimal"})])
+    assert server.webhook.store.refresh() is True
+    _, after = await server.post("/mutate", review(pod, namespace="cluster-rs", uid="replica-3"))
+    assert decoded_patch(after) != decoded_patch(answers[0][1])
+
+
 async def test_v1beta1_is_answered_in_v1beta1(start_server):
     server = await start_server(EXAMPLES)
     status, body = await server.post("/mutate", review(kkp_pod(), namespace="cluster-auditon01",

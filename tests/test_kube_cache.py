@@ -5,7 +5,7 @@ from __future__ import annotations
 from kubernetes import client
 
 from tests import helpers
-from webhook.adapters.store.kube import KubeStore, lean_cluster, lean_metadata, same_content
+from webhook.adapters.store.kube import KubeStore, lean_cluster, lean_metadata, same_content, shared_strings
 from webhook.adapters.store.kube_watches import lean_deployment, lean_namespace, lean_pod, resources
 from webhook.core import names
 
@@ -17,12 +17,35 @@ def cluster(name: str, namespace: str | None = None, rv: str = "1") -> dict:
     return obj
 
 
-def test_cached_clusters_keep_spec_labels_and_namespace_only():
-    kept = lean_cluster(cluster("a", "cluster-x"))
-    assert "managedFields" not in kept["metadata"]
+def test_cached_clusters_keep_what_decisions_read_and_namespace_only():
+    obj = cluster("a", "cluster-x")
+    obj["spec"]["auditLogging"] = {"enabled": True, "policyPreset": "minimal"}
+    obj["metadata"] |= {"finalizers": ["kubermatic.k8c.io/delete-nodes"], "ownerReferences": [{"kind": "Project"}],
+                        "annotations": {names.OPT_OUT_ANNOTATION: "true"}, "labels": {"project-id": "p"}}
+    obj["spec"] |= {"pause": True, "version": "1.33.4", "clusterNetwork": {"pods": {"cidrBlocks": ["10.0.0.0/8"]}}}
+    obj["spec"]["cloud"] = {"dc": "dc1", "aws": {"vpcID": "vpc-1"}}
+    kept = lean_cluster(obj)
+    assert set(kept["metadata"]) == {"name", "resourceVersion", "annotations", "labels"}
     assert kept["status"] == {"namespaceName": "cluster-x"}  # KKP's conditions change all the time
-    assert kept["spec"] == helpers.cluster("a")["spec"]
+    assert kept["spec"] == {"auditLogging": obj["spec"]["auditLogging"], "pause": True, "cloud": {"dc": "dc1"}}
     assert "status" not in lean_cluster(cluster("a"))
+
+
+def test_a_kkp_upgrade_of_a_cluster_is_no_change_to_the_cache():
+    before, after = cluster("a", rv="1"), cluster("a", rv="2")
+    after["spec"] |= {"version": "1.34.1"}
+    assert same_content(lean_cluster(before), lean_cluster(after))
+
+
+def test_cached_objects_share_their_strings_and_keep_their_values():
+    import json
+
+    doc = '{"metadata": {"name": "a"}, "data": {"policy.yaml": "rules: []", "n": 1, "l": ["x", null, true]}}'
+    one, two = shared_strings(json.loads(doc)), shared_strings(json.loads(doc))
+    assert one == json.loads(doc)
+    assert one["data"]["policy.yaml"] is two["data"]["policy.yaml"]
+    assert next(iter(one["metadata"])) is next(iter(two["metadata"]))
+    assert one["data"]["l"][0] is two["data"]["l"][0]
 
 
 def test_kubectls_copy_of_the_last_applied_object_is_dropped():

@@ -176,3 +176,86 @@ def test_a_stored_cluster_whose_settings_are_unsafe_to_render_is_not_injected():
     answer = decide_mutation("CREATE", bare_pod(), lua, None, Options.default())
     assert not answer.allowed and answer.reason == "invalid-settings"
     assert '"lua" runs Lua code' in answer.message
+
+
+class _Counted:
+    """decide_mutation, counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return decide_mutation(*args, **kwargs)
+
+
+def _memo_request(pod, uid="u1", operation="CREATE"):
+    from webhook.core.review import AdmissionRequest
+
+    return AdmissionRequest.model_validate({"uid": uid, "kind": {"version": "v1", "kind": "Pod"},
+                                            "namespace": "cluster-abc", "operation": operation, "object": pod})
+
+
+def _memo_case(monkeypatch):
+    from webhook.adapters.store import MemoryStore
+    from webhook.core import decide
+    from webhook.core.snapshot import Snapshot
+
+    counted = _Counted()
+    monkeypatch.setattr(decide, "decide_mutation", counted)
+    return decide, MemoryStore(Snapshot.of([cluster(audit={"enabled": True})])), counted
+
+
+def _renamed_arg(pod):
+    pod["spec"]["containers"][0].setdefault("args", []).append("--v=4")
+    return pod
+
+
+def _nan_label(pod):
+    pod["metadata"]["labels"]["x"] = float("nan")
+    return pod
+
+
+def _null_label(pod):
+    pod["metadata"]["labels"]["x"] = None
+    return pod
+
+
+@pytest.mark.parametrize(("first", "second", "decided"), [
+    (bare_pod, bare_pod, 1),  # the replicas of one ReplicaSet: one Pod to admission
+    (bare_pod, lambda: _renamed_arg(bare_pod()), 2),  # any other byte is another Pod
+    (lambda: _nan_label(bare_pod()), lambda: _null_label(bare_pod()), 2),  # NaN is not null
+])
+def test_the_memo_decides_each_distinct_pod_once(monkeypatch, first, second, decided):
+    decide, store, counted = _memo_case(monkeypatch)
+    cache, memo = decide.PreparedCache(), decide.InjectionMemo()
+    a = decide.mutate_pod(_memo_request(first(), "u1"), store, OPTS, cache, memo)
+    b = decide.mutate_pod(_memo_request(second(), "u2"), store, OPTS, cache, memo)
+    assert counted.calls == decided
+    assert a.reason == b.reason == "injected"
+    assert (a is b) == (decided == 1)
+
+
+def test_a_changed_cluster_misses_the_memo_and_the_memo_is_bounded(monkeypatch):
+    from webhook.adapters.store import MemoryStore
+    from webhook.core.snapshot import Snapshot
+
+    decide, store, counted = _memo_case(monkeypatch)
+    cache, memo = decide.PreparedCache(), decide.InjectionMemo(size=2)
+    first = decide.mutate_pod(_memo_request(bare_pod()), store, OPTS, cache, memo)
+    store = MemoryStore(Snapshot.of([cluster(audit={"enabled": True, "policyPreset": "minimal"})]))
+    second = decide.mutate_pod(_memo_request(bare_pod()), store, OPTS, cache, memo)
+    assert counted.calls == 2 and first.patch != second.patch  # the new settings, not the remembered ones
+    for i in range(3):
+        decide.mutate_pod(_memo_request(_renamed_arg(bare_pod()) if i else bare_pod()), store, OPTS, cache, memo)
+    assert len(memo._entries) == 2
+
+
+@pytest.mark.parametrize("operation", ["UPDATE", "DELETE"])
+def test_only_creates_of_apiserver_pods_are_remembered(monkeypatch, operation):
+    decide, store, counted = _memo_case(monkeypatch)
+    memo = decide.InjectionMemo()
+    for _ in range(2):
+        decide.mutate_pod(_memo_request(bare_pod(), operation=operation), store, OPTS, decide.PreparedCache(), memo)
+        decide.mutate_pod(_memo_request(unlabelled()), store, OPTS, decide.PreparedCache(), memo)
+    assert counted.calls == 4 and not memo._entries

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 from webhook.adapters.store import Store, StoreUnavailable
-from webhook.core.decide import PreparedCache, mutate_pod, secrets_needed, validate_request
+from webhook.core.decide import InjectionMemo, PreparedCache, mutate_pod, secrets_needed, validate_request
 from webhook.core.operator_config import DEFAULT, OperatorConfig
 from webhook.core.options import Options
 from webhook.core.review import AdmissionRequest, Answer
 
 
-async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache) -> Answer:
+async def mutate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache,
+                 memo: InjectionMemo | None = None) -> Answer:
     """Inject audit logging into an apiserver Pod."""
-    return mutate_pod(req, store, options, cache)
+    return mutate_pod(req, store, options, cache, memo)
 
 
 async def validate(req: AdmissionRequest, store: Store, options: Options, cache: PreparedCache,

@@ -25,7 +25,7 @@ from webhook.adapters.config_file import ConfigFile
 from webhook.adapters.decision_log import log_decision
 from webhook.adapters.metrics import CONTENT_TYPE, KINDS, OPERATIONS, Metrics, bounded
 from webhook.adapters.store import Store
-from webhook.core.decide import PreparedCache
+from webhook.core.decide import InjectionMemo, PreparedCache
 from webhook.core.options import Options
 from webhook.core.review import AdmissionRequest, Answer, ReviewError, encode_review, parse_review
 
@@ -47,6 +47,8 @@ class Webhook:
     options: Options
     metrics: Metrics
     cache: PreparedCache = field(default_factory=PreparedCache)
+    # The replicas of one ReplicaSet are one Pod to admission: decided once (InjectionMemo).
+    memo: InjectionMemo = field(default_factory=InjectionMemo)
     # The operator's configuration file (reloaded beside the certificates).
     config: ConfigFile = field(default_factory=lambda: ConfigFile(None))
     # With mutual TLS: the client certificate names (subject CN or DNS SAN) allowed to call the
@@ -124,7 +126,8 @@ class Webhook:
 
     async def mutate(self, request: web.Request) -> web.Response:
         """POST /mutate."""
-        return await self._review(request, "mutate", lambda r: handlers.mutate(r, self.store, self.options, self.cache))
+        return await self._review(request, "mutate",
+                                  lambda r: handlers.mutate(r, self.store, self.options, self.cache, self.memo))
 
     async def validate(self, request: web.Request) -> web.Response:
         """POST /validate."""

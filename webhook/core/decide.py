@@ -5,8 +5,12 @@ synchronous and looks only at what it is given."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
+
+from pydantic_core import to_json
 
 from webhook.core import names
 from webhook.core.lookup import Lookup
@@ -76,8 +80,41 @@ class PreparedCache:
         return self.get(cluster, store.seed_for_datacenter(datacenter_of(cluster)), options)
 
 
-def mutate_pod(req: AdmissionRequest, store: Lookup, options: Options, cache: PreparedCache) -> Answer:
-    """Inject audit logging into an apiserver Pod."""
+class InjectionMemo:
+    """The answers to apiserver Pod CREATEs, by the Pod's exact content and the `Prepared` they were
+    decided with.
+
+    kube-apiserver runs mutating admission before it names a Pod made from `generateName` and
+    before it gives it a uid and a creation time, so every Pod a ReplicaSet creates reaches us as
+    the same object: the second and third replica of a rollout, and each Pod recreated after an
+    eviction or a node drain, get the first one's answer without it being worked out again. A
+    changed Cluster or Seed is a new `Prepared` (PreparedCache), which no entry matches. Bounded,
+    least recently used out first. Answers are shared between requests: nothing may modify one.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[bytes, int], tuple[Prepared, Answer]] = OrderedDict()
+
+    def answer(self, pod: Any, prepared: Prepared, decide: Callable[[], Answer]) -> Answer:
+        """The answer for `pod` with `prepared`: remembered, or `decide()`."""
+        # NaN and Infinity (json's fallback parser reads them) stay apart from null in the key.
+        digest = hashlib.blake2b(to_json(pod, inf_nan_mode="constants"), digest_size=16).digest()
+        key = (digest, id(prepared))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is prepared:
+            self._entries.move_to_end(key)
+            return hit[1]
+        answer = decide()
+        self._entries[key] = (prepared, answer)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return answer
+
+
+def mutate_pod(req: AdmissionRequest, store: Lookup, options: Options, cache: PreparedCache,
+               memo: InjectionMemo | None = None) -> Answer:
+    """Inject audit logging into an apiserver Pod; with `memo`, a Pod seen before gets its answer again."""
     if req.kind.kind != "Pod" or req.kind.group != "":
         return Answer(True, reason="not-pod")
     namespace = req.namespace or namespace_of(req.object)
@@ -92,8 +129,13 @@ def mutate_pod(req: AdmissionRequest, store: Lookup, options: Options, cache: Pr
     if cluster is None:
         return decide_mutation(req.operation, req.object, None, None, options)
     seed = store.seed_for_datacenter(datacenter_of(cluster))
-    return decide_mutation(req.operation, req.object, cluster, seed, options,
-                           prepared=cache.get(cluster, seed, options))
+    prepared = cache.get(cluster, seed, options)
+
+    def decide() -> Answer:
+        return decide_mutation(req.operation, req.object, cluster, seed, options, prepared=prepared)
+    if memo is None or req.operation != "CREATE" or not is_apiserver_pod(req.object):
+        return decide()
+    return memo.answer(req.object, prepared, decide)
 
 
 def secrets_needed(req: AdmissionRequest) -> list[SecretRef]:

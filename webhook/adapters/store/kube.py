@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,9 +66,27 @@ def lean_metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
+# What decisions read of a Cluster besides its metadata: a seed's 10,000 Clusters are mostly the
+# rest of a KKP spec (cloud credentials, networking, component overrides) that nothing here reads,
+# and whose changes (a version upgrade) then reach no handler.
+_CLUSTER_SPEC = ("auditLogging", "pause")
+# Metadata no decision reads and that KKP keeps long on every Cluster.
+_CLUSTER_METADATA_DROPPED = ("finalizers", "ownerReferences")
+
+
 def lean_cluster(obj: dict[str, Any]) -> dict[str, Any]:
-    """A Cluster with its spec and, of its status, only the namespace (KKP rewrites the rest often)."""
-    out = {k: v for k, v in lean_metadata(obj).items() if k != "status"}
+    """A Cluster as decisions read it: metadata, `spec.auditLogging`, `spec.pause`, its datacenter
+    (`spec.cloud.dc`) and, of its status, only the namespace (KKP rewrites the rest often)."""
+    lean = lean_metadata(obj)
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    kept = {k: spec[k] for k in _CLUSTER_SPEC if k in spec}
+    cloud = spec.get("cloud")
+    if isinstance(cloud, dict) and "dc" in cloud:
+        kept["cloud"] = {"dc": cloud["dc"]}
+    out = {k: v for k, v in lean.items() if k not in ("spec", "status")}
+    out["metadata"] = {k: v for k, v in lean["metadata"].items() if k not in _CLUSTER_METADATA_DROPPED}
+    if "spec" in obj:
+        out["spec"] = kept
     namespace = dig(obj, "status", "namespaceName")
     if namespace:
         out["status"] = {"namespaceName": namespace}
@@ -77,6 +96,20 @@ def lean_cluster(obj: dict[str, Any]) -> dict[str, Any]:
 def lean_seed(obj: dict[str, Any]) -> dict[str, Any]:
     """A Seed without its status."""
     return {k: v for k, v in lean_metadata(obj).items() if k != "status"}
+
+
+def shared_strings(value: Any) -> Any:
+    """`value` with every string (keys and values) interned: a JSON parser makes new strings for each
+    object, so 10,000 cached objects would each hold their own "metadata", "apiVersion", label
+    keys and, for the ConfigMaps and Secrets we render, the same policy and fluent-bit
+    configuration. Interned, each distinct string is held once."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: shared_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shared_strings(v) for v in value]
+    return value
 
 
 def same_content(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
@@ -151,7 +184,7 @@ class Informer:
 
     def _item(self, raw: dict[str, Any]) -> dict[str, Any]:
         obj = {**raw, "apiVersion": self.resource.api_version, "kind": self.resource.kind}
-        return self.resource.transform(obj)
+        return shared_strings(self.resource.transform(obj))
 
     def _list(self) -> str:
         accept = METADATA_ONLY if self.resource.metadata_only else "application/json"
