@@ -36,3 +36,74 @@ def test_the_lease_holder_reports_and_a_replica_that_stops_leading_forgets():
         assert _until(lambda: metrics.report_time._value.get() == 0)
     finally:
         reporter.stop()
+
+
+class _Reads:
+    """Stands in for reading a namespace from the API: records which namespaces were read."""
+
+    def __init__(self):
+        self.namespaces: list[str] = []
+        self.failing: set[str] = set()
+
+    def __call__(self, _api, _lookup, namespace, *_args):
+        if namespace in self.failing:
+            raise TimeoutError(namespace)
+        self.namespaces.append(namespace)
+        return []
+
+
+def _reporter(monkeypatch, n: int, interval: float = 86400.0):
+    from tests.helpers import cluster
+    from webhook.adapters import cluster_report
+    from webhook.core.snapshot import Snapshot
+
+    reads = _Reads()
+    monkeypatch.setattr(cluster_report, "namespace_rows", reads)
+    store = MemoryStore(Snapshot.of([cluster(f"c{i}") for i in range(n)]))
+    metrics = ReconcilerMetrics()
+    reporter = ClusterReporter(client.ApiClient(), store, Options.default(), "kkp", metrics, lambda: True,
+                               config=ConfigFile(None), webhook_namespace="audit-webhook", interval=interval)
+    return reporter, reads, metrics
+
+
+def test_a_namespace_is_read_again_only_when_something_there_changed(monkeypatch):
+    reporter, reads, metrics = _reporter(monkeypatch, 3)
+    reporter.step(0.0)
+    assert sorted(reads.namespaces) == ["cluster-c0", "cluster-c1", "cluster-c2"]  # the new leader: all
+    reads.namespaces.clear()
+    for t in range(1, 60):
+        reporter.step(float(t))
+    assert reads.namespaces == []  # nothing changed: nothing read, however often it looks
+    assert metrics.report_time._value.get() > 0
+    reporter.changed("cluster-c1")
+    reporter.changed("cluster-elsewhere")  # no Cluster's: not read
+    reporter.step(60.0)
+    assert reads.namespaces == ["cluster-c1"]
+    reporter.changed(None)  # a Seed or the configuration: every namespace
+    reporter.step(61.0)
+    assert len(reads.namespaces) == 4
+
+
+def test_the_sweep_reads_every_namespace_once_per_interval_oldest_first(monkeypatch):
+    reporter, reads, _ = _reporter(monkeypatch, 10, interval=100.0)
+    reporter.step(0.0)
+    reads.namespaces.clear()
+    for t in range(1, 102):
+        reporter.step(float(t))
+    assert sorted(reads.namespaces) == sorted(f"cluster-c{i}" for i in range(10))  # each once
+    assert reads.namespaces[0] == "cluster-c0"  # the longest unread (all were read together; then by name)
+    assert reporter.step(500.0) is None and len(reads.namespaces) == 20  # after a pause: one round, no more
+
+
+def test_a_namespace_that_cannot_be_read_is_tried_again_and_the_report_does_not_look_current(monkeypatch):
+    import pytest
+
+    reporter, reads, metrics = _reporter(monkeypatch, 2)
+    reads.failing = {"cluster-c1"}
+    with pytest.raises(TimeoutError):
+        reporter.step(0.0)
+    assert metrics.report_time._value.get() == 0
+    reads.failing.clear()
+    reads.namespaces.clear()
+    reporter.step(1.0)
+    assert reads.namespaces == ["cluster-c1"] and metrics.report_time._value.get() > 0

@@ -74,14 +74,16 @@ def test_only_a_changed_resource_version_is_no_change():
     assert not same_content(a, None) and same_content(None, None)
 
 
-def test_the_reconciler_watches_only_objects_of_its_names_and_on_a_kkp_seed_no_pods():
+def test_the_reconciler_watches_only_objects_of_its_names_and_apiserver_pods_metadata():
     def watched(mode):
         return {(r.kind, r.field_selector or r.label_selector or "all") for r in resources(mode, "apiserver")}
 
-    assert watched("kkp") == {("Namespace", "all"), ("NetworkPolicy", "metadata.name=audit-logging-egress")}
+    assert watched("kkp") == {("Namespace", "all"), ("NetworkPolicy", "metadata.name=audit-logging-egress"),
+                              ("Pod", "app=apiserver")}
     assert watched("standalone") - watched("kkp") == {
         ("ConfigMap", "metadata.name=audit-config"), ("Secret", "metadata.name=audit-logs-fluentbit"),
-        ("Deployment", "metadata.name=apiserver"), ("Pod", "app=apiserver")}
+        ("Deployment", "metadata.name=apiserver")}
+    assert all(r.metadata_only for r in resources("kkp", "apiserver") if r.kind == "Pod")
 
 
 def test_the_store_indexes_each_event_and_keeps_every_claimant_of_a_namespace():

@@ -14,7 +14,7 @@ from tests.e2e.cluster import ControlPlane, ReconcilerProcess, WebhookProcess, e
 from tests.e2e.test_kube import namespace
 from webhook.adapters.certs import ServiceName, ensure_certs
 
-STOPS = 10  # of each process: 20 in all
+STOPS = 20  # of each process: 20 stops of `serve --reconcile`, 20 of `reconcile`
 
 
 def _holder(plane: ControlPlane) -> str:

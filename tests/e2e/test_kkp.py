@@ -340,7 +340,7 @@ CAN_I = [
     (RECONCILER_SA, "patch", "deployments", "cluster-kkpplain", False),  # KKP's: only standalone rolls it
     (RECONCILER_SA, "create", "events", "default", True),
     (RECONCILER_SA, "update", "leases/audit-webhook-reconciler", "audit-webhook", True),
-    # It watches the objects of the names it keeps, and namespaces; on a KKP seed no Pod, no Deployment.
+    # It watches the objects of the names it keeps, namespaces and apiserver Pods; on a KKP seed no Deployment.
     (RECONCILER_SA, "watch", "networkpolicies/audit-logging-egress", "", True),
     (RECONCILER_SA, "list", "networkpolicies", "", False),
     (RECONCILER_SA, "watch", "namespaces", "", True),
@@ -353,7 +353,7 @@ CAN_I = [
     (RECONCILER_SA, "update", "clusters.kubermatic.k8c.io", "", False),
     (RECONCILER_SA, "list", "pods", "cluster-kkpplain", True),  # apiserver Pods, by label, for /metrics
     (RECONCILER_SA, "list", "pods", "", True),  # RBAC cannot hold a list to a namespace KKP creates later
-    (RECONCILER_SA, "watch", "pods", "", False),
+    (RECONCILER_SA, "watch", "pods", "", True),  # by label, their metadata: which namespace's report to redo
     (RECONCILER_SA, "create", "pods", "cluster-kkpplain", False),
     (RECONCILER_SA, "delete", "pods", "cluster-kkpplain", False),
     (RECONCILER_SA, "delete", "namespaces", "", False),

@@ -91,6 +91,17 @@ def _port(text: str) -> int:
     return port
 
 
+def _positive(text: str) -> float:
+    """A number of seconds above 0, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
 def _host(text: str) -> str:
     """An address to listen on, for argparse: a name that does not resolve is refused before anything starts."""
     try:
@@ -533,9 +544,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     store = KubeStore(api)
     store.start()
     reconciler = _reconciler(args, api, store, _config_file(args))
-    reporter = ClusterReporter(api, store, _options(args), args.mode, reconciler.metrics,
+    reporter = ClusterReporter(reconciler.api, store, _options(args), args.mode, reconciler.metrics,
                                lambda: reconciler.elector.leading, config=reconciler.config,
                                webhook_namespace=reconciler.own_namespace, interval=args.report_interval)
+    reconciler.on_change = reporter.changed
     reporter.start()
     try:
         asyncio.run(run_until_stopped(reconciler, store, host=args.health_host, port=args.health_port))
@@ -719,10 +731,10 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--health-host", type=_host, default="0.0.0.0", help="address of the plain-HTTP probes")
     rec.add_argument("--health-port", type=_port, default=8081,
                      help="port of /healthz, /readyz and /metrics (plain HTTP)")
-    rec.add_argument("--report-interval", type=float, default=60.0, metavar="SECONDS",
-                     help="seconds between computations of every Cluster's audit state and drift for /metrics "
-                          "(the Lease holder's; each reads the namespace's apiserver Pods, audit-config, "
-                          "Secrets and egress NetworkPolicy)")
+    rec.add_argument("--report-interval", type=_positive, default=86400.0, metavar="SECONDS",
+                     help="the period of the slow sweep that reads every cluster namespace again for the "
+                          "Clusters' audit state and drift on /metrics, spread evenly over it (default: a day); "
+                          "a namespace where a watch sees a change is read again at once")
     _add_mode_option(rec)
     _add_config_option(rec)
     _add_render_options(rec)

@@ -205,11 +205,12 @@ class ReconcilerMetrics:
         self.api_wait = Counter("audit_webhook_reconcile_api_throttle_seconds_total",
                                 "Seconds API calls waited for the reconciler's client-side rate limit.", registry=r)
 
-    def report(self, rows: Iterable[Row]) -> None:
+    def report(self, rows: Iterable[Row], *, advance: bool = True) -> None:
         """Set every Cluster's audit state and drift from its report row; drop the series of the
-        Clusters and drift kinds that are gone."""
+        Clusters and drift kinds that are gone. `advance`: every row is current (the report's time)."""
         self._set_clusters(rows)
-        self.report_time.set_to_current_time()
+        if advance:
+            self.report_time.set_to_current_time()
 
     def forget_clusters(self) -> None:
         """No per-Cluster series: another replica leads and reports them."""

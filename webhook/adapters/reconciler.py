@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -133,6 +134,11 @@ class Reconciler:
         self.metrics = metrics or ReconcilerMetrics()
         self._stop = threading.Event()
         limited = RateLimitedApiClient(api_client.configuration, TokenBucket(qps, burst), self.metrics, self._stop)
+        # Every API call of the process (the Clusters' report too) shares the one rate limit.
+        self.api: client.ApiClient = limited
+        # Told of each cluster namespace where something may have changed (None: anywhere): the
+        # report (webhook/adapters/cluster_report.py) computes those again, and nothing else.
+        self.on_change: Callable[[str | None], None] = lambda _namespace: None
         self.core = client.CoreV1Api(limited)
         self.admission = client.AdmissionregistrationV1Api(limited)
         # The webhook configurations whose namespace lists follow the audited clusters.
@@ -202,6 +208,7 @@ class Reconciler:
                         next_resync = now + self.resync_period
                     elif self.config.current is not config:
                         self.resync()  # the egress allow-list may open or close any cluster's policy
+                        self.on_change(None)
                     config = self.config.current
             except Exception:
                 log.exception("leader election failed")
@@ -220,6 +227,8 @@ class Reconciler:
     # Watch events: which Clusters they concern. A replica standing by queues nothing.
 
     def _on_cluster(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for cluster in {cluster_namespace(c) for c in (old, new) if c is not None}:
+            self.on_change(cluster)
         if self.elector.leading:
             self.queue.add(name_of(new or old))
             self.queue.add(SELECTORS)
@@ -227,6 +236,7 @@ class Reconciler:
                 self._on_namespace(cluster_namespace(old))  # a Cluster that shared it may be alone now
 
     def _on_seed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        self.on_change(None)
         if not self.elector.leading:
             return
         datacenters = {str(dc) for seed in (old, new) for dc in (dig(seed, "spec", "datacenters") or {})}
@@ -244,6 +254,7 @@ class Reconciler:
             self.queue.add(SELECTORS)
 
     def _on_namespace(self, namespace: str) -> None:
+        self.on_change(namespace)
         if self.elector.leading:
             for cluster in self.store.clusters_in(namespace):
                 self.queue.add(name_of(cluster))

@@ -71,12 +71,18 @@ def namespace_snapshot(api_client: client.ApiClient, lookup: Lookup, namespace: 
     return snap
 
 
+def namespace_rows(api_client: client.ApiClient, lookup: Lookup, namespace: str, options: Options, mode: Mode,
+                   config: OperatorConfig | None = None, webhook_namespace: str = "audit-webhook") -> list[Row]:
+    """The report rows of the Clusters that claim `namespace` (`config` and `webhook_namespace` as for
+    `rows_of`: with a config the egress policies are compared)."""
+    return rows_of(namespace_snapshot(api_client, lookup, namespace, options, egress=config is not None),
+                   options, mode, config, webhook_namespace)
+
+
 def kube_rows(api_client: client.ApiClient, lookup: Lookup, options: Options, mode: Mode,
               config: OperatorConfig | None = None, webhook_namespace: str = "audit-webhook") -> list[Row]:
-    """The report row of every Cluster `lookup` knows, by name, read a cluster namespace at a time
-    (`config` and `webhook_namespace` as for `rows_of`: with a config the egress policies are compared)."""
+    """The report row of every Cluster `lookup` knows, by name, read a cluster namespace at a time."""
     namespaces = sorted({cluster_namespace(c) for c in lookup.all_clusters()})
     rows = [row for namespace in namespaces
-            for row in rows_of(namespace_snapshot(api_client, lookup, namespace, options, egress=config is not None),
-                               options, mode, config, webhook_namespace)]
+            for row in namespace_rows(api_client, lookup, namespace, options, mode, config, webhook_namespace)]
     return sorted(rows, key=lambda r: r.cluster)

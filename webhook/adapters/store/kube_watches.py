@@ -3,7 +3,8 @@
 Each is as narrow as the reconciler's rights (charts/audit-webhook/templates/rbac.yaml): objects of one name, asked
 for with a `metadata.name` field selector that RBAC authorizes by resourceName, so the reconciler
 lists no ConfigMap, Secret or NetworkPolicy of any other name. Namespaces and apiserver Pods are
-asked for as metadata only. Each object keeps only the fields the reconciler reads. The copies of
+asked for as metadata only; on a KKP seed only Namespaces, the egress NetworkPolicy and apiserver
+Pods are watched. Each object keeps only the fields the reconciler reads. The copies of
 datacenters' webhook Secrets have names only Seeds know: they are read by name, never watched.
 """
 
@@ -56,6 +57,9 @@ def resources(mode: Mode, deployment: str) -> list[Resource]:
                  transform=lean_namespace, keep_unchanged=True),
         _named("networkpolicies", "/apis/networking.k8s.io/v1/networkpolicies", "networking.k8s.io/v1",
                "NetworkPolicy", POLICY_NAME),
+        # In both modes: a new or changed apiserver Pod is what the Clusters' report reads again.
+        Resource("pods", "/api/v1/pods", "v1", "Pod", label_selector="=".join(names.APISERVER_LABEL),
+                 metadata_only=True, transform=lean_pod, keep_unchanged=True),
     ]
     if mode == "standalone":
         watched += [
@@ -63,8 +67,6 @@ def resources(mode: Mode, deployment: str) -> list[Resource]:
             _named("secrets", "/api/v1/secrets", "v1", "Secret", names.SECRET_FLUENTBIT),
             _named("deployments", "/apis/apps/v1/deployments", "apps/v1", "Deployment", deployment,
                    transform=lean_deployment, keep_unchanged=True),
-            Resource("pods", "/api/v1/pods", "v1", "Pod", label_selector="=".join(names.APISERVER_LABEL),
-                     metadata_only=True, transform=lean_pod, keep_unchanged=True),
         ]
     return watched
 
@@ -131,7 +133,7 @@ class ReconcilerWatches:
         return f"/{namespace}" in self._by_kind["Namespace"].objects
 
     def pods(self, namespace: str) -> list[dict[str, Any]]:
-        """The apiserver Pods of a namespace (standalone; none are watched on a KKP seed)."""
+        """The apiserver Pods of a namespace (their metadata)."""
         return list(self._pods.get(namespace, {}).values())
 
     def start(self) -> None:
