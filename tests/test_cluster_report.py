@@ -95,15 +95,37 @@ def test_the_sweep_reads_every_namespace_once_per_interval_oldest_first(monkeypa
     assert reporter.step(500.0) is None and len(reads.namespaces) == 20  # after a pause: one round, no more
 
 
-def test_a_namespace_that_cannot_be_read_is_tried_again_and_the_report_does_not_look_current(monkeypatch):
+def test_a_namespace_that_cannot_be_read_is_tried_again_after_a_backoff_and_the_others_go_on(monkeypatch):
     import pytest
 
-    reporter, reads, metrics = _reporter(monkeypatch, 2)
+    reporter, reads, metrics = _reporter(monkeypatch, 3)
     reads.failing = {"cluster-c1"}
     with pytest.raises(TimeoutError):
         reporter.step(0.0)
-    assert metrics.report_time._value.get() == 0
+    assert reads.namespaces == ["cluster-c0", "cluster-c2"]  # not starved by the one before them
+    assert metrics.report_time._value.get() == 0  # not current while one waits
     reads.failing.clear()
     reads.namespaces.clear()
     reporter.step(1.0)
+    assert reads.namespaces == []  # its backoff: 2 s after the first failure
+    reporter.step(2.5)
     assert reads.namespaces == ["cluster-c1"] and metrics.report_time._value.get() > 0
+
+
+def test_the_report_is_not_current_while_a_watch_is_disconnected(monkeypatch):
+    class Watches:
+        up = False
+
+        def covers(self, kind, name):
+            return False
+
+        def connected(self):
+            return self.up
+
+    reporter, _, metrics = _reporter(monkeypatch, 1)
+    reporter.watched = Watches()
+    reporter.step(0.0)
+    assert metrics.report_time._value.get() == 0  # a change may be on its way: the rows may be behind
+    reporter.watched.up = True
+    reporter.step(1.0)
+    assert metrics.report_time._value.get() > 0

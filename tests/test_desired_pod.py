@@ -198,6 +198,17 @@ def test_a_stale_sidecar_is_brought_to_the_desired_state():
     assert [c["name"] for c in out["spec"]["containers"]] == ["audit-logs", "apiserver"]
 
 
+@pytest.mark.parametrize("broken", [{"resources": None}, {"resources": {"limits": None, "requests": "x"}},
+                                    {"env": None}, {"resources": [], "env": {"a": 1}}])
+def test_a_stale_sidecar_with_null_maps_gets_ours(broken):
+    """A `null` (or another shape) where the sidecar's resources or env go is replaced, not a 500."""
+    pod = bare_pod()
+    pod["spec"]["containers"].append({"name": "audit-logs", "image": "old:1", **broken})
+    sidecar = container(inject(pod, AUDIT_ON), "audit-logs")
+    assert sidecar["resources"] == container(inject(bare_pod(), AUDIT_ON), "audit-logs")["resources"]
+    assert sidecar["env"] == [{"name": "CLUSTER_ID", "value": "c1"}]
+
+
 def test_no_apiserver_container_is_reported():
     pod = bare_pod()
     pod["spec"]["containers"][0]["name"] = "kube-apiserver"

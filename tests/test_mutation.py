@@ -251,6 +251,20 @@ def test_a_changed_cluster_misses_the_memo_and_the_memo_is_bounded(monkeypatch):
     assert len(memo._entries) == 2
 
 
+def test_large_or_unencodable_pods_are_decided_but_not_remembered(monkeypatch):
+    """An answer can quote its Pod: the memo holds none of a Pod past its size bound, and a Pod
+    JSON cannot encode (a lone surrogate) is still decided."""
+    decide, store, counted = _memo_case(monkeypatch)
+    memo = decide.InjectionMemo(max_pod_bytes=4096)
+    big = bare_pod()
+    big["spec"]["initContainers"] = [{"name": "x" * 8192, "image": "busybox"}]
+    odd = bare_pod()
+    odd["metadata"]["labels"]["x"] = "\ud800"
+    for pod in (big, big, odd, odd):
+        assert decide.mutate_pod(_memo_request(pod), store, OPTS, decide.PreparedCache(), memo).reason
+    assert counted.calls == 4 and not memo._entries
+
+
 @pytest.mark.parametrize("operation", ["UPDATE", "DELETE"])
 def test_only_creates_of_apiserver_pods_are_remembered(monkeypatch, operation):
     decide, store, counted = _memo_case(monkeypatch)

@@ -141,7 +141,7 @@ def kkp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KKPSeed]:
         plane.apply(*webhook_configurations(hook.port))
         hook.start()
         reconciler = ReconcilerProcess(plane, _sa_kubeconfig(plane, work, "audit-webhook-reconciler"), extra=(
-            "--mode", "kkp", "--report-interval", "0.5", "--namespace", "audit-webhook"))
+            "--mode", "kkp", "--namespace", "audit-webhook"))  # the report follows watch events, no sweep
         reconciler.start()
         # Admissions go through once the webhook has written its CA into both configurations.
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
@@ -340,11 +340,13 @@ CAN_I = [
     (RECONCILER_SA, "patch", "deployments", "cluster-kkpplain", False),  # KKP's: only standalone rolls it
     (RECONCILER_SA, "create", "events", "default", True),
     (RECONCILER_SA, "update", "leases/audit-webhook-reconciler", "audit-webhook", True),
-    # It watches the objects of the names it keeps, namespaces and apiserver Pods; on a KKP seed no Deployment.
+    # It watches the objects of the names it keeps or reports on, namespaces and apiserver Pods; on a KKP
+    # seed no Deployment.
     (RECONCILER_SA, "watch", "networkpolicies/audit-logging-egress", "", True),
     (RECONCILER_SA, "list", "networkpolicies", "", False),
     (RECONCILER_SA, "watch", "namespaces", "", True),
-    (RECONCILER_SA, "list", "secrets/audit-logs-fluentbit", "", False),  # KKP's there: only standalone watches it
+    (RECONCILER_SA, "list", "secrets/audit-logs-fluentbit", "", True),  # KKP's: watched by name for the report
+    (RECONCILER_SA, "watch", "configmaps/audit-config", "", True),
     (RECONCILER_SA, "list", "secrets", "", False),
     (RECONCILER_SA, "list", "secrets", "cluster-kkpplain", False),
     (RECONCILER_SA, "watch", "secrets", "", False),

@@ -546,7 +546,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     reconciler = _reconciler(args, api, store, _config_file(args))
     reporter = ClusterReporter(reconciler.api, store, _options(args), args.mode, reconciler.metrics,
                                lambda: reconciler.elector.leading, config=reconciler.config,
-                               webhook_namespace=reconciler.own_namespace, interval=args.report_interval)
+                               webhook_namespace=reconciler.own_namespace, interval=args.report_interval,
+                               watched=reconciler.watches)
     reconciler.on_change = reporter.changed
     reporter.start()
     try:
@@ -731,9 +732,9 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--health-host", type=_host, default="0.0.0.0", help="address of the plain-HTTP probes")
     rec.add_argument("--health-port", type=_port, default=8081,
                      help="port of /healthz, /readyz and /metrics (plain HTTP)")
-    rec.add_argument("--report-interval", type=_positive, default=86400.0, metavar="SECONDS",
+    rec.add_argument("--report-interval", type=_positive, default=21600.0, metavar="SECONDS",
                      help="the period of the slow sweep that reads every cluster namespace again for the "
-                          "Clusters' audit state and drift on /metrics, spread evenly over it (default: a day); "
+                          "Clusters' audit state and drift on /metrics, spread evenly over it (default: 6 hours); "
                           "a namespace where a watch sees a change is read again at once")
     _add_mode_option(rec)
     _add_config_option(rec)

@@ -1,9 +1,10 @@
 """Every Cluster's `report` row as the reconciler's metrics: audit state and drift per Cluster.
 
 The Lease holder computes each cluster namespace's rows with the same functions as `audit-webhook
-report`, from its cached Clusters and Seeds and, read from the API, that namespace's apiserver Pods
-(listed by label), `audit-config`, the Secrets its Clusters name and its egress NetworkPolicy
-(compared with the one the reconciler keeps under its configuration).
+report`, from its cached Clusters and Seeds and that namespace's apiserver Pods (listed by label),
+`audit-config`, the Secrets its Clusters name and its egress NetworkPolicy (compared with the one
+the reconciler keeps under its configuration): from the reconciler's watches what they keep (the
+NetworkPolicy; standalone, also `audit-config` and the fluent-bit Secret), the rest read.
 
 It reads a namespace again only when something there may have changed, not on a timer: the
 reconciler's watches (Clusters, Seeds, the objects it keeps, the apiserver Pods' metadata, its
@@ -28,7 +29,7 @@ from kubernetes.client.rest import ApiException
 from webhook.adapters.config_file import ConfigFile
 from webhook.adapters.kubeapi import api_message
 from webhook.adapters.metrics import ReconcilerMetrics
-from webhook.adapters.store.kube_inventory import namespace_rows
+from webhook.adapters.store.kube_inventory import Watched, namespace_rows
 from webhook.core.lookup import Lookup
 from webhook.core.objects import cluster_namespace
 from webhook.core.options import Options
@@ -37,17 +38,21 @@ from webhook.core.report import Row
 
 log = logging.getLogger(__name__)
 
+MAX_RETRY_S = 300.0  # the longest a namespace that cannot be read waits for its next try
+
 
 class ClusterReporter:
     """Keeps `metrics`' per-Cluster series current while `leading()` says this replica leads."""
 
     def __init__(self, api_client: client.ApiClient, lookup: Lookup, options: Options, mode: Mode,
                  metrics: ReconcilerMetrics, leading: Callable[[], bool], *, config: ConfigFile,
-                 webhook_namespace: str, interval: float = 86400.0, poll: float = 1.0) -> None:
+                 webhook_namespace: str, interval: float = 21600.0, poll: float = 1.0,
+                 watched: Watched | None = None) -> None:
         self.api, self.lookup, self.options, self.mode = api_client, lookup, options, mode
         # The reconciler's configuration (as it reloads it) and namespace: the egress policy it keeps.
         self.config, self.webhook_namespace = config, webhook_namespace
         self.metrics, self.leading = metrics, leading
+        self.watched = watched  # the reconciler's watches: what they keep is not read again
         # `poll`: how soon a change is reported, a replica that starts to lead reports, and one that
         # stops forgets. `interval`: the sweep's period.
         self.interval, self.poll = interval, poll
@@ -59,6 +64,8 @@ class ClusterReporter:
         self._rows: dict[str, list[Row]] = {}  # by cluster namespace
         self._visited: dict[str, float] = {}  # namespace -> monotonic time its rows were computed
         self._credit = 0.0  # namespaces the sweep may read now
+        # Namespaces that could not be read: (failures in a row, when to try again).
+        self._retry: dict[str, tuple[int, float]] = {}
         self._last: float | None = None  # when the last step ran
 
     def changed(self, namespace: str | None) -> None:
@@ -103,12 +110,15 @@ class ClusterReporter:
             self._all_dirty = True
         self._rows.clear()
         self._visited.clear()
+        self._retry.clear()
         self._credit = 0.0
         self._last = None
 
     def step(self, now: float) -> None:
-        """Compute the namespaces marked changed and those the sweep is due to read, then set the
-        series. A namespace that fails stays marked, and the report's timestamp does not advance."""
+        """Compute the namespaces marked changed, those due for another try and those the sweep is due
+        to read, then set the series. A namespace that cannot be read is tried again after a backoff
+        of its own (the others go on); the report's timestamp advances only when no namespace is
+        waiting for that and every watch is connected. Raises the last failure, if any."""
         if self._last is not None:  # the sweep: every namespace once per interval, never more at once
             self._credit = min(self._credit + (now - self._last) / self.interval * len(self._visited),
                                float(len(self._visited)))
@@ -117,37 +127,41 @@ class ClusterReporter:
         with self._lock:
             marked = set(namespaces) if self._all_dirty else self._dirty & namespaces
             self._dirty, self._all_dirty = set(), False
-        gone = self._rows.keys() - namespaces
+        gone = (self._rows.keys() | self._retry.keys()) - namespaces
         for namespace in gone:
-            del self._rows[namespace]
+            self._rows.pop(namespace, None)
             self._visited.pop(namespace, None)
-        new = namespaces - self._visited.keys()
-        todo = sorted(marked | new)
+            self._retry.pop(namespace, None)
+        waiting = {ns for ns, (_, at) in self._retry.items() if at > now}
+        due = {ns for ns in self._retry if ns not in waiting}
+        todo = sorted((marked | due | (namespaces - self._visited.keys())) - waiting)
         if self._credit >= 1:  # the sweep: the longest unread first
-            oldest = sorted((t, ns) for ns, t in self._visited.items() if ns not in marked)
+            oldest = sorted((t, ns) for ns, t in self._visited.items() if ns not in marked and ns not in self._retry)
             todo += [ns for _, ns in oldest[:int(self._credit)]]
             self._credit -= min(int(self._credit), len(oldest))
         config = self.config.current
-        for i, namespace in enumerate(todo):
+        failure: Exception | None = None
+        for namespace in todo:
             if self._stop.is_set():
                 return
             try:
                 self._rows[namespace] = namespace_rows(self.api, self.lookup, namespace, self.options, self.mode,
-                                                       config, self.webhook_namespace)
-            except Exception:
-                with self._lock:
-                    self._dirty.update(todo[i:])
-                self._publish(gone or todo[:i], advance=False)
-                raise
+                                                       config, self.webhook_namespace, self.watched)
+            except Exception as exc:
+                failures = self._retry.get(namespace, (0, 0.0))[0] + 1
+                self._retry[namespace] = (failures, now + min(self.poll * 2 ** failures, MAX_RETRY_S))
+                failure = exc
+                continue
+            self._retry.pop(namespace, None)
             self._visited[namespace] = now
-        self._publish(gone or todo, advance=True)
-
-    def _publish(self, changed: object, *, advance: bool) -> None:
-        if changed:
+        current = not self._retry and (self.watched is None or self.watched.connected())
+        if gone or todo:
             rows = sorted((row for rows in self._rows.values() for row in rows), key=lambda r: r.cluster)
-            self.metrics.report(rows, advance=advance)
-        elif advance:
+            self.metrics.report(rows, advance=current)
+        elif current:
             self.metrics.report_time.set_to_current_time()
+        if failure is not None:
+            raise failure
 
 
 def _why(exc: Exception) -> str:

@@ -202,14 +202,15 @@ class Reconciler:
                     if leading and not was:
                         next_resync = now  # a new leader starts from a resync of its caches
                 self.config.poll()
+                if self.config.current is not config:
+                    self.on_change(None)  # the egress allow-list: every cluster's report compares with it
                 if self.elector.leading:
                     if now >= next_resync:
                         self.resync()
                         next_resync = now + self.resync_period
                     elif self.config.current is not config:
                         self.resync()  # the egress allow-list may open or close any cluster's policy
-                        self.on_change(None)
-                    config = self.config.current
+                config = self.config.current
             except Exception:
                 log.exception("leader election failed")
                 next_try = now + RETRY_S
@@ -227,8 +228,8 @@ class Reconciler:
     # Watch events: which Clusters they concern. A replica standing by queues nothing.
 
     def _on_cluster(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        for cluster in {cluster_namespace(c) for c in (old, new) if c is not None}:
-            self.on_change(cluster)
+        for namespace in {cluster_namespace(c) for c in (old, new) if c is not None}:
+            self.on_change(namespace)
         if self.elector.leading:
             self.queue.add(name_of(new or old))
             self.queue.add(SELECTORS)
@@ -236,13 +237,14 @@ class Reconciler:
                 self._on_namespace(cluster_namespace(old))  # a Cluster that shared it may be alone now
 
     def _on_seed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        self.on_change(None)
+        datacenters = {str(dc) for seed in (old, new) for dc in (dig(seed, "spec", "datacenters") or {})}
+        concerned = [c for dc in datacenters for c in self.store.clusters_in_datacenter(dc)]
+        for namespace in {cluster_namespace(c) for c in concerned}:
+            self.on_change(namespace)
         if not self.elector.leading:
             return
-        datacenters = {str(dc) for seed in (old, new) for dc in (dig(seed, "spec", "datacenters") or {})}
-        for cluster in self.store.all_clusters():
-            if datacenter_of(cluster) in datacenters:
-                self.queue.add(name_of(cluster))
+        for cluster in concerned:
+            self.queue.add(name_of(cluster))
         self.queue.add(SELECTORS)
 
     def _on_webhook_configuration(self) -> None:

@@ -90,16 +90,26 @@ class InjectionMemo:
     eviction or a node drain, get the first one's answer without it being worked out again. A
     changed Cluster or Seed is a new `Prepared` (PreparedCache), which no entry matches. Bounded,
     least recently used out first. Answers are shared between requests: nothing may modify one.
+
+    An answer can quote its Pod (a patch carries the container's args, a refusal its container
+    names), so only Pods of at most `max_pod_bytes` are remembered: a full-size KKP apiserver Pod
+    is about 12 KB, and the memo then holds at most `size` times that, whatever is sent.
     """
 
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
+    def __init__(self, size: int = 512, max_pod_bytes: int = 32 * 1024) -> None:
+        self.size, self.max_pod_bytes = size, max_pod_bytes
         self._entries: OrderedDict[tuple[bytes, int], tuple[Prepared, Answer]] = OrderedDict()
 
     def answer(self, pod: Any, prepared: Prepared, decide: Callable[[], Answer]) -> Answer:
         """The answer for `pod` with `prepared`: remembered, or `decide()`."""
-        # NaN and Infinity (json's fallback parser reads them) stay apart from null in the key.
-        digest = hashlib.blake2b(to_json(pod, inf_nan_mode="constants"), digest_size=16).digest()
+        try:
+            # NaN and Infinity (json's fallback parser reads them) stay apart from null in the key.
+            content = to_json(pod, inf_nan_mode="constants")
+        except ValueError:  # a lone surrogate: kube-apiserver never sends one; decided, not remembered
+            return decide()
+        if len(content) > self.max_pod_bytes:
+            return decide()
+        digest = hashlib.blake2b(content, digest_size=16).digest()
         key = (digest, id(prepared))
         hit = self._entries.get(key)
         if hit is not None and hit[0] is prepared:

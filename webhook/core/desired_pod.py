@@ -195,7 +195,9 @@ def read_flags(container: Obj, flags: list[str]) -> dict[str, str | None]:
 
 
 def _upsert_env(container: Obj, env: list[Obj]) -> None:
-    current = container.setdefault("env", [])
+    current = container.get("env")
+    if not isinstance(current, list):  # `null` or worse: ours replaces it
+        current = container["env"] = []
     for wanted in env:
         existing = find_named(current, wanted["name"])
         if existing is None:
@@ -206,9 +208,13 @@ def _upsert_env(container: Obj, env: list[Obj]) -> None:
 
 
 def _set_resources(container: Obj, wanted: Obj) -> None:
-    resources = container.setdefault("resources", {})
+    """`wanted`'s quantities in the container's own copy of `resources` (a `null` or other non-map
+    there, or under `requests`/`limits`, is replaced)."""
+    resources = container.get("resources")
+    resources = container["resources"] = dict(resources) if isinstance(resources, dict) else {}
     for kind, quantities in wanted.items():
-        current = resources.setdefault(kind, {})
+        current = resources.get(kind)
+        current = resources[kind] = dict(current) if isinstance(current, dict) else {}
         for resource, quantity in quantities.items():
             # kube-apiserver rewrites "1000m" as "1": equal quantities are left as they are.
             if not same_quantity(current.get(resource), quantity):

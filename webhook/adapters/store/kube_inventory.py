@@ -4,6 +4,9 @@ per-Cluster metrics both read it this way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 from kubernetes import client
 
 from webhook.adapters.kubeapi import list_items, read_or_none
@@ -30,13 +33,31 @@ def kube_lookup(api_client: client.ApiClient) -> MemoryStore:
     return MemoryStore(snap)
 
 
+class Watched(Protocol):
+    """Objects a watch keeps (webhook/adapters/store/kube_watches.py): what need not be read again."""
+
+    def covers(self, kind: str, name: str) -> bool: ...
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def connected(self) -> bool: ...
+
+
 def namespace_snapshot(api_client: client.ApiClient, lookup: Lookup, namespace: str, options: Options, *,
-                       egress: bool) -> Snapshot:
+                       egress: bool, watched: Watched | None = None) -> Snapshot:
     """The Clusters claiming `namespace` and their Seeds (from `lookup`), and from the API the
     namespace's apiserver Pods (listed by label), its `audit-config` and the Secrets its Clusters
     name (each read by name: nothing else of the namespace is read). With `egress`, also its egress
-    NetworkPolicy and the Services that policy is made from, as the reconciler reads them."""
+    NetworkPolicy and the Services that policy is made from, as the reconciler reads them. What
+    `watched` covers is taken from its cache, not read."""
     core = client.CoreV1Api(api_client)
+
+    def read(kind: str, call: Callable[..., Any], name: str, in_namespace: str) -> dict[str, Any] | None:
+        if watched is not None and watched.covers(kind, name):
+            return watched.get(kind, in_namespace, name)
+        raw = read_or_none(call, name, in_namespace)
+        return None if raw is None else {"apiVersion": "v1", "kind": kind, **raw}
+
     snap = Snapshot()
     claimants = lookup.clusters_in(namespace)
     for cluster in claimants:
@@ -47,20 +68,24 @@ def namespace_snapshot(api_client: client.ApiClient, lookup: Lookup, namespace: 
     for pod in list_items(core.list_namespaced_pod, namespace, api_version="v1", kind="Pod",
                           label_selector="=".join(names.APISERVER_LABEL)):
         snap.add(pod)
-    config = read_or_none(core.read_namespaced_config_map, names.CONFIGMAP_AUDIT_CONFIG, namespace)
+    config = read("ConfigMap", core.read_namespaced_config_map, names.CONFIGMAP_AUDIT_CONFIG, namespace)
     if config is not None:
-        snap.add({"apiVersion": "v1", "kind": "ConfigMap", **config})
+        snap.add(config)
     refs = {ref for c in claimants for ref in secrets_needed(c, snap.seeds.get(datacenter_of(c)), options)}
     for secret_namespace, name in sorted(refs):
-        raw = read_or_none(core.read_namespaced_secret, name, secret_namespace)
-        if raw is not None:
-            snap.add({"apiVersion": "v1", "kind": "Secret", **raw}, f"Secret {secret_namespace}/{name}")
+        secret = read("Secret", core.read_namespaced_secret, name, secret_namespace)
+        if secret is not None:
+            snap.add(secret, f"Secret {secret_namespace}/{name}")
     if not egress:
         return snap
-    # Listed by name, not read: the reconciler may only list and watch NetworkPolicies of this name.
-    for policy in list_items(client.NetworkingV1Api(api_client).list_namespaced_network_policy, namespace,
-                             api_version="networking.k8s.io/v1", kind="NetworkPolicy",
-                             field_selector=f"metadata.name={POLICY_NAME}"):
+    if watched is not None and watched.covers("NetworkPolicy", POLICY_NAME):
+        policy = watched.get("NetworkPolicy", namespace, POLICY_NAME)
+        policies = [policy] if policy is not None else []
+    else:  # listed by name, not read: the reconciler may only list and watch NetworkPolicies of this name
+        policies = list(list_items(client.NetworkingV1Api(api_client).list_namespaced_network_policy, namespace,
+                                   api_version="networking.k8s.io/v1", kind="NetworkPolicy",
+                                   field_selector=f"metadata.name={POLICY_NAME}"))
+    for policy in policies:
         snap.add(policy)
     services = {ref for c in claimants for ref in services_of(c, snap.seeds.get(datacenter_of(c)), snap.secrets,
                                                                options)}
@@ -72,10 +97,12 @@ def namespace_snapshot(api_client: client.ApiClient, lookup: Lookup, namespace: 
 
 
 def namespace_rows(api_client: client.ApiClient, lookup: Lookup, namespace: str, options: Options, mode: Mode,
-                   config: OperatorConfig | None = None, webhook_namespace: str = "audit-webhook") -> list[Row]:
+                   config: OperatorConfig | None = None, webhook_namespace: str = "audit-webhook",
+                   watched: Watched | None = None) -> list[Row]:
     """The report rows of the Clusters that claim `namespace` (`config` and `webhook_namespace` as for
-    `rows_of`: with a config the egress policies are compared)."""
-    return rows_of(namespace_snapshot(api_client, lookup, namespace, options, egress=config is not None),
+    `rows_of`: with a config the egress policies are compared; `watched` as for `namespace_snapshot`)."""
+    return rows_of(namespace_snapshot(api_client, lookup, namespace, options, egress=config is not None,
+                                      watched=watched),
                    options, mode, config, webhook_namespace)
 
 

@@ -1,10 +1,11 @@
-"""The reconciler's watches of what it keeps in cluster namespaces, cached by namespace and name.
+"""The reconciler's watches of what it keeps in cluster namespaces and of what its report reads there,
+cached by namespace and name.
 
-Each is as narrow as the reconciler's rights (charts/audit-webhook/templates/rbac.yaml): objects of one name, asked
-for with a `metadata.name` field selector that RBAC authorizes by resourceName, so the reconciler
-lists no ConfigMap, Secret or NetworkPolicy of any other name. Namespaces and apiserver Pods are
-asked for as metadata only; on a KKP seed only Namespaces, the egress NetworkPolicy and apiserver
-Pods are watched. Each object keeps only the fields the reconciler reads. The copies of
+Each is as narrow as the reconciler's rights (charts/audit-webhook/templates/rbac.yaml): objects of
+one name, asked for with a `metadata.name` field selector that RBAC authorizes by resourceName, so
+the reconciler lists no ConfigMap, Secret or NetworkPolicy of any other name. Namespaces and
+apiserver Pods are asked for as metadata only. On a KKP seed the same, but for the apiserver
+Deployments, which are KKP's. Each object keeps only the fields the reconciler reads. The copies of
 datacenters' webhook Secrets have names only Seeds know: they are read by name, never watched.
 """
 
@@ -57,17 +58,17 @@ def resources(mode: Mode, deployment: str) -> list[Resource]:
                  transform=lean_namespace, keep_unchanged=True),
         _named("networkpolicies", "/apis/networking.k8s.io/v1/networkpolicies", "networking.k8s.io/v1",
                "NetworkPolicy", POLICY_NAME),
-        # In both modes: a new or changed apiserver Pod is what the Clusters' report reads again.
+        # What the Clusters' report reads, in both modes: a change is what has it read a namespace
+        # again. An apiserver Pod changed in its spec alone (an ephemeral container) is a change too,
+        # though its metadata looks the same: every event reaches the handlers.
         Resource("pods", "/api/v1/pods", "v1", "Pod", label_selector="=".join(names.APISERVER_LABEL),
-                 metadata_only=True, transform=lean_pod, keep_unchanged=True),
+                 metadata_only=True, transform=lean_pod),
+        _named("configmaps", "/api/v1/configmaps", "v1", "ConfigMap", names.CONFIGMAP_AUDIT_CONFIG),
+        _named("secrets", "/api/v1/secrets", "v1", "Secret", names.SECRET_FLUENTBIT),
     ]
     if mode == "standalone":
-        watched += [
-            _named("configmaps", "/api/v1/configmaps", "v1", "ConfigMap", names.CONFIGMAP_AUDIT_CONFIG),
-            _named("secrets", "/api/v1/secrets", "v1", "Secret", names.SECRET_FLUENTBIT),
-            _named("deployments", "/apis/apps/v1/deployments", "apps/v1", "Deployment", deployment,
-                   transform=lean_deployment, keep_unchanged=True),
-        ]
+        watched.append(_named("deployments", "/apis/apps/v1/deployments", "apps/v1", "Deployment", deployment,
+                              transform=lean_deployment, keep_unchanged=True))
     return watched
 
 
@@ -144,3 +145,7 @@ class ReconcilerWatches:
 
     def ready(self) -> bool:
         return self.informers.ready()
+
+    def connected(self) -> bool:
+        """Whether every watch is connected (else its cache may be behind)."""
+        return self.informers.connected()
