@@ -5,7 +5,6 @@ synchronous and looks only at what it is given."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +97,7 @@ class InjectionMemo:
 
     def __init__(self, size: int = 512, max_pod_bytes: int = 32 * 1024) -> None:
         self.size, self.max_pod_bytes = size, max_pod_bytes
+        # Keyed by the Pod's JSON itself: a dict hashes it once, and a hit compares it whole.
         self._entries: OrderedDict[tuple[bytes, int], tuple[Prepared, Answer]] = OrderedDict()
 
     def answer(self, pod: Any, prepared: Prepared, decide: Callable[[], Answer]) -> Answer:
@@ -109,8 +109,7 @@ class InjectionMemo:
             return decide()
         if len(content) > self.max_pod_bytes:
             return decide()
-        digest = hashlib.blake2b(content, digest_size=16).digest()
-        key = (digest, id(prepared))
+        key = (content, id(prepared))
         hit = self._entries.get(key)
         if hit is not None and hit[0] is prepared:
             self._entries.move_to_end(key)

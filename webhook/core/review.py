@@ -67,6 +67,15 @@ class Answer:
     rules: list[str] = field(default_factory=list)
     # The rule id of each warning that is about a rule (one entry per such warning; advice has none).
     warning_rules: list[str] = field(default_factory=list)
+    # `patch` as the answer carries it (base64 of its JSON), worked out once: a remembered answer
+    # (webhook/core/decide.py, InjectionMemo) is sent again and again.
+    _encoded_patch: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def encoded_patch(self) -> str:
+        """The base64 of `patch`'s JSON."""
+        if self._encoded_patch is None:
+            self._encoded_patch = base64.b64encode(to_json(self.patch)).decode()
+        return self._encoded_patch
 
 
 def load_json(body: bytes) -> Any:
@@ -122,7 +131,7 @@ def to_review(api_version: str, uid: str, answer: Answer) -> dict[str, Any]:
         response["status"] = {"code": 200, "message": answer.message}
     if answer.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(to_json(answer.patch)).decode()
+        response["patch"] = answer.encoded_patch()
     if answer.warnings:
         response["warnings"] = answer.warnings
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
