@@ -5,6 +5,7 @@ synchronous and looks only at what it is given."""
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,31 @@ from webhook.core.validation.webhook_backend import SecretRef, Secrets
 _NAMESPACE_HOLDER = "cluster.namespace-holder"
 
 
+class _IdentityLru:
+    """A bounded map, least recently used out first, whose keys name objects by `id()`: each entry
+    holds those objects (so no other object can take their ids while it lives), and is a hit only
+    for the very same ones."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, tuple[tuple[Any, ...], Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any, objects: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """The value for `key` made with `objects`: kept, or `make()` (then kept)."""
+        hit = self._entries.get(key)
+        if hit is not None and all(map(operator.is_, hit[0], objects)):  # same length: one key, one shape
+            self._entries.move_to_end(key)
+            return hit[1]
+        value = make()
+        self._entries[key] = (objects, value)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+
 class PreparedCache:
     """`prepare()` results by the identity of the stored Cluster and Seed objects.
 
@@ -58,20 +84,12 @@ class PreparedCache:
     """
 
     def __init__(self, size: int = 50_000) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[int, int], tuple[Any, Any, Prepared]] = OrderedDict()
+        self._entries = _IdentityLru(size)
 
     def get(self, cluster: dict[str, Any], seed: dict[str, Any] | None, options: Options) -> Prepared:
         """The prepared decision inputs for this version of the cluster and seed."""
-        key = (id(cluster), id(seed))
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] is cluster and hit[1] is seed:
-            self._entries.move_to_end(key)
-            return hit[2]
-        prepared = prepare(cluster, seed, options)
-        self._entries[key] = (cluster, seed, prepared)
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        prepared: Prepared = self._entries.get((id(cluster), id(seed)), (cluster, seed),
+                                               lambda: prepare(cluster, seed, options))
         return prepared
 
     def of_cluster(self, cluster: dict[str, Any], store: Lookup, options: Options) -> Prepared:
@@ -96,9 +114,9 @@ class InjectionMemo:
     """
 
     def __init__(self, size: int = 512, max_pod_bytes: int = 32 * 1024) -> None:
-        self.size, self.max_pod_bytes = size, max_pod_bytes
+        self.max_pod_bytes = max_pod_bytes
         # Keyed by the Pod's JSON itself: a dict hashes it once, and a hit compares it whole.
-        self._entries: OrderedDict[tuple[bytes, int], tuple[Prepared, Answer]] = OrderedDict()
+        self._entries = _IdentityLru(size)
 
     def answer(self, pod: Any, prepared: Prepared, decide: Callable[[], Answer]) -> Answer:
         """The answer for `pod` with `prepared`: remembered, or `decide()`."""
@@ -109,15 +127,7 @@ class InjectionMemo:
             return decide()
         if len(content) > self.max_pod_bytes:
             return decide()
-        key = (content, id(prepared))
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] is prepared:
-            self._entries.move_to_end(key)
-            return hit[1]
-        answer = decide()
-        self._entries[key] = (prepared, answer)
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        answer: Answer = self._entries.get((content, id(prepared)), (prepared,), decide)
         return answer
 
 
