@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VEGETA = ROOT / ".e2e-bin/vegeta"
 sys.path.insert(0, str(ROOT))
 
+from tests.ports import free_port  # noqa: E402
 from webhook.adapters.certs import ServiceName, ensure_certs  # noqa: E402
 
 POD = yaml.safe_load((ROOT / "examples/pods/apiserver.yaml").read_text())
@@ -110,12 +111,6 @@ def write_bodies(work: Path) -> dict[str, list[Path]]:
         path.write_bytes(review(pod, "Pod", "", "cluster-bench00000", f"bench-distinct-{i}"))
         bodies["mutate-distinct"].append(path)
     return bodies
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: list[str], port: int, ca: Path, log: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:

@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 
 from tests.helpers import EXAMPLES, ROOT, kkp_pod, review
+from tests.ports import free_port
 from webhook.adapters.certs import ServiceName, ensure_certs
 
 
@@ -209,7 +210,7 @@ async def test_idle_and_half_sent_connections_never_lock_kube_apiserver_out(tmp_
 
 
 async def test_metrics_on_their_own_port_and_not_on_the_admission_port(tmp_path):
-    metrics_port = _free_port()
+    metrics_port = free_port()
     s = Serve(tmp_path / "certs", "--metrics-port", str(metrics_port))
     try:
         tls = ssl.create_default_context(cafile=str(s.cert_dir / "ca.crt"))
@@ -222,12 +223,6 @@ async def test_metrics_on_their_own_port_and_not_on_the_admission_port(tmp_path)
                 assert r.status == 200
     finally:
         s.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_json_logs_are_one_object_per_line_with_stable_keys(tmp_path):

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,16 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.ports import free_port
 from webhook.adapters.certs import ServiceName, create_ca, create_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".e2e-bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_binaries() -> None:
@@ -60,6 +54,10 @@ def client_cert(ca_dir: Path, out: Path, user: str, group: str) -> None:
     (out / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (out / "client.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                        serialization.NoEncryption()))
+
+
+class PortTaken(RuntimeError):
+    """A process of the control plane exited because another took its port first."""
 
 
 @dataclass
@@ -99,7 +97,21 @@ class ControlPlane:
                                                                serialization.NoEncryption()))
         (self.pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        etcd_port, peer_port = free_port(), free_port()
+        # A port can still be taken between choosing and binding it (by a listener of another process): start
+        # again on new ports then, rather than failing every test of the module.
+        for attempt in range(3):
+            try:
+                self._launch(free_port(), free_port())
+                return
+            except PortTaken:
+                self.stop()
+                self.processes.clear()
+                shutil.rmtree(self.work / "etcd", ignore_errors=True)
+                self.apiserver_port = free_port()
+                if attempt == 2:
+                    raise
+
+    def _launch(self, etcd_port: int, peer_port: int) -> None:
         self._spawn("etcd", [str(BIN / "etcd"), "--data-dir", str(self.work / "etcd"),
                              "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
                              "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -143,7 +155,8 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited:\n{self.log(name)[-3000:]}")
+                    error = PortTaken if "address already in use" in self.log(name) else RuntimeError
+                    raise error(f"{name} exited:\n{self.log(name)[-3000:]}")
             try:
                 with urllib.request.urlopen(f"https://127.0.0.1:{self.apiserver_port}/readyz", context=ctx,
                                             timeout=2) as r:
