@@ -132,6 +132,37 @@ def test_sigterm_stops_cleanly(server):
     assert any("shutting down" in line for line in server.log)
 
 
+async def test_a_request_in_flight_at_sigterm_is_answered_and_keep_alive_ends(tmp_path):
+    """SIGTERM while kube-apiserver is sending a review (its headers in, its body still on the way):
+    the body is still read and the review answered, with `Connection: close` so that the client's
+    next request goes to another replica; then the process exits 0. kube-apiserver does not retry a
+    POST it has written, so a dropped one would be a refused Pod."""
+    s = Serve(tmp_path / "certs")
+    body = json.dumps(review(kkp_pod(), namespace="cluster-auditon01")).encode()
+    reader, writer = await _hold(s.port, s.cert_dir / "ca.crt", b"")
+    try:
+        head = (f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        writer.write(head + body[:100])
+        await writer.drain()
+        await asyncio.sleep(0.5)  # the handler is reading the body
+        s.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)  # the server is shutting down
+        writer.write(body[100:])
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), 10)
+        status, _, rest = response.partition(b"\r\n")
+        headers, _, answer = rest.partition(b"\r\n\r\n")
+        assert status == b"HTTP/1.1 200 OK", response[:300]
+        assert b"connection: close" in headers.lower()
+        assert json.loads(answer)["response"]["allowed"] is True
+        assert s.proc.wait(timeout=30) == 0
+    finally:
+        writer.close()
+        if s.proc.poll() is None:
+            s.stop()
+
+
 def test_existing_certificates_are_kept(tmp_path):
     cert_dir = tmp_path / "certs"
     ensure_certs(cert_dir, ServiceName())

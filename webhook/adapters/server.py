@@ -61,6 +61,9 @@ class Webhook:
     busy: set[Any] = field(default_factory=set)
     # Connections that have sent a request: closed to make room only after those that never did.
     served: set[Any] = field(default_factory=set)
+    # Set on SIGTERM: every answer from then on closes its connection, so that the client's next
+    # request opens a new one, to a replica that stays.
+    draining: bool = False
     # A port of its own for /metrics (plain HTTP), or None: /metrics on the HTTPS port, behind the
     # client-certificate pin like the admission paths.
     metrics_port: int | None = None
@@ -68,15 +71,19 @@ class Webhook:
     async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         refused = self._refused_client(request)
         if refused is not None:
-            return refused
-        # A connection with a request in progress is never the one closed to make room (BoundedSite),
-        # and one that has sent a request is closed only after those that never did.
-        self.busy.add(request.protocol)
-        self.served.add(request.protocol)
-        try:
-            return await self._answer(request, name, handler)
-        finally:
-            self.busy.discard(request.protocol)
+            response = refused
+        else:
+            # A connection with a request in progress is never the one closed to make room (BoundedSite),
+            # and one that has sent a request is closed only after those that never did.
+            self.busy.add(request.protocol)
+            self.served.add(request.protocol)
+            try:
+                response = await self._answer(request, name, handler)
+            finally:
+                self.busy.discard(request.protocol)
+        if self.draining:
+            response.force_close()
+        return response
 
     async def _answer(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         try:
@@ -247,6 +254,16 @@ class BoundedSite(web.TCPSite):
         self.live.pop(conn, None)
         self.served.discard(conn.app)
 
+    def stop_accepting(self) -> None:
+        """Close the listening socket; the connections already open stay."""
+        if self._server is not None:
+            self._server.close()
+
+    def requests_in_progress(self) -> bool:
+        """Whether a connection has a request whose headers are in and whose answer is not yet sent."""
+        return any(c.app in self.busy or getattr(c.app, "_request_in_progress", False)
+                   or getattr(c.app, "_messages", None) for c in self.live)
+
     def _make_room(self) -> None:
         idle = [c for c in self.live if c.app not in self.busy]
         victim = next((c for c in idle if c.app not in self.served), None) or next(iter(idle), None)
@@ -300,6 +317,22 @@ async def _listen(site: web.BaseSite, flag: str, host: str, port: int) -> None:
         raise ListenError(flag, host, port, reason) from None
 
 
+async def _drain(site: BoundedSite, webhook: Webhook, timeout: float) -> None:
+    """Stop accepting connections and wait, up to `timeout` seconds, until no request is in flight.
+
+    aiohttp's own shutdown stops reading every connection at once, so a request whose body was
+    still arriving would hang until the client gave up; and kube-apiserver does not send a POST
+    again once it has written it: the Pod would be refused. Until the drain ends, open connections
+    are read and answered as usual, each answer closing its connection (`Webhook.draining`).
+    """
+    site.stop_accepting()
+    webhook.draining = True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while site.requests_in_progress() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_interval: float = 2.0,
                 shutdown_timeout: float = 20.0, started: Callable[[int], None] | None = None,
                 pollers: list[Poller] | None = None, client_ca: Path | None = None,
@@ -329,7 +362,9 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     limits = limits or Limits()
-    runner = web.AppRunner(webhook.app(), handle_signals=False, shutdown_timeout=shutdown_timeout,
+    # The drain below has waited for the requests in flight already: what is left when aiohttp shuts the
+    # connections down is idle, or stuck past the drain's deadline.
+    runner = web.AppRunner(webhook.app(), handle_signals=False, shutdown_timeout=2.0,
                            access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
     site = BoundedSite(runner, host, port, ssl_context=watcher.listening, limits=limits, busy=webhook.busy,
@@ -353,6 +388,7 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     try:
         await stop.wait()
         log.info("shutting down: no new connections, finishing requests in flight")
+        await _drain(site, webhook, shutdown_timeout)
     finally:
         poller.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
