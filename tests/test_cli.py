@@ -535,6 +535,29 @@ def test_with_json_logs_an_argument_error_is_one_json_line(capsys, argv, said):
     assert line["level"] == "error" and said in line["msg"] and "--help" in line["msg"]
 
 
+@pytest.mark.parametrize(("argv", "said"), [
+    (["reconcile", "--resync-period", "0"], "argument --resync-period: 0 is not a finite number above 0"),
+    (["reconcile", "--resync-period", "-5"], "argument --resync-period: -5 is not a finite number above 0"),
+    (["reconcile", "--resync-period", "nan"], "argument --resync-period: nan is not a finite number above 0"),
+    (["reconcile", "--report-interval", "inf"], "argument --report-interval: inf is not a finite number above 0"),
+    (["reconcile", "--api-qps", "0"], "argument --api-qps: 0 is not a finite number above 0"),
+    (["reconcile", "--api-qps", "fast"], "argument --api-qps: 'fast' is not a number"),
+    (["reconcile", "--workers", "0"], "argument --workers: 0 is below 1"),
+    (["reconcile", "--api-burst", "-1"], "argument --api-burst: -1 is below 1"),
+    (["reconcile", "--workers", "1.5"], "argument --workers: '1.5' is not a whole number"),
+    (["serve", "--max-connections", "0"], "argument --max-connections: 0 is below 1"),
+    (["serve", "--idle-timeout", "0"], "argument --idle-timeout: 0 is not a finite number above 0"),
+    (["serve", "--reload-interval", "-1"], "argument --reload-interval: -1 is not a finite number above 0"),
+])
+def test_periods_rates_and_counts_must_be_above_zero(capsys, argv, said):
+    """A zero resync period or reload interval would spin, zero workers would reconcile nothing, a
+    zero rate would never send: each is refused at start with the flag and what it takes."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert said in capsys.readouterr().err
+
+
 def test_without_json_logs_an_argument_error_is_argparse_usage(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--log-format", "json", "--log-format", "text", "--bogus"])

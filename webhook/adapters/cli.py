@@ -8,6 +8,7 @@ import base64
 import gc
 import json
 import logging
+import math
 import os
 import socket
 import ssl
@@ -92,13 +93,24 @@ def _port(text: str) -> int:
 
 
 def _positive(text: str) -> float:
-    """A number of seconds above 0, for argparse."""
+    """A finite number above 0 (seconds, or a rate), for argparse."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:  # also NaN
-        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < math.inf:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number above 0")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    """A count of 1 or more, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
     return value
 
 
@@ -148,14 +160,14 @@ def _add_mode_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_reconciler_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resync-period", type=float, default=600.0, metavar="SECONDS",
+    p.add_argument("--resync-period", type=_positive, default=600.0, metavar="SECONDS",
                    help="the reconciler works on watch events; every this many seconds it also goes over every "
                         "Cluster again, from its caches (default: 600)")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=_at_least_one, default=2, metavar="N",
                    help="Clusters reconciled at the same time (default: 2)")
-    p.add_argument("--api-qps", type=float, default=50.0, metavar="N",
+    p.add_argument("--api-qps", type=_positive, default=50.0, metavar="N",
                    help="the reconciler's API requests per second at most, after --api-burst (default: 50)")
-    p.add_argument("--api-burst", type=int, default=100, metavar="N",
+    p.add_argument("--api-burst", type=_at_least_one, default=100, metavar="N",
                    help="the reconciler's API requests in a burst at most (default: 100)")
 
 
@@ -701,9 +713,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert-dir", default="certs", help="ca.crt, tls.crt, tls.key; created if missing")
     serve.add_argument("--metrics-port", type=_port, metavar="PORT",
                        help="serve /metrics over plain HTTP on this port instead of the HTTPS port (deploy/: 9090)")
-    serve.add_argument("--max-connections", type=int, default=512, metavar="N",
+    serve.add_argument("--max-connections", type=_at_least_one, default=512, metavar="N",
                        help="open connections at most; past it the oldest idle one is closed (default: 512)")
-    serve.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
+    serve.add_argument("--idle-timeout", type=_positive, default=30.0, metavar="SECONDS",
                        help="close a connection that sends no complete request headers for this long (default: 30)")
     serve.add_argument("--client-ca", metavar="FILE", help="require client certificates signed by this CA (mutual TLS "
                                                           "with kube-apiserver's admission client certificate)")
@@ -714,7 +726,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--namespace", default="audit-webhook", help="Service namespace in the certificate")
     serve.add_argument("--decision-log", choices=("off", "debug", "info", "warning"), default="info",
                        help="log level of the one JSON line per admission (off: none; shown when --log-level allows)")
-    serve.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
+    serve.add_argument("--reload-interval", type=_positive, default=2.0, metavar="SECONDS",
                        help="how often to look for replaced certificates and changed source files")
     _add_render_options(serve)
     serve.set_defaults(func=cmd_serve)
