@@ -163,6 +163,57 @@ async def test_a_request_in_flight_at_sigterm_is_answered_and_keep_alive_ends(tm
             s.stop()
 
 
+async def _response(reader: asyncio.StreamReader) -> tuple[bytes, bytes, bytes]:
+    """Status line, headers and body of one HTTP/1.1 response with a Content-Length."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status, _, headers = head.partition(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in headers.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return status, headers.lower(), await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_a_review_on_a_kept_alive_connection_after_sigterm_is_answered(tmp_path):
+    """kube-apiserver keeps its connection to a replica open and writes its next review on it, even
+    after the replica got SIGTERM (the Service only stops new connections). The review is answered,
+    and that answer closes the connection; then the process exits 0."""
+    s = Serve(tmp_path / "certs")
+    body = json.dumps(review(kkp_pod(), namespace="cluster-auditon01")).encode()
+    request = (f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    reader, writer = await _hold(s.port, s.cert_dir / "ca.crt", request)
+    try:
+        status, headers, _ = await _response(reader)
+        assert status == b"HTTP/1.1 200 OK" and b"connection: close" not in headers
+        s.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        writer.write(request)
+        await writer.drain()
+        status, headers, answer = await _response(reader)
+        assert status == b"HTTP/1.1 200 OK" and b"connection: close" in headers
+        assert json.loads(answer)["response"]["allowed"] is True
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert s.proc.wait(timeout=30) == 0
+    finally:
+        writer.close()
+        if s.proc.poll() is None:
+            s.stop()
+
+
+async def test_a_quiet_connection_is_closed_by_the_drain(tmp_path):
+    """A keep-alive connection that sends nothing after SIGTERM is closed by the server (it does
+    not hold the process until the idle timeout), and the process exits 0."""
+    s = Serve(tmp_path / "certs", "--idle-timeout", "600")
+    reader, writer = await _hold(s.port, s.cert_dir / "ca.crt", b"")
+    try:
+        s.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        assert s.proc.wait(timeout=30) == 0
+    finally:
+        writer.close()
+        if s.proc.poll() is None:
+            s.stop()
+
+
 def test_existing_certificates_are_kept(tmp_path):
     cert_dir = tmp_path / "certs"
     ensure_certs(cert_dir, ServiceName())

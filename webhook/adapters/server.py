@@ -227,6 +227,8 @@ class _TLSConnection(asyncio.sslproto.SSLProtocol):
                          ssl_handshake_timeout=limits.handshake_timeout, ssl_shutdown_timeout=5.0)
         self.site, self.app = site, app
         self.raw: asyncio.BaseTransport | None = None
+        # When the client last sent bytes: a connection quiet for a while is not about to carry a request.
+        self.last_read = asyncio.get_running_loop().time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport
@@ -236,6 +238,10 @@ class _TLSConnection(asyncio.sslproto.SSLProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.site.forget(self)
         super().connection_lost(exc)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_read = asyncio.get_running_loop().time()
+        super().buffer_updated(nbytes)
 
 
 class BoundedSite(web.TCPSite):
@@ -259,10 +265,18 @@ class BoundedSite(web.TCPSite):
         if self._server is not None:
             self._server.close()
 
-    def requests_in_progress(self) -> bool:
-        """Whether a connection has a request whose headers are in and whose answer is not yet sent."""
-        return any(c.app in self.busy or getattr(c.app, "_request_in_progress", False)
-                   or getattr(c.app, "_messages", None) for c in self.live)
+    def close_quiet(self, quiet: float) -> bool:
+        """Close the connections without a request in progress whose client has sent nothing for
+        `quiet` seconds; whether any connection is left open."""
+        now = asyncio.get_running_loop().time()
+        for c in list(self.live):
+            # aiohttp's own marks cover a request whose headers are in but whose handler has not started.
+            started = c.app in self.busy or getattr(c.app, "_request_in_progress", False) \
+                or getattr(c.app, "_messages", None)
+            if not started and now - c.last_read >= quiet:
+                self.forget(c)
+                c.app.force_close()
+        return bool(self.live)
 
     def _make_room(self) -> None:
         idle = [c for c in self.live if c.app not in self.busy]
@@ -317,19 +331,27 @@ async def _listen(site: web.BaseSite, flag: str, host: str, port: int) -> None:
         raise ListenError(flag, host, port, reason) from None
 
 
-async def _drain(site: BoundedSite, webhook: Webhook, timeout: float) -> None:
-    """Stop accepting connections and wait, up to `timeout` seconds, until no request is in flight.
+# Seconds a connection must have been quiet before the drain closes it. kube-apiserver (Go) does not
+# send a POST again once it has written it, and reuses its most recently used connection first: the
+# one it is about to write on has carried a request moments ago, and is answered with
+# `Connection: close` instead.
+DRAIN_QUIET_S = 1.0
 
-    aiohttp's own shutdown stops reading every connection at once, so a request whose body was
-    still arriving would hang until the client gave up; and kube-apiserver does not send a POST
-    again once it has written it: the Pod would be refused. Until the drain ends, open connections
-    are read and answered as usual, each answer closing its connection (`Webhook.draining`).
+
+async def _drain(site: BoundedSite, webhook: Webhook, timeout: float) -> None:
+    """Stop accepting connections and let the open ones end, for at most `timeout` seconds.
+
+    aiohttp's own shutdown stops reading every connection at once: a request whose body was still
+    arriving would hang until the client gave up, and one written on an idle keep-alive connection
+    would be lost, and the Pod refused. So first every answer closes its connection
+    (`Webhook.draining`), a connection quiet for `DRAIN_QUIET_S` is closed, and the others are read
+    and answered as usual until they are gone.
     """
     site.stop_accepting()
     webhook.draining = True
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while site.requests_in_progress() and loop.time() < deadline:
+    while site.close_quiet(DRAIN_QUIET_S) and loop.time() < deadline:
         await asyncio.sleep(0.05)
 
 
@@ -376,7 +398,7 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
     if webhook.metrics_port is not None:
         # Plain HTTP, reachable only from the scraping namespace (deploy/'s NetworkPolicy).
         metrics_runner = web.AppRunner(webhook.metrics_app(), handle_signals=False, access_log=None,
-                                       keepalive_timeout=limits.idle_timeout)
+                                       keepalive_timeout=limits.idle_timeout, shutdown_timeout=2.0)
         await metrics_runner.setup()
         await _listen(web.TCPSite(metrics_runner, metrics_host, webhook.metrics_port), "--metrics-port",
                       metrics_host, webhook.metrics_port)
@@ -391,8 +413,9 @@ async def serve(webhook: Webhook, *, host: str, port: int, cert_dir: Path, poll_
         await _drain(site, webhook, shutdown_timeout)
     finally:
         poller.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+        # Only now: a second SIGTERM while the connections close must not kill the process.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
