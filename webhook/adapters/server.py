@@ -81,6 +81,10 @@ class Webhook:
                 response = await self._answer(request, name, handler)
             finally:
                 self.busy.discard(request.protocol)
+        return self._closing(response)
+
+    def _closing(self, response: web.Response) -> web.Response:
+        """`response`, closing its connection once the server drains (see `draining`)."""
         if self.draining:
             response.force_close()
         return response
@@ -144,10 +148,12 @@ class Webhook:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: the process answers."""
-        return web.Response(text="ok")
+        return self._closing(web.Response(text="ok"))
 
     async def readyz(self, _request: web.Request) -> web.Response:
-        """GET /readyz: the store can answer admissions."""
+        """GET /readyz: the store can answer admissions, and the server is not shutting down."""
+        if self.draining:
+            return self._closing(web.Response(status=503, text="shutting down"))
         if self.store.ready():
             return web.Response(text="ok")
         return web.Response(status=503, text="store not ready")
@@ -157,7 +163,7 @@ class Webhook:
         refused = self._refused_client(request) if self.metrics_port is None else None
         if refused is not None:
             return refused
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return self._closing(web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE}))
 
     def _refused_client(self, request: web.Request) -> web.Response | None:
         """With pinned identities, a 403 for any other client certificate (the probes stay open)."""
