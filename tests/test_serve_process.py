@@ -181,20 +181,29 @@ async def test_a_review_on_a_kept_alive_connection_after_sigterm_is_answered(tmp
     request = (f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     reader, writer = await _hold(s.port, s.cert_dir / "ca.crt", request)
+    probe = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    probe_reader, probe_writer = await _hold(s.port, s.cert_dir / "ca.crt", probe)
     try:
         status, headers, _ = await _response(reader)
         assert status == b"HTTP/1.1 200 OK" and b"connection: close" not in headers
+        assert (await _response(probe_reader))[0] == b"HTTP/1.1 200 OK"
         s.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
         writer.write(request)
+        probe_writer.write(probe)
         await writer.drain()
         status, headers, answer = await _response(reader)
         assert status == b"HTTP/1.1 200 OK" and b"connection: close" in headers
         assert json.loads(answer)["response"]["allowed"] is True
         assert await asyncio.wait_for(reader.read(), 10) == b""
+        # No longer ready: the kubelet takes the Pod out of the Service's endpoints, if it had not yet.
+        status, headers, text = await _response(probe_reader)
+        assert status == b"HTTP/1.1 503 Service Unavailable" and b"connection: close" in headers
+        assert text == b"shutting down"
         assert s.proc.wait(timeout=30) == 0
     finally:
         writer.close()
+        probe_writer.close()
         if s.proc.poll() is None:
             s.stop()
 
