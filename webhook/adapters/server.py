@@ -71,20 +71,22 @@ class Webhook:
     async def _review(self, request: web.Request, name: str, handler: Handler) -> web.Response:
         refused = self._refused_client(request)
         if refused is not None:
-            response = refused
-        else:
-            # A connection with a request in progress is never the one closed to make room (BoundedSite),
-            # and one that has sent a request is closed only after those that never did.
-            self.busy.add(request.protocol)
-            self.served.add(request.protocol)
-            try:
-                response = await self._answer(request, name, handler)
-            finally:
-                self.busy.discard(request.protocol)
-        return self._closing(response)
+            return refused
+        # A connection with a request in progress is never the one closed to make room (BoundedSite),
+        # and one that has sent a request is closed only after those that never did.
+        self.busy.add(request.protocol)
+        self.served.add(request.protocol)
+        try:
+            return await self._answer(request, name, handler)
+        finally:
+            self.busy.discard(request.protocol)
 
-    def _closing(self, response: web.Response) -> web.Response:
-        """`response`, closing its connection once the server drains (see `draining`)."""
+    @web.middleware
+    async def _close_when_draining(self, request: web.Request,
+                                   handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                                   ) -> web.StreamResponse:
+        """Every answer of either app closes its connection once the server drains (see `draining`)."""
+        response = await handler(request)
         if self.draining:
             response.force_close()
         return response
@@ -148,12 +150,12 @@ class Webhook:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """GET /healthz: the process answers."""
-        return self._closing(web.Response(text="ok"))
+        return web.Response(text="ok")
 
     async def readyz(self, _request: web.Request) -> web.Response:
         """GET /readyz: the store can answer admissions, and the server is not shutting down."""
         if self.draining:
-            return self._closing(web.Response(status=503, text="shutting down"))
+            return web.Response(status=503, text="shutting down")
         if self.store.ready():
             return web.Response(text="ok")
         return web.Response(status=503, text="store not ready")
@@ -163,7 +165,7 @@ class Webhook:
         refused = self._refused_client(request) if self.metrics_port is None else None
         if refused is not None:
             return refused
-        return self._closing(web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE}))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     def _refused_client(self, request: web.Request) -> web.Response | None:
         """With pinned identities, a 403 for any other client certificate (the probes stay open)."""
@@ -177,7 +179,7 @@ class Webhook:
 
     def app(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._close_when_draining])
         app.router.add_post("/mutate", self.mutate)
         app.router.add_post("/validate", self.validate)
         app.router.add_get("/healthz", self.healthz)
@@ -188,7 +190,7 @@ class Webhook:
 
     def metrics_app(self) -> web.Application:
         """/metrics alone, for its own plain-HTTP port (scraped like any other target; it holds no secret)."""
-        app = web.Application()
+        app = web.Application(middlewares=[self._close_when_draining])
         app.router.add_get("/metrics", self.metrics_page)
         return app
 
